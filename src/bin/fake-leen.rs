@@ -1,0 +1,55 @@
+//! `fake-leen`: the project's fake Leen API as a process, for the demo and by-hand runs.
+//!
+//! Prints `http://ADDR/v1` (the LEEN_ENDPOINT to use) on its first line, then serves until
+//! killed. Connections, keys and faults can be added later over HTTP under `/_fake/`.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use leen_operator::fake::FakeLeen;
+use uuid::Uuid;
+
+/// A fake Leen provisioning API on a loopback address.
+#[derive(Parser)]
+#[command(name = "fake-leen", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+    /// API key to accept (repeatable).
+    #[arg(long = "api-key")]
+    api_keys: Vec<String>,
+    /// Connection to create, as ORGANIZATION_ID:CONNECTION_ID[:VENDOR] (repeatable).
+    #[arg(long = "connection")]
+    connections: Vec<String>,
+    /// Delay added to every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = Args::parse();
+    if !args.addr.ip().is_loopback() {
+        return Err(format!("--addr {} is not a loopback address", args.addr));
+    }
+    let fake = FakeLeen::start_on(args.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.addr))?;
+    for key in &args.api_keys {
+        fake.add_api_key(key);
+    }
+    for spec in &args.connections {
+        let mut parts = spec.splitn(3, ':');
+        let org = parts.next().and_then(|s| Uuid::parse_str(s).ok());
+        let id = parts.next().and_then(|s| Uuid::parse_str(s).ok());
+        let (Some(org), Some(id)) = (org, id) else {
+            return Err(format!("--connection {spec:?} is not ORGANIZATION_ID:CONNECTION_ID[:VENDOR]"));
+        };
+        fake.add_connection(org, id, parts.next().unwrap_or("CrowdStrike"));
+    }
+    fake.set_latency(std::time::Duration::from_millis(args.latency_ms));
+    println!("{}", fake.base_url());
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Command line and environment: flags with the environment variables of DESIGN.md as
+//! their fallbacks, checked into [`Settings`] with one clear error line per bad setting.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use url::{Host, Url};
+
+use crate::{leen::ApiKey, telemetry::LogFormat};
+
+/// Kubernetes operator for Leen Security API connections.
+#[derive(Parser, Debug)]
+#[command(name = "leen-operator", version, about)]
+pub struct Cli {
+    /// What to do; with none, the controller runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings of the controller (also accepted after `run`).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the LeenConnection CRD as YAML (the content of crds/leenconnection.yaml).
+    Crd,
+    /// Run the controller (the default).
+    Run(RunArgs),
+}
+
+/// Settings of the controller, as given on the command line or in the environment.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Default Leen API key for resources without apiKeySecretRef. Prefer the environment
+    /// variable: flags show in process listings.
+    #[arg(long, env = "LEEN_API_KEY", hide_env_values = true)]
+    pub leen_api_key: Option<String>,
+
+    /// Base URL including /v1 that replaces every region's URL (proxies, tests).
+    /// http:// only for loopback hosts.
+    #[arg(long, env = "LEEN_ENDPOINT")]
+    pub leen_endpoint: Option<String>,
+
+    /// Only watch this namespace; empty: all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+
+    /// How often a live connection is read again from Leen (e.g. 5m, 30s).
+    #[arg(long, env = "LEEN_SYNC_INTERVAL", default_value = "5m")]
+    pub sync_interval: String,
+
+    /// Timeout of one request to Leen.
+    #[arg(long, env = "LEEN_REQUEST_TIMEOUT", default_value = "10s")]
+    pub request_timeout: String,
+
+    /// Most LeenConnections reconciled at once.
+    #[arg(long, env = "LEEN_MAX_CONCURRENT_RECONCILES", default_value = "16")]
+    pub max_concurrent_reconciles: String,
+
+    /// Most requests to Leen in flight at once.
+    #[arg(long, env = "LEEN_MAX_IN_FLIGHT_REQUESTS", default_value = "16")]
+    pub max_in_flight_requests: String,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log level or filter in RUST_LOG syntax (e.g. info, leen_operator=debug).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// A setting that cannot be used; its Display is the one line printed at start-up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {env} (--{flag}): {problem}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub env: &'static str,
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Checked settings of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Default API key.
+    pub default_api_key: Option<ApiKey>,
+    /// Endpoint replacing every region's URL.
+    pub leen_endpoint: Option<Url>,
+    /// Namespace to watch; `None`: all.
+    pub watch_namespace: Option<String>,
+    /// Telemetry address.
+    pub metrics_addr: SocketAddr,
+    /// Sync interval.
+    pub sync_interval: Duration,
+    /// Leen request timeout.
+    pub request_timeout: Duration,
+    /// Concurrent reconciles.
+    pub max_concurrent_reconciles: u16,
+    /// Leen requests in flight.
+    pub max_in_flight_requests: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn err(env: &'static str, flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        env,
+        flag,
+        problem: problem.into(),
+    }
+}
+
+fn duration(
+    env: &'static str,
+    flag: &'static str,
+    value: &str,
+    min: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim())
+        .map_err(|e| err(env, flag, format!("{value:?} is not a duration like 30s or 5m: {e}")))?;
+    if d < min {
+        return Err(err(
+            env,
+            flag,
+            format!("{value:?} is shorter than {}", humantime::format_duration(min)),
+        ));
+    }
+    Ok(d)
+}
+
+fn count(env: &'static str, flag: &'static str, value: &str, max: u32) -> Result<u32, ConfigError> {
+    match value.trim().parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(err(
+            env,
+            flag,
+            format!("{value:?} is not a whole number from 1 to {max}"),
+        )),
+    }
+}
+
+/// Checks `LEEN_ENDPOINT`: an absolute https URL, or http to a loopback host; no
+/// credentials, query or fragment.
+pub fn parse_endpoint(value: &str) -> Result<Url, ConfigError> {
+    let e = |p: String| err("LEEN_ENDPOINT", "leen-endpoint", p);
+    let url = Url::parse(value.trim()).map_err(|x| e(format!("{value:?} is not a URL: {x}")))?;
+    let loopback = match url.host() {
+        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(e(format!("{value:?} has no host"))),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(e(format!(
+                "{value:?} uses http:// to a non-loopback host; the API key must travel over https://"
+            )));
+        }
+        other => return Err(e(format!("{value:?} has scheme {other}; use https://"))),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(e("credentials in the URL are not allowed".to_string()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(e(format!("{value:?} must not have a query or fragment")));
+    }
+    Ok(url)
+}
+
+impl RunArgs {
+    /// Checks every setting; the first bad one is the error.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let leen_endpoint = non_empty(&self.leen_endpoint)
+            .map(parse_endpoint)
+            .transpose()?;
+        let metrics_addr = self.metrics_addr.trim().parse().map_err(|_| {
+            err(
+                "METRICS_ADDR",
+                "metrics-addr",
+                format!("{:?} is not an address like 0.0.0.0:8080", self.metrics_addr),
+            )
+        })?;
+        let watch_namespace = non_empty(&self.watch_namespace).map(str::to_string);
+        if let Some(ns) = &watch_namespace {
+            let valid = ns.len() <= 63
+                && ns
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !valid {
+                return Err(err(
+                    "WATCH_NAMESPACE",
+                    "watch-namespace",
+                    format!("{ns:?} is not a namespace name"),
+                ));
+            }
+        }
+        Ok(Settings {
+            default_api_key: non_empty(&self.leen_api_key).and_then(ApiKey::new),
+            leen_endpoint,
+            watch_namespace,
+            metrics_addr,
+            sync_interval: duration(
+                "LEEN_SYNC_INTERVAL",
+                "sync-interval",
+                &self.sync_interval,
+                Duration::from_secs(1),
+            )?,
+            request_timeout: duration(
+                "LEEN_REQUEST_TIMEOUT",
+                "request-timeout",
+                &self.request_timeout,
+                Duration::from_millis(100),
+            )?,
+            max_concurrent_reconciles: count(
+                "LEEN_MAX_CONCURRENT_RECONCILES",
+                "max-concurrent-reconciles",
+                &self.max_concurrent_reconciles,
+                u16::MAX as u32,
+            )? as u16,
+            max_in_flight_requests: count(
+                "LEEN_MAX_IN_FLIGHT_REQUESTS",
+                "max-in-flight-requests",
+                &self.max_in_flight_requests,
+                10_000,
+            )? as usize,
+            log_format: self.log_format,
+            log_level: self.log_level.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["leen-operator"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).expect("parses").run
+    }
+
+    #[test]
+    fn endpoint_rules() {
+        assert!(parse_endpoint("https://proxy.example.com/v1").is_ok());
+        assert!(parse_endpoint("http://127.0.0.1:9999/v1").is_ok());
+        assert!(parse_endpoint("http://localhost:9999/v1").is_ok());
+        assert!(parse_endpoint("http://[::1]:9999/v1").is_ok());
+        let e = parse_endpoint("http://leen.example.com/v1").expect_err("plain http");
+        assert!(e.to_string().starts_with("invalid LEEN_ENDPOINT (--leen-endpoint)"));
+        assert!(parse_endpoint("not a url").is_err());
+        assert!(parse_endpoint("ftp://127.0.0.1/v1").is_err());
+        assert!(parse_endpoint("https://user:pw@example.com/v1").is_err());
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let e = args(&["--metrics-addr", "nope"]).settings().expect_err("bad");
+        assert_eq!(e.env, "METRICS_ADDR");
+        let e = args(&["--sync-interval", "often"]).settings().expect_err("bad");
+        assert_eq!(e.env, "LEEN_SYNC_INTERVAL");
+        let e = args(&["--max-concurrent-reconciles", "0"])
+            .settings()
+            .expect_err("bad");
+        assert_eq!(e.env, "LEEN_MAX_CONCURRENT_RECONCILES");
+        let e = args(&["--watch-namespace", "Not_A_Ns"])
+            .settings()
+            .expect_err("bad");
+        assert_eq!(e.env, "WATCH_NAMESPACE");
+    }
+
+    #[test]
+    fn defaults_are_usable() {
+        let s = args(&[]).settings().expect("defaults");
+        assert_eq!(s.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.sync_interval, Duration::from_secs(300));
+        assert!(s.watch_namespace.is_none());
+    }
+}

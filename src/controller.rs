@@ -1,0 +1,491 @@
+//! Controller wiring: read inputs, call Leen, ask `decision` what to do, then write.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams, PartialObjectMeta},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        finalizer::{self, Event as FinalizerEvent, finalizer},
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    decision::{
+        Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason,
+        RetryPolicy, decide_deletion, decide_sync, deletion_shortcut, validate_ids,
+    },
+    leen::{ApiKey, LeenClient, Operation},
+    resource::{FINALIZER, LeenConnection},
+    telemetry::{Metrics, Readiness},
+};
+
+/// Field manager of the controller's status writes.
+pub const FIELD_MANAGER: &str = "leen-operator";
+
+/// Everything that can fail a reconciliation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// Adding or removing the finalizer failed, or Apply/Cleanup failed inside it.
+    #[error("{0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// The deletion is not finished; the finalizer stays and the controller tries again.
+    #[error("deletion not finished ({}), retrying in {retry_after:?}", reason.as_str())]
+    DeletionPending {
+        /// Why.
+        reason: Reason,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The object lacks a namespace.
+    #[error("LeenConnection has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApi",
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.metric_reason()
+                }
+                finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => {
+                    "FinalizerPatch"
+                }
+                _ => "Finalizer",
+            },
+            Error::DeletionPending { reason, .. } => reason.as_str(),
+            Error::NoNamespace => "NoNamespace",
+        }
+    }
+
+    fn pending_retry(&self) -> Option<Duration> {
+        match self {
+            Error::DeletionPending { retry_after, .. } => Some(*retry_after),
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::CleanupFailed(inner) => inner.pending_retry(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Leen client.
+    pub leen: LeenClient,
+    /// The operator's default API key.
+    pub default_key: Option<ApiKey>,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// How often live resources are read again.
+    pub sync_interval: Duration,
+    /// Retry delays.
+    pub policy: RetryPolicy,
+    failures: Mutex<HashMap<String, u32>>,
+    pending_deletions: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    /// A context for the reconcilers.
+    pub fn new(
+        client: Client,
+        leen: LeenClient,
+        default_key: Option<ApiKey>,
+        metrics: Arc<Metrics>,
+        sync_interval: Duration,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "leen-operator".into(),
+            instance: std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            leen,
+            default_key,
+            metrics,
+            sync_interval,
+            policy: RetryPolicy::default(),
+            failures: Mutex::default(),
+            pending_deletions: Mutex::default(),
+        }
+    }
+
+    fn failures(&self, uid: &str) -> u32 {
+        self.failures
+            .lock()
+            .map(|m| m.get(uid).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    fn set_failures(&self, uid: &str, failed: bool) -> u32 {
+        let Ok(mut map) = self.failures.lock() else {
+            return 0;
+        };
+        if failed {
+            let n = map.entry(uid.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            map.remove(uid);
+            0
+        }
+    }
+
+    fn set_pending(&self, uid: &str, pending: bool) {
+        if let Ok(mut set) = self.pending_deletions.lock() {
+            if pending {
+                set.insert(uid.to_string());
+            } else {
+                set.remove(uid);
+            }
+            self.metrics.set_deletions_pending(set.len());
+        }
+    }
+
+    fn inputs(&self, uid: &str) -> DecisionInputs<'_> {
+        DecisionInputs {
+            now: chrono::Utc::now(),
+            jitter: rand::random::<f64>(),
+            sync_interval: self.sync_interval,
+            sync_failures: self.failures(uid),
+            policy: &self.policy,
+        }
+    }
+}
+
+/// Reconciles one LeenConnection: the finalizer helper routes it to [`apply`] or
+/// [`cleanup`].
+pub async fn reconcile(obj: Arc<LeenConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconcile();
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    let result = finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            FinalizerEvent::Apply(obj) => apply(obj, &ctx).await,
+            FinalizerEvent::Cleanup(obj) => cleanup(obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() && has_finalizer != deleting {
+        // Not deleting and no finalizer: the helper added it. Deleting with it: removed.
+        ctx.metrics.kube_write(if deleting {
+            "finalizer_remove"
+        } else {
+            "finalizer_add"
+        });
+    }
+    result
+}
+
+/// Requeue policy after a failed reconciliation.
+pub fn error_policy(obj: Arc<LeenConnection>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error(error.metric_reason());
+    if let Some(after) = error.pending_retry() {
+        debug!(name = %obj.name_any(), %error, "deletion pending");
+        return Action::requeue(after);
+    }
+    let uid = obj.uid().unwrap_or_default();
+    let attempt = ctx.set_failures(&uid, true);
+    let delay = RetryPolicy::backoff(
+        ctx.policy.transient_base,
+        ctx.policy.transient_cap,
+        attempt,
+        rand::random::<f64>(),
+    );
+    warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// A live resource: read the connection from Leen and mirror it.
+async fn apply(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error> {
+    let uid = obj.uid().unwrap_or_default();
+    let obs = observe(&obj, ctx, Operation::Get).await?;
+    let decision = decide_sync(&obj, &obs, &ctx.inputs(&uid));
+    let ready = decision
+        .status
+        .ready()
+        .is_some_and(|c| c.status == "True");
+    let healthy_answer = ready || matches!(obs, Observation::Leen(ref o) if o.http_status() == Some(404) || o.http_status() == Some(200));
+    ctx.set_failures(&uid, !healthy_answer);
+    write(&obj, &decision, ctx).await?;
+    Ok(decision
+        .requeue_after
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// A resource being deleted: the deletion table.
+async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error> {
+    let uid = obj.uid().unwrap_or_default();
+    let step = match deletion_shortcut(&obj) {
+        Some(step) => step,
+        None => DeletionStep::Observed(observe(&obj, ctx, Operation::Delete).await?),
+    };
+    let decision = decide_deletion(&obj, &step, &ctx.inputs(&uid));
+    let reason = decision
+        .event
+        .as_ref()
+        .map(|e| e.reason)
+        .unwrap_or(Reason::Deleted);
+    match decision.finalizer {
+        FinalizerAction::Remove => {
+            // The finalizer goes only once the status is accepted: retry briefly here
+            // rather than lose what Leen returned.
+            let mut tries = 0;
+            loop {
+                match write(&obj, &decision, ctx).await {
+                    Ok(()) => break,
+                    Err(e) if tries < 3 => {
+                        tries += 1;
+                        warn!(name = %obj.name_any(), error = %e, "status write before finalizer removal failed, retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            ctx.set_pending(&uid, false);
+            ctx.set_failures(&uid, false);
+            ctx.metrics.deletion_finished(reason.as_str());
+            info!(name = %obj.name_any(), namespace = ?obj.namespace(), reason = reason.as_str(), "deletion finished, removing finalizer");
+            Ok(Action::await_change())
+        }
+        FinalizerAction::Keep => {
+            ctx.set_pending(&uid, true);
+            write(&obj, &decision, ctx).await?;
+            Err(Error::DeletionPending {
+                reason,
+                retry_after: decision.requeue_after.unwrap_or(ctx.policy.transient_cap),
+            })
+        }
+    }
+}
+
+/// Reads the inputs (ids, API key) and calls Leen. Kubernetes API failures other than a
+/// missing or unreadable Secret are errors; everything else is an observation.
+async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<Observation, Error> {
+    let (organization, connection) = match validate_ids(obj) {
+        Ok(ids) => ids,
+        Err(obs) => return Ok(obs),
+    };
+    let key = match resolve_key(obj, ctx).await? {
+        Ok(key) => key,
+        Err(message) => return Ok(Observation::CredentialsMissing(message)),
+    };
+    let region = obj.spec.region;
+    let outcome = match op {
+        Operation::Get => {
+            ctx.leen
+                .get_connection(region, organization, connection, &key)
+                .await
+        }
+        Operation::Delete => {
+            ctx.leen
+                .delete_connection(region, organization, connection, &key)
+                .await
+        }
+    };
+    debug!(name = %obj.name_any(), op = op.as_str(), status = ?outcome.http_status(), "Leen answered");
+    Ok(Observation::Leen(outcome))
+}
+
+/// The API key for a resource: its Secret's key, or the default key. The inner error is
+/// the `CredentialsMissing` message.
+async fn resolve_key(
+    obj: &LeenConnection,
+    ctx: &Context,
+) -> Result<Result<ApiKey, String>, Error> {
+    let Some(secret_ref) = &obj.spec.api_key_secret_ref else {
+        return Ok(ctx.default_key.clone().ok_or_else(|| {
+            "no spec.apiKeySecretRef and the operator has no default API key (LEEN_API_KEY)"
+                .to_string()
+        }));
+    };
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let where_ = format!("Secret {ns}/{}", secret_ref.name);
+    let secret = match secrets.get_opt(&secret_ref.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Ok(Err(format!("{where_} not found"))),
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Ok(Err(format!(
+                "the operator may not read {where_}: {}",
+                status.message
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let key = &secret_ref.key;
+    let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) else {
+        return Ok(Err(format!("{where_} has no key {key:?}")));
+    };
+    let Ok(text) = std::str::from_utf8(&bytes.0) else {
+        return Ok(Err(format!("key {key:?} of {where_} is not UTF-8 text")));
+    };
+    Ok(ApiKey::new(text).ok_or_else(|| format!("key {key:?} of {where_} is empty")))
+}
+
+/// Applies a decision's writes: the status (only when it changed), then the Event.
+async fn write(obj: &LeenConnection, decision: &Decision, ctx: &Context) -> Result<(), Error> {
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let name = obj.name_any();
+    if obj.status.as_ref() != Some(&decision.status) {
+        let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": "leen.dev/v1alpha1",
+            "kind": "LeenConnection",
+            "status": decision.status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+        ctx.metrics.kube_write("status");
+    }
+    if let Some(event) = &decision.event {
+        let ev = KubeEvent {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.as_str().to_string(),
+            note: Some(truncate_note(&event.note)),
+            action: event.action.to_string(),
+            secondary: None,
+        };
+        // Events are for people; a failed one must not hold up the deletion.
+        match ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+            Ok(()) => ctx.metrics.kube_write("event"),
+            Err(e) => warn!(%name, namespace = %ns, error = %e, "publishing Event failed"),
+        }
+    }
+    Ok(())
+}
+
+fn truncate_note(note: &str) -> String {
+    if note.len() <= 1000 {
+        return note.to_string();
+    }
+    let mut end = 1000;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}
+
+/// What changes of a LeenConnection are worth a reconciliation: spec (generation),
+/// finalizers and the start of deletion. Status writes (our own) are not.
+fn trigger_fingerprint(obj: &LeenConnection) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.meta().generation.hash(&mut h);
+    obj.finalizers().hash(&mut h);
+    obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// Drops what the controller never reads from its cache, to keep memory small.
+fn strip(obj: &mut LeenConnection) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// The LeenConnections that use a Secret.
+fn users_of_secret(store: &Store<LeenConnection>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<LeenConnection>> {
+    let ns = secret.namespace();
+    let name = secret.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|c| {
+            c.namespace() == ns
+                && c.spec
+                    .api_key_secret_ref
+                    .as_ref()
+                    .is_some_and(|r| r.name == name)
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Runs the controller until `shutdown` resolves. `ready` is set once the cache synced.
+pub async fn run(
+    ctx: Arc<Context>,
+    watch_namespace: Option<String>,
+    concurrency: u16,
+    ready: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (connections, secrets): (Api<LeenConnection>, Api<PartialObjectMeta<Secret>>) = match &watch_namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let (reader, writer) = reflector::store();
+    let main_stream = watcher(connections, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(trigger_fingerprint, Default::default());
+    // Only Secrets' metadata is watched: their keys are read with a GET when needed, so
+    // no Secret's data sits in the operator's memory.
+    let secret_store = reader.clone();
+    let secret_stream = watcher(secrets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects();
+
+    let ready_reader = reader.clone();
+    tokio::spawn(async move {
+        if ready_reader.wait_until_ready().await.is_ok() {
+            info!("LeenConnection cache synced; ready");
+            ready.set(true);
+        }
+    });
+
+    Controller::for_stream(main_stream, reader)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .watches_stream(secret_stream, move |secret| {
+            users_of_secret(&secret_store, &secret)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "controller stream error");
+            }
+        })
+        .await;
+}

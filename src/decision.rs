@@ -1,0 +1,558 @@
+//! The controller's decisions as plain functions: given a resource and what reading its
+//! inputs and calling Leen came to, which status to write, which Event to emit, whether to
+//! keep the finalizer, and when to look again. No I/O here; `controller` does the writes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use uuid::Uuid;
+
+use crate::{
+    leen::{Connection, LeenOutcome},
+    resource::{
+        BoundConnection, Condition, ConnectionHealth, DeletionPolicy, DeletionRecord,
+        HealthDetail, LeenConnection, LeenConnectionStatus, READY_CONDITION,
+    },
+};
+
+/// Why the Ready condition is what it is. Also the reason of the Event emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Read from Leen, not deleted.
+    Synced,
+    /// Leen reports the connection DELETED.
+    ConnectionDeleted,
+    /// Leen does not know the connection.
+    NotFound,
+    /// Leen refused the key (401/403).
+    Unauthorized,
+    /// Leen rejected the request (422).
+    Rejected,
+    /// Leen answered 429.
+    RateLimited,
+    /// 5xx, timeout or connection error.
+    LeenUnavailable,
+    /// Leen's answer could not be read.
+    InvalidResponse,
+    /// Leen answered with a status the API does not document.
+    UnexpectedResponse,
+    /// The API key Secret, its key, or the default key is missing.
+    CredentialsMissing,
+    /// The spec cannot be acted on (an id is not a UUID).
+    InvalidSpec,
+    /// The spec names other ids than the ones the resource was bound to.
+    ImmutableFieldChanged,
+    /// Leen deleted the connection.
+    Deleted,
+    /// Leen had no such connection any more (404 on DELETE).
+    AlreadyDeleted,
+    /// deletionPolicy Orphan: the connection was left in Leen.
+    Orphaned,
+}
+
+impl Reason {
+    /// The CamelCase word used in conditions, Events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Synced => "Synced",
+            Reason::ConnectionDeleted => "ConnectionDeleted",
+            Reason::NotFound => "NotFound",
+            Reason::Unauthorized => "Unauthorized",
+            Reason::Rejected => "Rejected",
+            Reason::RateLimited => "RateLimited",
+            Reason::LeenUnavailable => "LeenUnavailable",
+            Reason::InvalidResponse => "InvalidResponse",
+            Reason::UnexpectedResponse => "UnexpectedResponse",
+            Reason::CredentialsMissing => "CredentialsMissing",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::ImmutableFieldChanged => "ImmutableFieldChanged",
+            Reason::Deleted => "Deleted",
+            Reason::AlreadyDeleted => "AlreadyDeleted",
+            Reason::Orphaned => "Orphaned",
+        }
+    }
+
+    /// Whether a deletion that ended with this reason is finished.
+    pub fn releases_finalizer(self) -> bool {
+        matches!(
+            self,
+            Reason::Deleted | Reason::AlreadyDeleted | Reason::Orphaned
+        )
+    }
+}
+
+/// What reading the inputs and (maybe) calling Leen came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// Leen was called and answered (or failed to).
+    Leen(LeenOutcome),
+    /// No API key could be had; Leen was not called.
+    CredentialsMissing(String),
+    /// The spec cannot be acted on; Leen was not called.
+    InvalidSpec {
+        /// [`Reason::InvalidSpec`] or [`Reason::ImmutableFieldChanged`].
+        reason: Reason,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What the deletion of a resource comes to before any call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeletionStep {
+    /// deletionPolicy Orphan: no call, no credentials.
+    Orphan,
+    /// A previous attempt already got Leen's confirmation and wrote it to status, but the
+    /// finalizer was not removed (crash, failed patch): release without calling again.
+    AlreadyConfirmed(Reason),
+    /// The inputs were read and Leen was called (or could not be).
+    Observed(Observation),
+}
+
+/// Keep or drop the finalizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinalizerAction {
+    /// Keep it: the deletion is not done.
+    Keep,
+    /// Remove it, after the status write has been accepted.
+    Remove,
+}
+
+/// An Event to emit on the resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSpec {
+    /// Warning rather than Normal.
+    pub warning: bool,
+    /// The reason, the same as the condition's.
+    pub reason: Reason,
+    /// What the controller was doing: `SyncConnection` or `DeleteConnection`.
+    pub action: &'static str,
+    /// Human readable detail.
+    pub note: String,
+}
+
+/// Everything the controller does after one reconciliation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The whole status to write (skipped when equal to the current one).
+    pub status: LeenConnectionStatus,
+    /// The Event to emit, if any.
+    pub event: Option<EventSpec>,
+    /// Keep or drop the finalizer (only ever `Remove` while deleting).
+    pub finalizer: FinalizerAction,
+    /// When to reconcile again; `None`: only on a change.
+    pub requeue_after: Option<Duration>,
+}
+
+/// How long to wait before trying again, by kind of failure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// First delay after a transient failure (5xx, timeout, 429 without Retry-After).
+    pub transient_base: Duration,
+    /// Longest delay after transient failures.
+    pub transient_cap: Duration,
+    /// First delay after 401/403 (a Secret change retries at once anyway).
+    pub unauthorized_base: Duration,
+    /// Longest delay after 401/403.
+    pub unauthorized_cap: Duration,
+    /// Delay after a 422 or an invalid spec: these do not heal by themselves.
+    pub slow_retry: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            transient_base: Duration::from_secs(2),
+            transient_cap: Duration::from_secs(300),
+            unauthorized_base: Duration::from_secs(30),
+            unauthorized_cap: Duration::from_secs(600),
+            slow_retry: Duration::from_secs(900),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Capped exponential backoff with jitter: attempt 1 waits about `base`, each further
+    /// attempt doubles it up to `cap`; the delay is drawn from [d/2, d] with `jitter` in [0, 1].
+    pub fn backoff(base: Duration, cap: Duration, attempt: u32, jitter: f64) -> Duration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let raw = base.saturating_mul(1u32 << exp).min(cap);
+        let jitter = jitter.clamp(0.0, 1.0);
+        raw.div_f64(2.0) + raw.div_f64(2.0).mul_f64(jitter)
+    }
+
+    /// The delay after the `attempt`-th consecutive failure with this reason.
+    pub fn delay(
+        &self,
+        reason: Reason,
+        retry_after: Option<Duration>,
+        attempt: u32,
+        jitter: f64,
+    ) -> Duration {
+        match reason {
+            Reason::RateLimited if retry_after.is_some() => {
+                retry_after.unwrap_or_default().max(Duration::from_secs(1))
+            }
+            Reason::Unauthorized => Self::backoff(
+                self.unauthorized_base,
+                self.unauthorized_cap,
+                attempt,
+                jitter,
+            ),
+            Reason::Rejected | Reason::InvalidSpec | Reason::ImmutableFieldChanged => {
+                self.slow_retry.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0))
+            }
+            _ => Self::backoff(self.transient_base, self.transient_cap, attempt, jitter),
+        }
+    }
+}
+
+/// The inputs of a decision that do not come from the resource or Leen.
+#[derive(Clone, Debug)]
+pub struct DecisionInputs<'a> {
+    /// The current time.
+    pub now: DateTime<Utc>,
+    /// A random number in [0, 1] for jitter.
+    pub jitter: f64,
+    /// How often a live resource is read again from Leen.
+    pub sync_interval: Duration,
+    /// Consecutive failed syncs before this one (kept by the controller in memory).
+    pub sync_failures: u32,
+    /// Retry delays.
+    pub policy: &'a RetryPolicy,
+}
+
+/// The ids of a resource, checked: both are UUIDs, and they are the ones the resource was
+/// first bound to.
+pub fn validate_ids(obj: &LeenConnection) -> Result<(Uuid, Uuid), Observation> {
+    let parse = |field: &str, value: &str| {
+        Uuid::parse_str(value).map_err(|_| Observation::InvalidSpec {
+            reason: Reason::InvalidSpec,
+            message: format!("spec.{field} {value:?} is not a UUID"),
+        })
+    };
+    let organization = parse("organizationId", &obj.spec.organization_id)?;
+    let connection = parse("connectionId", &obj.spec.connection_id)?;
+    if let Some(bound) = obj.status.as_ref().and_then(|s| s.bound_connection.as_ref()) {
+        let same = |a: &str, b: &Uuid| Uuid::parse_str(a).is_ok_and(|a| a == *b);
+        if !same(&bound.organization_id, &organization) || !same(&bound.connection_id, &connection)
+        {
+            return Err(Observation::InvalidSpec {
+                reason: Reason::ImmutableFieldChanged,
+                message: format!(
+                    "spec names organization {organization} connection {connection}, but this resource is bound to organization {} connection {}; ids are immutable: restore them, or create a new LeenConnection",
+                    bound.organization_id, bound.connection_id
+                ),
+            });
+        }
+    }
+    Ok((organization, connection))
+}
+
+/// What deleting the resource comes to before reading any input: Orphan, or a deletion
+/// that a previous attempt already confirmed. `None`: Leen has to be called.
+pub fn deletion_shortcut(obj: &LeenConnection) -> Option<DeletionStep> {
+    if obj.spec.deletion_policy == DeletionPolicy::Orphan {
+        return Some(DeletionStep::Orphan);
+    }
+    let outcome = obj
+        .status
+        .as_ref()?
+        .deletion
+        .as_ref()?
+        .outcome
+        .as_deref()?;
+    [Reason::Deleted, Reason::AlreadyDeleted]
+        .into_iter()
+        .find(|r| r.as_str() == outcome)
+        .map(DeletionStep::AlreadyConfirmed)
+}
+
+/// The decision for a live (not deleting) resource after a sync.
+pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInputs) -> Decision {
+    let current = obj.status.clone().unwrap_or_default();
+    let mut status = current.clone();
+    let generation = obj.metadata.generation;
+    status.observed_generation = generation;
+    if status.bound_connection.is_none() && !matches!(obs, Observation::InvalidSpec { .. }) {
+        status.bound_connection = Some(BoundConnection {
+            organization_id: obj.spec.organization_id.clone(),
+            connection_id: obj.spec.connection_id.clone(),
+        });
+    }
+
+    let (ready, reason, message, retry_after) = match obs {
+        Observation::Leen(LeenOutcome::Success(conn)) => {
+            mirror(&mut status, conn);
+            let state = conn.state.as_deref().unwrap_or("unknown");
+            let health = conn
+                .health
+                .as_ref()
+                .and_then(|h| h.status.as_deref())
+                .unwrap_or("unknown");
+            if state == "DELETED" {
+                (
+                    false,
+                    Reason::ConnectionDeleted,
+                    format!("Leen reports connection {} DELETED", obj.spec.connection_id),
+                    None,
+                )
+            } else {
+                (
+                    true,
+                    Reason::Synced,
+                    format!("Leen reports state {state}, health {health}"),
+                    None,
+                )
+            }
+        }
+        Observation::Leen(outcome) => {
+            let (reason, message) = failure(outcome, &obj.spec.connection_id);
+            let retry_after = match outcome {
+                LeenOutcome::RateLimited { retry_after } => *retry_after,
+                _ => None,
+            };
+            (false, reason, message, retry_after)
+        }
+        Observation::CredentialsMissing(message) => {
+            (false, Reason::CredentialsMissing, message.clone(), None)
+        }
+        Observation::InvalidSpec { reason, message } => (false, *reason, message.clone(), None),
+    };
+
+    let requeue = if ready || reason == Reason::ConnectionDeleted || reason == Reason::NotFound {
+        inputs
+            .sync_interval
+            .mul_f64(0.9 + 0.2 * inputs.jitter.clamp(0.0, 1.0))
+    } else {
+        inputs.policy.delay(
+            reason,
+            retry_after,
+            inputs.sync_failures.saturating_add(1),
+            inputs.jitter,
+        )
+    };
+    set_ready(&mut status, ready, reason, &message, generation, inputs.now);
+
+    // Events mark changes; a resource that stays in one state does not repeat them.
+    let changed = current.ready().map(|c| (c.status.as_str(), c.reason.as_str()))
+        != Some((if ready { "True" } else { "False" }, reason.as_str()));
+    let event = changed.then(|| EventSpec {
+        warning: !ready && reason != Reason::ConnectionDeleted,
+        reason,
+        action: "SyncConnection",
+        note: message,
+    });
+    Decision {
+        status,
+        event,
+        finalizer: FinalizerAction::Keep,
+        requeue_after: Some(requeue),
+    }
+}
+
+/// The decision for a resource being deleted: the deletion table of DESIGN.md.
+pub fn decide_deletion(obj: &LeenConnection, step: &DeletionStep, inputs: &DecisionInputs) -> Decision {
+    let mut status = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let id = &obj.spec.connection_id;
+    let previous = status.deletion.clone().unwrap_or_default();
+
+    let (reason, message, http_status, retry_after) = match step {
+        DeletionStep::Orphan => (
+            Reason::Orphaned,
+            format!("deletionPolicy is Orphan: connection {id} was left in Leen"),
+            None,
+            None,
+        ),
+        DeletionStep::AlreadyConfirmed(reason) => {
+            // Status already says it; only the finalizer is left to remove.
+            return Decision {
+                event: Some(EventSpec {
+                    warning: false,
+                    reason: *reason,
+                    action: "DeleteConnection",
+                    note: format!(
+                        "deletion of connection {id} was confirmed by Leen earlier; releasing the finalizer"
+                    ),
+                }),
+                status,
+                finalizer: FinalizerAction::Remove,
+                requeue_after: None,
+            };
+        }
+        DeletionStep::Observed(Observation::Leen(LeenOutcome::Success(conn))) => {
+            mirror(&mut status, conn);
+            (
+                Reason::Deleted,
+                format!(
+                    "Leen deleted connection {id}: state {}, health {}",
+                    conn.state.as_deref().unwrap_or("unknown"),
+                    conn.health
+                        .as_ref()
+                        .and_then(|h| h.status.as_deref())
+                        .unwrap_or("unknown")
+                ),
+                Some(200),
+                None,
+            )
+        }
+        DeletionStep::Observed(Observation::Leen(LeenOutcome::NotFound { detail })) => (
+            Reason::AlreadyDeleted,
+            format!("Leen has no connection {id} (404: {detail}); nothing left to delete"),
+            Some(404),
+            None,
+        ),
+        DeletionStep::Observed(Observation::Leen(outcome)) => {
+            let (reason, message) = failure(outcome, id);
+            let retry_after = match outcome {
+                LeenOutcome::RateLimited { retry_after } => *retry_after,
+                _ => None,
+            };
+            (reason, message, outcome.http_status(), retry_after)
+        }
+        DeletionStep::Observed(Observation::CredentialsMissing(message)) => {
+            (Reason::CredentialsMissing, message.clone(), None, None)
+        }
+        DeletionStep::Observed(Observation::InvalidSpec { reason, message }) => {
+            (*reason, message.clone(), None, None)
+        }
+    };
+
+    let attempts = previous.attempts.saturating_add(1);
+    let (finalizer, requeue_after, note) = if reason.releases_finalizer() {
+        (FinalizerAction::Remove, None, message.clone())
+    } else {
+        let delay = inputs
+            .policy
+            .delay(reason, retry_after, attempts, inputs.jitter);
+        let note = format!(
+            "{message}; finalizer kept, retrying in {} (set spec.deletionPolicy: Orphan to release it without deleting in Leen)",
+            humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
+        );
+        (FinalizerAction::Keep, Some(delay), note)
+    };
+    status.observed_generation = generation;
+    status.deletion = Some(DeletionRecord {
+        attempts,
+        outcome: Some(reason.as_str().to_string()),
+        last_attempt_time: Some(rfc3339(inputs.now)),
+        last_http_status: http_status,
+        last_error: (!reason.releases_finalizer()).then(|| message.clone()),
+        next_retry_time: requeue_after.map(|d| {
+            rfc3339(inputs.now + chrono::Duration::from_std(d).unwrap_or_default())
+        }),
+    });
+    set_ready(&mut status, false, reason, &note, generation, inputs.now);
+    Decision {
+        status,
+        event: Some(EventSpec {
+            warning: !reason.releases_finalizer(),
+            reason,
+            action: "DeleteConnection",
+            note,
+        }),
+        finalizer,
+        requeue_after,
+    }
+}
+
+/// Reason and message of a failed call.
+fn failure(outcome: &LeenOutcome, id: &str) -> (Reason, String) {
+    match outcome {
+        LeenOutcome::Success(_) => (Reason::Synced, String::new()),
+        LeenOutcome::NotFound { detail } => (
+            Reason::NotFound,
+            format!("Leen has no connection {id} (404: {detail})"),
+        ),
+        LeenOutcome::Unauthorized { status, detail } => (
+            Reason::Unauthorized,
+            format!(
+                "Leen refused the API key ({status}: {detail}); check the key and the region"
+            ),
+        ),
+        LeenOutcome::Rejected { detail } => (
+            Reason::Rejected,
+            format!("Leen rejected the request (422): {detail}"),
+        ),
+        LeenOutcome::RateLimited { retry_after } => (
+            Reason::RateLimited,
+            match retry_after {
+                Some(d) => format!(
+                    "Leen rate limited the request (429, Retry-After {}s)",
+                    d.as_secs()
+                ),
+                None => "Leen rate limited the request (429)".to_string(),
+            },
+        ),
+        LeenOutcome::Unavailable { error, .. } => (
+            Reason::LeenUnavailable,
+            format!("Leen is unavailable: {error}"),
+        ),
+        LeenOutcome::InvalidResponse { status, error } => (
+            Reason::InvalidResponse,
+            format!("Leen answered {status} with an unreadable body: {error}"),
+        ),
+        LeenOutcome::Unexpected { status, detail } => (
+            Reason::UnexpectedResponse,
+            format!("Leen answered an unexpected {status}: {detail}"),
+        ),
+    }
+}
+
+/// Copies Leen's view of the connection into status.
+fn mirror(status: &mut LeenConnectionStatus, conn: &Connection) {
+    status.state = conn.state.clone();
+    status.health = conn.health.as_ref().map(|h| ConnectionHealth {
+        name: h.name.clone(),
+        status: h.status.clone(),
+        description: h.description.clone(),
+        resolution_owner: h.resolution_owner.clone(),
+        details: h
+            .details
+            .iter()
+            .map(|d| HealthDetail {
+                data_export_type: d.data_export_type.clone(),
+                endpoint: d.endpoint.clone(),
+            })
+            .collect(),
+    });
+    status.vendor = conn.vendor.clone();
+    status.is_active = conn.is_active;
+    status.identifier = conn.identifier.clone();
+    status.refresh_interval_secs = conn.refresh_interval_secs;
+    status.timeout_secs = conn.timeout_secs;
+    status.organization_name = conn.organization_name.clone();
+    status.created_at = conn.created_at.clone();
+    status.updated_at = conn.updated_at.clone();
+}
+
+fn set_ready(
+    status: &mut LeenConnectionStatus,
+    ready: bool,
+    reason: Reason,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let value = if ready { "True" } else { "False" };
+    let last_transition_time = status
+        .ready()
+        .filter(|c| c.status == value)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| rfc3339(now));
+    let condition = Condition {
+        type_: READY_CONDITION.to_string(),
+        status: value.to_string(),
+        reason: reason.as_str().to_string(),
+        message: message.to_string(),
+        last_transition_time,
+        observed_generation: generation,
+    };
+    status.conditions.retain(|c| c.type_ != READY_CONDITION);
+    status.conditions.push(condition);
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}

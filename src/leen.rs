@@ -1,0 +1,687 @@
+//! Client for the Leen provisioning API: GET and DELETE of one connection, each answer
+//! classified into a [`LeenOutcome`].
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use reqwest::{Method, header::HeaderValue};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use url::Url;
+use uuid::Uuid;
+
+use crate::{resource::Region, telemetry::Metrics};
+
+/// Largest Leen response body the client reads; a longer one is cut there and reported as
+/// an invalid response. A connection is a few hundred bytes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Longest `Retry-After` the client honours; a longer one is cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Longest error detail from Leen kept for status and Events.
+const MAX_DETAIL_CHARS: usize = 512;
+
+/// A Leen API key. Its `Debug` and `Display` never show the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key; surrounding white space (a trailing newline in a Secret) is dropped.
+    /// Returns `None` for an empty key.
+    pub fn new(key: impl AsRef<str>) -> Option<Self> {
+        let key = key.as_ref().trim();
+        (!key.is_empty()).then(|| Self(key.to_string()))
+    }
+
+    /// The key itself, for the `X-API-KEY` header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Which call to Leen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// `GET .../connections/{id}`
+    Get,
+    /// `DELETE .../connections/{id}`
+    Delete,
+}
+
+impl Operation {
+    /// Lower-case name, used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Get => "get",
+            Operation::Delete => "delete",
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Operation::Get => Method::GET,
+            Operation::Delete => Method::DELETE,
+        }
+    }
+}
+
+/// A connection as Leen returns it (`ConnectionRespModel`), read leniently: every field may
+/// be missing or null, unknown fields are ignored and enum values are kept as strings, so
+/// that a value Leen adds later is data, not an error.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Connection {
+    /// Connection UUID.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Vendor name.
+    #[serde(default)]
+    pub vendor: Option<String>,
+    /// Whether the connection is active.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// Refresh interval in seconds.
+    #[serde(default)]
+    pub refresh_interval_secs: Option<i64>,
+    /// Vendor call timeout in seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<i64>,
+    /// Organization UUID.
+    #[serde(default)]
+    pub organization_id: Option<String>,
+    /// Organization name (only some API versions return it).
+    #[serde(default)]
+    pub organization_name: Option<String>,
+    /// Identifier of the connection.
+    #[serde(default)]
+    pub identifier: Option<String>,
+    /// PENDING, ACTIVE, PAUSED, DELETED or a value added later.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Creation time as Leen wrote it.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// Last update time as Leen wrote it.
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// Health of the connection.
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+/// `ConnectionHealthStatus`, read leniently.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Health name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Health status.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Who resolves it.
+    #[serde(default)]
+    pub resolution_owner: Option<String>,
+    /// Details; null and missing both read as empty.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub details: Vec<HealthDetail>,
+}
+
+/// `ConnectionHealthUnauthorizedDetail`, read leniently.
+#[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthDetail {
+    /// Data export type.
+    #[serde(default)]
+    pub data_export_type: Option<String>,
+    /// Endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// What one call to Leen came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeenOutcome {
+    /// 2xx with a readable connection.
+    Success(Connection),
+    /// 404: Leen does not know the connection.
+    NotFound {
+        /// Leen's error detail.
+        detail: String,
+    },
+    /// 401 or 403: the key is wrong, revoked, or for another region/organization.
+    Unauthorized {
+        /// The status code.
+        status: u16,
+        /// Leen's error detail.
+        detail: String,
+    },
+    /// 422: Leen rejected the request as invalid.
+    Rejected {
+        /// The validation detail, one line.
+        detail: String,
+    },
+    /// 429: too many requests.
+    RateLimited {
+        /// The `Retry-After` Leen sent, when it sent a readable one.
+        retry_after: Option<Duration>,
+    },
+    /// 5xx, timeout or connection error: Leen could not be reached or failed.
+    Unavailable {
+        /// The status code, when Leen answered.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+    /// Leen answered with a body that could not be read as it must be.
+    InvalidResponse {
+        /// The status code.
+        status: u16,
+        /// What was wrong with it.
+        error: String,
+    },
+    /// A status code the API does not document for this call (400, 405, 409, 3xx, ...).
+    Unexpected {
+        /// The status code.
+        status: u16,
+        /// Leen's error detail.
+        detail: String,
+    },
+}
+
+impl LeenOutcome {
+    /// The HTTP status code of Leen's answer, when there was one.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            LeenOutcome::Success(_) => Some(200),
+            LeenOutcome::NotFound { .. } => Some(404),
+            LeenOutcome::Unauthorized { status, .. }
+            | LeenOutcome::InvalidResponse { status, .. }
+            | LeenOutcome::Unexpected { status, .. } => Some(*status),
+            LeenOutcome::Rejected { .. } => Some(422),
+            LeenOutcome::RateLimited { .. } => Some(429),
+            LeenOutcome::Unavailable { status, .. } => *status,
+        }
+    }
+
+    fn map_text(self, f: impl Fn(String) -> String) -> Self {
+        match self {
+            LeenOutcome::NotFound { detail } => LeenOutcome::NotFound { detail: f(detail) },
+            LeenOutcome::Unauthorized { status, detail } => LeenOutcome::Unauthorized {
+                status,
+                detail: f(detail),
+            },
+            LeenOutcome::Rejected { detail } => LeenOutcome::Rejected { detail: f(detail) },
+            LeenOutcome::Unavailable { status, error } => LeenOutcome::Unavailable {
+                status,
+                error: f(error),
+            },
+            LeenOutcome::InvalidResponse { status, error } => LeenOutcome::InvalidResponse {
+                status,
+                error: f(error),
+            },
+            LeenOutcome::Unexpected { status, detail } => LeenOutcome::Unexpected {
+                status,
+                detail: f(detail),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Why a response body could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body is longer than [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// The connection broke or timed out while reading.
+    Read(String),
+}
+
+/// Classifies one answer of Leen. Pure: status, `Retry-After` header and body in, outcome out.
+pub fn classify(
+    status: u16,
+    retry_after: Option<&str>,
+    body: Result<&[u8], BodyError>,
+) -> LeenOutcome {
+    let body = match body {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return LeenOutcome::InvalidResponse {
+                status,
+                error: format!("response body exceeds {MAX_BODY_BYTES} bytes"),
+            };
+        }
+        Err(BodyError::Read(e)) if (200..300).contains(&status) => {
+            return LeenOutcome::Unavailable {
+                status: Some(status),
+                error: format!("reading the response body failed: {e}"),
+            };
+        }
+        // For an error status the code alone decides; the detail is a nicety.
+        Err(BodyError::Read(_)) => &[][..],
+    };
+    match status {
+        200..=299 => parse_connection(body)
+            .map(LeenOutcome::Success)
+            .unwrap_or_else(|error| LeenOutcome::InvalidResponse { status, error }),
+        401 | 403 => LeenOutcome::Unauthorized {
+            status,
+            detail: error_detail(body),
+        },
+        404 => LeenOutcome::NotFound {
+            detail: error_detail(body),
+        },
+        422 => LeenOutcome::Rejected {
+            detail: error_detail(body),
+        },
+        429 => LeenOutcome::RateLimited {
+            retry_after: retry_after.and_then(parse_retry_after),
+        },
+        500..=599 => LeenOutcome::Unavailable {
+            status: Some(status),
+            error: format!("Leen answered {status}: {}", error_detail(body)),
+        },
+        _ => LeenOutcome::Unexpected {
+            status,
+            detail: error_detail(body),
+        },
+    }
+}
+
+/// Reads a `ConnectionRespModel` body.
+pub fn parse_connection(body: &[u8]) -> Result<Connection, String> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("response body is not JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("response body is not a JSON object".to_string());
+    }
+    serde_json::from_value(value).map_err(|e| format!("response body is not a connection: {e}"))
+}
+
+/// Turns an error body into one line: FastAPI's `{"detail": "..."}` or
+/// `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`, else the raw text.
+pub fn error_detail(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => match map.get("detail") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| {
+                    let loc = item
+                        .get("loc")
+                        .and_then(Value::as_array)
+                        .map(|parts| {
+                            parts
+                                .iter()
+                                .map(|p| match p {
+                                    Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(".")
+                        })
+                        .unwrap_or_default();
+                    let msg = item.get("msg").and_then(Value::as_str).unwrap_or("invalid");
+                    if loc.is_empty() {
+                        msg.to_string()
+                    } else {
+                        format!("{loc}: {msg}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Some(other) => other.to_string(),
+            None => Value::Object(map).to_string(),
+        },
+        Ok(other) => other.to_string(),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    truncate(text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn truncate(mut s: String) -> String {
+    if s.chars().count() > MAX_DETAIL_CHARS {
+        s = s.chars().take(MAX_DETAIL_CHARS).collect::<String>() + "...";
+    }
+    s
+}
+
+/// Reads `Retry-After` as seconds or an HTTP date; capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let after = if let Ok(secs) = value.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+        delta.to_std().unwrap_or(Duration::ZERO)
+    };
+    Some(after.min(MAX_RETRY_AFTER))
+}
+
+/// Settings of a [`LeenClient`].
+#[derive(Clone, Debug)]
+pub struct LeenClientConfig {
+    /// Replaces every region's base URL (LEEN_ENDPOINT), including `/v1`.
+    pub endpoint: Option<Url>,
+    /// Timeout of one request, connect to last byte.
+    pub request_timeout: Duration,
+    /// Most requests to Leen in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for LeenClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 16,
+        }
+    }
+}
+
+/// Calls Leen's connection endpoints. Cheap to clone.
+#[derive(Clone)]
+pub struct LeenClient {
+    http: reqwest::Client,
+    endpoint: Option<Url>,
+    in_flight: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// Failure to build a [`LeenClient`].
+#[derive(Debug, thiserror::Error)]
+#[error("building the HTTP client for Leen failed: {0}")]
+pub struct ClientBuildError(#[from] reqwest::Error);
+
+impl LeenClient {
+    /// Builds a client. Redirects are not followed, so the key is never sent elsewhere.
+    pub fn new(config: LeenClientConfig, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("leen-operator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            endpoint: config.endpoint,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            metrics,
+        })
+    }
+
+    /// The URL of one connection in the given region (or at the configured endpoint).
+    pub fn connection_url(&self, region: Region, organization: Uuid, connection: Uuid) -> String {
+        let base = self
+            .endpoint
+            .as_ref()
+            .map(|u| u.as_str())
+            .unwrap_or(region.base_url());
+        format!(
+            "{}/provisioning/organizations/{organization}/connections/{connection}",
+            base.trim_end_matches('/')
+        )
+    }
+
+    /// `GET` one connection.
+    pub async fn get_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        key: &ApiKey,
+    ) -> LeenOutcome {
+        self.call(Operation::Get, region, organization, connection, key)
+            .await
+    }
+
+    /// `DELETE` one connection.
+    pub async fn delete_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        key: &ApiKey,
+    ) -> LeenOutcome {
+        self.call(Operation::Delete, region, organization, connection, key)
+            .await
+    }
+
+    async fn call(
+        &self,
+        op: Operation,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        key: &ApiKey,
+    ) -> LeenOutcome {
+        // The semaphore is never closed, so acquire cannot fail; if it ever did, going on
+        // without a permit is the lesser harm.
+        let _permit = self.in_flight.acquire().await.ok();
+        let started = std::time::Instant::now();
+        let url = self.connection_url(region, organization, connection);
+        let outcome = self.send(op, &url, key).await;
+        // A hostile or buggy server could echo the key back; it must not reach status.
+        let outcome = outcome.map_text(|s| s.replace(key.expose(), "<redacted>"));
+        self.metrics
+            .observe_leen_request(op, outcome.http_status(), started.elapsed());
+        outcome
+    }
+
+    async fn send(&self, op: Operation, url: &str, key: &ApiKey) -> LeenOutcome {
+        let mut header = match HeaderValue::from_str(key.expose()) {
+            Ok(h) => h,
+            Err(_) => {
+                return LeenOutcome::Unauthorized {
+                    status: 0,
+                    detail: "the API key holds characters that cannot be sent in a header"
+                        .to_string(),
+                };
+            }
+        };
+        header.set_sensitive(true);
+        let request = self
+            .http
+            .request(op.method(), url)
+            .header("X-API-KEY", header)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return LeenOutcome::Unavailable {
+                    status: None,
+                    error: describe_transport_error(&e),
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = read_bounded(&mut response).await;
+        classify(
+            status.as_u16(),
+            retry_after.as_deref(),
+            body.as_ref().map(Vec::as_slice).map_err(Clone::clone),
+        )
+    }
+}
+
+async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(BodyError::Read(describe_transport_error(&e))),
+        }
+    }
+}
+
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    // reqwest's Display names the URL; the source chain says what actually happened.
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the body failed"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_never_prints() {
+        let key = ApiKey::new("s3cr3t-key\n").expect("non-empty");
+        assert_eq!(key.expose(), "s3cr3t-key");
+        assert!(!format!("{key:?} {key} {key:#?}").contains("s3cr3t"));
+        assert!(ApiKey::new("  \n").is_none());
+    }
+
+    #[test]
+    fn classifies_every_status_class() {
+        let conn = br#"{"id":"0b9e7a52-0000-4000-8000-000000000002","state":"DELETED","health":{"name":"HEALTHY","status":"HEALTHY","description":"ok","resolution_owner":"LEEN","details":null}}"#;
+        match classify(200, None, Ok(conn)) {
+            LeenOutcome::Success(c) => {
+                assert_eq!(c.state.as_deref(), Some("DELETED"));
+                assert!(c.health.expect("health").details.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            classify(404, None, Ok(br#"{"detail":"Connection Not Found"}"#)),
+            LeenOutcome::NotFound {
+                detail: "Connection Not Found".into()
+            }
+        );
+        assert!(matches!(
+            classify(403, None, Ok(b"")),
+            LeenOutcome::Unauthorized { status: 403, .. }
+        ));
+        assert_eq!(
+            classify(
+                422,
+                None,
+                Ok(br#"{"detail":[{"loc":["path","connection_id"],"msg":"value is not a valid uuid","type":"type_error.uuid"}]}"#)
+            ),
+            LeenOutcome::Rejected {
+                detail: "path.connection_id: value is not a valid uuid".into()
+            }
+        );
+        assert_eq!(
+            classify(429, Some("7"), Ok(b"")),
+            LeenOutcome::RateLimited {
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        assert_eq!(
+            classify(429, Some("soon"), Ok(b"")),
+            LeenOutcome::RateLimited { retry_after: None }
+        );
+        assert!(matches!(
+            classify(503, None, Ok(b"<html>down</html>")),
+            LeenOutcome::Unavailable {
+                status: Some(503),
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(200, None, Ok(b"{not json")),
+            LeenOutcome::InvalidResponse { status: 200, .. }
+        ));
+        assert!(matches!(
+            classify(200, None, Ok(b"[1,2]")),
+            LeenOutcome::InvalidResponse { status: 200, .. }
+        ));
+        assert!(matches!(
+            classify(200, None, Err(BodyError::TooLarge)),
+            LeenOutcome::InvalidResponse { status: 200, .. }
+        ));
+        assert!(matches!(
+            classify(409, None, Ok(b"conflict")),
+            LeenOutcome::Unexpected { status: 409, .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_enum_values_and_extra_fields_are_data() {
+        let body = br#"{"state":"ARCHIVED","future_field":{"x":1},"vendor":null,
+            "health":{"name":"SOMETHING_NEW","status":"DEGRADED","resolution_owner":"PARTNER",
+            "details":[{"data_export_type":"quantum_findings","endpoint":"/v2/x"}]}}"#;
+        let c = parse_connection(body).expect("lenient parse");
+        assert_eq!(c.state.as_deref(), Some("ARCHIVED"));
+        let h = c.health.expect("health");
+        assert_eq!(h.name.as_deref(), Some("SOMETHING_NEW"));
+        assert_eq!(
+            h.details[0].data_export_type.as_deref(),
+            Some("quantum_findings")
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_invalid_not_panics() {
+        assert!(parse_connection(br#"{"state": 7}"#).is_err());
+        assert!(parse_connection(br#"{"health": "ok"}"#).is_err());
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_reads_dates() {
+        assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+}

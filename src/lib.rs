@@ -1,0 +1,21 @@
+//! leen-operator: a Kubernetes operator that manages the life of Leen Security API
+//! connections through `LeenConnection` resources.
+//!
+//! Modules, one concern each: [`resource`] (the CRD types), [`leen`] (the Leen client),
+//! [`decision`] (what to do, as pure functions), [`controller`] (wiring and writes),
+//! [`config`] (flags and environment), [`telemetry`] (metrics, logs, health endpoints),
+//! [`fake`] (a fake Leen for tests and the demo).
+
+pub mod config;
+pub mod controller;
+pub mod decision;
+pub mod fake;
+pub mod leen;
+pub mod resource;
+pub mod telemetry;
+
+/// Installs the one rustls crypto provider (aws-lc-rs) that both kube and reqwest use.
+/// Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

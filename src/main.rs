@@ -1,0 +1,151 @@
+//! The `leen-operator` binary: `crd` prints the CRD, `run` (the default) runs the controller.
+
+use std::{process::ExitCode, sync::Arc};
+
+use clap::Parser;
+use leen_operator::{
+    config::{Cli, Command, RunArgs},
+    controller::{self, Context},
+    leen::{LeenClient, LeenClientConfig},
+    resource,
+    telemetry::{self, Metrics, Readiness},
+};
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crd) => match resource::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("leen-operator: rendering the CRD failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("leen-operator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = telemetry::init_logging(settings.log_format, &settings.log_level) {
+        eprintln!("leen-operator: invalid LOG_LEVEL (--log-level): {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leen-operator: starting the async runtime failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            eprintln!("leen-operator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> {
+    leen_operator::install_crypto_provider();
+    let metrics = Arc::new(Metrics::default());
+    let listener = telemetry::bind(settings.metrics_addr)
+        .await
+        .map_err(|e| format!("invalid METRICS_ADDR (--metrics-addr): cannot listen on {}: {e}", settings.metrics_addr))?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("no Kubernetes API to talk to (KUBECONFIG or in-cluster config): {e}"))?;
+    let leen = LeenClient::new(
+        LeenClientConfig {
+            endpoint: settings.leen_endpoint.clone(),
+            request_timeout: settings.request_timeout,
+            max_in_flight: settings.max_in_flight_requests,
+        },
+        metrics.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    if settings.default_api_key.is_none() {
+        info!("no default API key (LEEN_API_KEY): resources need spec.apiKeySecretRef");
+    }
+    info!(
+        endpoint = settings.leen_endpoint.as_ref().map(|u| u.as_str()).unwrap_or("per region"),
+        namespace = settings.watch_namespace.as_deref().unwrap_or("all"),
+        metrics_addr = %settings.metrics_addr,
+        sync_interval = ?settings.sync_interval,
+        concurrency = settings.max_concurrent_reconciles,
+        "starting leen-operator"
+    );
+    let ctx = Arc::new(Context::new(
+        client,
+        leen,
+        settings.default_api_key.clone(),
+        metrics.clone(),
+        settings.sync_interval,
+    ));
+    let ready = Readiness::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(telemetry::serve(listener, metrics, ready.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    };
+    let signal = async move {
+        shutdown_signal().await;
+        info!("shutdown requested; finishing in-flight reconciliations");
+        let _ = stop_tx.send(true);
+    };
+    controller::run(
+        ctx,
+        settings.watch_namespace.clone(),
+        settings.max_concurrent_reconciles,
+        ready,
+        signal,
+    )
+    .await;
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("telemetry server failed: {e}")),
+        Err(e) => return Err(format!("telemetry server task failed: {e}")),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,270 @@
+//! The `LeenConnection` custom resource: spec, status and the CRD they generate.
+
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Finalizer the controller puts on every `LeenConnection`.
+pub const FINALIZER: &str = "leen.dev/delete-connection";
+
+/// Type of the one condition the controller maintains.
+pub const READY_CONDITION: &str = "Ready";
+
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Desired state of a LeenConnection: which Leen connection this resource stands for,
+/// where it lives and what happens to it when the resource is deleted.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "leen.dev",
+    version = "v1alpha1",
+    kind = "LeenConnection",
+    plural = "leenconnections",
+    singular = "leenconnection",
+    namespaced,
+    shortname = "leenconn",
+    category = "leen",
+    status = "LeenConnectionStatus",
+    doc = "A connection between a Leen organization and one security vendor, managed from Kubernetes. Deleting the resource deletes the connection in Leen unless deletionPolicy is Orphan.",
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state", description = "Connection state as Leen last returned it"),
+    printcolumn(name = "Health", type_ = "string", json_path = ".status.health.status", description = "Connection health as Leen last returned it"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the connection was read from Leen and is not deleted"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1, description = "Reason of the Ready condition"),
+    printcolumn(name = "Vendor", type_ = "string", json_path = ".status.vendor", priority = 1, description = "Vendor of the connection"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LeenConnectionSpec {
+    /// UUID of the Leen organization that owns the connection. Immutable.
+    #[schemars(extend("format" = "uuid", "pattern" = UUID_PATTERN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("organizationId is immutable"))]
+    pub organization_id: String,
+
+    /// UUID of the Leen connection this resource stands for. Immutable.
+    #[schemars(extend("format" = "uuid", "pattern" = UUID_PATTERN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("connectionId is immutable"))]
+    pub connection_id: String,
+
+    /// Leen region that hosts the organization: us (https://api.leen.dev/v1),
+    /// eu (https://api.eu-c1.leen.dev/v1) or apac (https://api.ap-se2.leen.dev/v1).
+    /// The operator's LEEN_ENDPOINT setting, when given, replaces every region's URL.
+    #[serde(default)]
+    pub region: Region,
+
+    /// Secret in the resource's own namespace that holds the Leen API key. When absent,
+    /// the operator's default key (LEEN_API_KEY) is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<ApiKeySecretRef>,
+
+    /// What deleting this resource does to the Leen connection: Delete calls Leen's
+    /// delete endpoint before the resource goes away; Orphan leaves the connection in
+    /// Leen untouched. Editable while the resource is being deleted: setting Orphan
+    /// releases a deletion that Leen keeps refusing.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// Leen region hosting the organization.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// United States: https://api.leen.dev/v1
+    #[default]
+    Us,
+    /// Europe: https://api.eu-c1.leen.dev/v1
+    Eu,
+    /// Asia-Pacific: https://api.ap-se2.leen.dev/v1
+    Apac,
+}
+
+impl Region {
+    /// The documented base URL of the region, including `/v1`.
+    pub fn base_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://api.leen.dev/v1",
+            Region::Eu => "https://api.eu-c1.leen.dev/v1",
+            Region::Apac => "https://api.ap-se2.leen.dev/v1",
+        }
+    }
+}
+
+/// What happens to the Leen connection when the resource is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the connection in Leen, then let the resource go.
+    #[default]
+    Delete,
+    /// Leave the connection in Leen; only the resource goes.
+    Orphan,
+}
+
+/// Reference to a key of a Secret in the resource's own namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySecretRef {
+    /// Name of the Secret, in the same namespace as the LeenConnection.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data that holds the API key.
+    #[serde(default = "default_api_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_api_key_key() -> String {
+    "apiKey".to_string()
+}
+
+/// Observed state of a LeenConnection: the connection as Leen last returned it, the Ready
+/// condition, and the record of the deletion attempts.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeenConnectionStatus {
+    /// The metadata.generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Connection state as Leen last returned it: PENDING, ACTIVE, PAUSED or DELETED
+    /// (a value Leen adds later is kept as is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Connection health as Leen last returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ConnectionHealth>,
+    /// Vendor of the connection (CrowdStrike, Snyk, ...), as Leen returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// Whether Leen reports the connection as active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_active: Option<bool>,
+    /// Identifier Leen holds for the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    /// How often Leen refreshes the connection's data, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval_secs: Option<i64>,
+    /// Leen's timeout for the connection's vendor calls, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<i64>,
+    /// Name of the Leen organization, when Leen returns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<String>,
+    /// When Leen created the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When Leen last updated the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+    /// The Leen organization and connection ids this resource was first bound to. A spec
+    /// naming other ids is refused, so that the operator never acts on another connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_connection: Option<BoundConnection>,
+    /// Record of the calls made to delete the connection, present once deletion started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<DeletionRecord>,
+    /// Current conditions; the controller maintains `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Health of a connection, mirrored from Leen in camelCase.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionHealth {
+    /// Health name, e.g. HEALTHY, UNAUTHORIZED, VENDOR_SERVER_ERROR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Health status: HEALTHY, UNHEALTHY or INITIALIZING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Human readable description of the health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Who has to act to resolve an unhealthy connection: LEEN, CUSTOMER or VENDOR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution_owner: Option<String>,
+    /// Per data export type details of the health.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<HealthDetail>,
+}
+
+/// One detail of a connection's health.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthDetail {
+    /// Data export type the detail is about (devices, alerts, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_export_type: Option<String>,
+    /// Vendor endpoint the detail is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// The ids a resource is bound to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BoundConnection {
+    /// Leen organization UUID.
+    pub organization_id: String,
+    /// Leen connection UUID.
+    pub connection_id: String,
+}
+
+/// Record of the attempts to delete the connection in Leen.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletionRecord {
+    /// How many deletion attempts were made (calls to Leen, and attempts stopped before a
+    /// call, e.g. for missing credentials).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Outcome of the last attempt, the same word as the Ready condition's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// When the last attempt was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<String>,
+    /// HTTP status code of Leen's last answer, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_http_status: Option<u16>,
+    /// Error of the last attempt, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the controller will try again (RFC 3339), when it will.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_time: Option<String>,
+}
+
+/// A condition in the shape of Kubernetes' metav1.Condition.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Type of the condition, e.g. Ready.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// One CamelCase word saying why the condition is in this status.
+    pub reason: String,
+    /// Human readable detail.
+    #[serde(default)]
+    pub message: String,
+    /// When the status last changed (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: String,
+    /// The metadata.generation the condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl LeenConnectionStatus {
+    /// The Ready condition, if set.
+    pub fn ready(&self) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == READY_CONDITION)
+    }
+}
+
+/// The CRD as YAML, exactly what `leen-operator crd` prints and `crds/` holds.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&LeenConnection::crd())
+}

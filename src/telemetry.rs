@@ -1,0 +1,268 @@
+//! Metrics, logging, and the HTTP endpoints `/metrics`, `/healthz` and `/readyz`.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::leen::Operation;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    write: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+/// The operator's Prometheus metrics. No label ever holds a key, a name or an id.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    leen_requests: Family<RequestLabels, Counter>,
+    leen_request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    kube_writes: Family<WriteLabels, Counter>,
+    deletions: Family<ReasonLabels, Counter>,
+    deletions_pending: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("leen_operator");
+        let reconciles = Counter::default();
+        registry.register(
+            "reconciles",
+            "Reconciliations of LeenConnections",
+            reconciles.clone(),
+        );
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that ended in an error, by reason",
+            reconcile_errors.clone(),
+        );
+        let leen_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "leen_requests",
+            "Requests to Leen by operation and HTTP status code (\"none\": no answer)",
+            leen_requests.clone(),
+        );
+        let leen_request_duration =
+            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register(
+            "leen_request_duration_seconds",
+            "Duration of requests to Leen by operation",
+            leen_request_duration.clone(),
+        );
+        let kube_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "kube_writes",
+            "Writes to the Kubernetes API by kind: status, finalizer_add, finalizer_remove, event",
+            kube_writes.clone(),
+        );
+        let deletions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "deletions",
+            "Finished deletions by outcome: Deleted, AlreadyDeleted, Orphaned",
+            deletions.clone(),
+        );
+        let deletions_pending = Gauge::default();
+        registry.register(
+            "deletions_pending",
+            "LeenConnections being deleted whose finalizer is still held",
+            deletions_pending.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            leen_requests,
+            leen_request_duration,
+            kube_writes,
+            deletions,
+            deletions_pending,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one reconciliation.
+    pub fn reconcile(&self) {
+        self.reconciles.inc();
+    }
+
+    /// Counts one failed reconciliation.
+    pub fn reconcile_error(&self, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records one request to Leen.
+    pub fn observe_leen_request(&self, op: Operation, status: Option<u16>, took: Duration) {
+        let code = status.map_or_else(|| "none".to_string(), |s| s.to_string());
+        self.leen_requests
+            .get_or_create(&RequestLabels {
+                operation: op.as_str(),
+                code,
+            })
+            .inc();
+        self.leen_request_duration
+            .get_or_create(&OperationLabels {
+                operation: op.as_str(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one write to the Kubernetes API.
+    pub fn kube_write(&self, write: &'static str) {
+        self.kube_writes.get_or_create(&WriteLabels { write }).inc();
+    }
+
+    /// Counts one finished deletion.
+    pub fn deletion_finished(&self, reason: &str) {
+        self.deletions
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets the number of deletions waiting on Leen.
+    pub fn set_deletions_pending(&self, n: usize) {
+        self.deletions_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global tracing subscriber. `filter` uses `RUST_LOG` syntax.
+pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("invalid log level/filter {filter:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|e| format!("installing the logger failed: {e}"))
+}
+
+/// Whether the operator is ready to serve; set once the watch has synced.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks ready (or not).
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+}
+
+/// Binds the telemetry address. Done before anything else so that a taken port stops
+/// start-up with a clear message.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready_handler))
+        .with_state(ServerState { metrics, ready });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
+    if state.ready.get() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: cache not synced")
+    }
+}
