@@ -469,9 +469,18 @@ pub async fn run(
 
     let ready_reader = reader.clone();
     tokio::spawn(async move {
-        if ready_reader.wait_until_ready().await.is_ok() {
-            info!("LeenConnection cache synced; ready");
-            ready.set(true);
+        // The store's readiness signal wakes only its most recent waiter (the controller's
+        // runner also waits on it), so look again at short intervals rather than once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), ready_reader.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    info!("LeenConnection cache synced; ready");
+                    ready.set(true);
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
 

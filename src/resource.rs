@@ -247,7 +247,6 @@ pub struct Condition {
     /// One CamelCase word saying why the condition is in this status.
     pub reason: String,
     /// Human readable detail.
-    #[serde(default)]
     pub message: String,
     /// When the status last changed (RFC 3339).
     #[schemars(extend("format" = "date-time"))]

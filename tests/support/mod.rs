@@ -1,0 +1,573 @@
+//! Test harness: a real kube-apiserver + etcd per test (the envtest way), the project's
+//! fake Leen, and the operator binary as a child process.
+//!
+//! Each test starts its own control plane on free loopback ports in its own temp dir.
+//! That costs a few seconds per test, but tests share nothing (no CRD, watch or namespace
+//! state can leak between them), can run in parallel, and a crash of one cannot wedge
+//! another. Everything is stopped on drop, also when the test panics.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    ByteString,
+};
+use kube::{
+    api::{Api, DeleteParams, ObjectMeta, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{conditions, wait::await_condition, watcher},
+    Client, Config,
+};
+use leen_operator::resource::{LeenConnection, LeenConnectionSpec};
+
+/// Token of the admin user in every test control plane.
+pub const ADMIN_TOKEN: &str = "leen-test-admin-token";
+
+/// Upper bound for anything a test waits for; a condition, never a sleep.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The folder holding kube-apiserver and etcd, from `KUBEBUILDER_ASSETS`.
+/// `None` only when `LEEN_SKIP_ENVTEST=1` asks to skip; otherwise missing assets panic
+/// with the one line that says how to get them.
+pub fn assets() -> Option<PathBuf> {
+    if std::env::var("LEEN_SKIP_ENVTEST").as_deref() == Ok("1") {
+        eprintln!("LEEN_SKIP_ENVTEST=1: skipping a test that needs kube-apiserver and etcd");
+        return None;
+    }
+    let dir = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from);
+    match dir {
+        Some(d) if d.join("kube-apiserver").is_file() && d.join("etcd").exists() => Some(d),
+        _ => panic!(
+            "KUBEBUILDER_ASSETS must name a folder holding kube-apiserver and etcd: run `export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh)` (or `setup-envtest use -p path`), or set LEEN_SKIP_ENVTEST=1 to skip these tests"
+        ),
+    }
+}
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running kube-apiserver + etcd with the CRD installed.
+pub struct ControlPlane {
+    // Field order is drop order: the API server stops before etcd, the dir goes last.
+    apiserver: Option<Proc>,
+    etcd: Proc,
+    /// Working dir (logs, data, kubeconfig).
+    pub dir: tempfile::TempDir,
+    /// Kubeconfig file of the admin user.
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:PORT`
+    pub server: String,
+    secure_port: u16,
+    etcd_port: u16,
+    assets: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver, waits for `/readyz` and installs `crds/`.
+    /// Returns `None` when `LEEN_SKIP_ENVTEST=1`.
+    pub async fn start() -> Option<Self> {
+        Self::start_with_tokens(&[]).await
+    }
+
+    /// As [`ControlPlane::start`], with extra `token,user,uid[,groups]` lines in the tokens file.
+    pub async fn start_with_tokens(extra_tokens: &[&str]) -> Option<Self> {
+        let assets = assets()?;
+        let dir = tempfile::Builder::new()
+            .prefix("leen-envtest-")
+            .tempdir()
+            .expect("temp dir");
+        let d = dir.path();
+        let (client_port, peer_port) = (free_port(), free_port());
+        let etcd_log = std::fs::File::create(d.join("etcd.log")).expect("etcd log");
+        let etcd = Command::new(assets.join("etcd"))
+            .args([
+                "--data-dir",
+                &d.join("etcd").to_string_lossy(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client_port}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client_port}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer_port}"),
+                "--unsafe-no-fsync",
+            ])
+            .stdout(Stdio::null())
+            .stderr(etcd_log)
+            .spawn()
+            .expect("etcd starts");
+        let etcd = Proc { child: etcd };
+
+        let key = d.join("sa.key");
+        let status = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl genrsa failed");
+        let mut tokens = format!("{ADMIN_TOKEN},admin,admin,system:masters\n");
+        for t in extra_tokens {
+            tokens.push_str(t);
+            tokens.push('\n');
+        }
+        std::fs::write(d.join("tokens.csv"), tokens).expect("tokens file");
+
+        let secure_port = free_port();
+        let mut cp = ControlPlane {
+            apiserver: None,
+            etcd,
+            kubeconfig: d.join("kubeconfig"),
+            server: format!("https://127.0.0.1:{secure_port}"),
+            secure_port,
+            etcd_port: client_port,
+            assets,
+            dir,
+        };
+        cp.write_kubeconfig("admin", ADMIN_TOKEN, &cp.kubeconfig.clone());
+        cp.start_apiserver().await;
+        cp.install_crds().await;
+        Some(cp)
+    }
+
+    fn etcd_url(client_port: u16) -> String {
+        format!("http://127.0.0.1:{client_port}")
+    }
+
+    async fn start_apiserver(&mut self) {
+        let client_port = self.etcd_port;
+        let d = self.dir.path().to_path_buf();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("kube-apiserver.log"))
+            .expect("apiserver log");
+        let key = d.join("sa.key");
+        let child = Command::new(self.assets.join("kube-apiserver"))
+            .args([
+                "--etcd-servers",
+                &Self::etcd_url(client_port),
+                "--cert-dir",
+                &d.join("certs").to_string_lossy(),
+                "--secure-port",
+                &self.secure_port.to_string(),
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--service-account-issuer",
+                "https://kubernetes.default.svc",
+                "--service-account-key-file",
+                &key.to_string_lossy(),
+                "--service-account-signing-key-file",
+                &key.to_string_lossy(),
+                "--token-auth-file",
+                &d.join("tokens.csv").to_string_lossy(),
+                "--authorization-mode",
+                "RBAC",
+                "--allow-privileged=true",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kube-apiserver starts");
+        self.apiserver = Some(Proc { child });
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("http client");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let ok = http
+                .get(format!("{}/readyz", self.server))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            if let Some(p) = self.apiserver.as_mut()
+                && let Ok(Some(status)) = p.child.try_wait()
+            {
+                panic!(
+                    "kube-apiserver exited ({status}); log: {}",
+                    self.dir.path().join("kube-apiserver.log").display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready after {WAIT:?}; log: {}",
+                self.dir.path().join("kube-apiserver.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the API server (etcd keeps running).
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver = None;
+    }
+
+    /// Starts the API server again on the same port and etcd.
+    pub async fn restart_apiserver(&mut self) {
+        self.stop_apiserver();
+        self.start_apiserver().await;
+    }
+
+    /// Writes a kubeconfig for a user with a token.
+    pub fn write_kubeconfig(&self, user: &str, token: &str, path: &Path) {
+        let cfg = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: {user}\ncurrent-context: envtest\n",
+            self.server
+        );
+        std::fs::write(path, cfg).expect("kubeconfig written");
+    }
+
+    /// A client of the admin user.
+    pub async fn client(&self) -> Client {
+        self.client_from(&self.kubeconfig).await
+    }
+
+    /// A client from a kubeconfig file.
+    pub async fn client_from(&self, path: &Path) -> Client {
+        leen_operator::install_crypto_provider();
+        let kc = Kubeconfig::read_from(path).expect("kubeconfig reads");
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig valid");
+        Client::try_from(config).expect("client")
+    }
+
+    async fn install_crds(&self) {
+        let client = self.client().await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client);
+        let yaml = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/leenconnection.yaml"),
+        )
+        .expect("crds/leenconnection.yaml");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("CRD parses");
+        let name = crd.metadata.name.clone().expect("CRD name");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+        let established = await_condition(crds, &name, conditions::is_crd_established());
+        tokio::time::timeout(WAIT, established)
+            .await
+            .expect("CRD established in time")
+            .expect("CRD watch");
+    }
+
+    /// Runs kubectl against this control plane; returns stdout, panics on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a namespace.
+    pub async fn namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client().await);
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
+    }
+}
+
+/// The operator binary running against a control plane.
+pub struct Operator {
+    proc: Option<Proc>,
+    /// `http://127.0.0.1:PORT` of its telemetry endpoints.
+    pub metrics_url: String,
+    /// Its log file.
+    pub log: PathBuf,
+    env: Vec<(String, String)>,
+    kubeconfig: PathBuf,
+    port: u16,
+}
+
+impl Operator {
+    /// Starts `leen-operator` with the given environment and waits for `/readyz`.
+    pub async fn start(cp: &ControlPlane, env: &[(&str, &str)]) -> Self {
+        Self::start_with_kubeconfig(cp, &cp.kubeconfig, env).await
+    }
+
+    /// As [`Operator::start`], as the user of another kubeconfig.
+    pub async fn start_with_kubeconfig(
+        cp: &ControlPlane,
+        kubeconfig: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let port = free_port();
+        let log = cp.dir.path().join(format!("operator-{port}.log"));
+        let mut op = Operator {
+            proc: None,
+            metrics_url: format!("http://127.0.0.1:{port}"),
+            log,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            port,
+        };
+        op.spawn().await;
+        op
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("operator log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leen-operator"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("METRICS_ADDR", format!("127.0.0.1:{}", self.port))
+            .env(
+                "LOG_LEVEL",
+                std::env::var("LEEN_TEST_LOG").unwrap_or_else(|_| "info,leen_operator=debug".into()),
+            )
+            .env("LEEN_SYNC_INTERVAL", "1h");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("operator starts");
+        self.proc = Some(Proc { child });
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if reqwest::get(format!("{}/readyz", self.metrics_url))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            if let Some(p) = self.proc.as_mut()
+                && let Ok(Some(status)) = p.child.try_wait()
+            {
+                panic!("operator exited ({status}): {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "operator not ready: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs the operator.
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    /// Starts it again with the same settings.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.metrics_url))
+            .await
+            .expect("metrics reachable")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Sum of a metric's samples whose line contains every one of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// A LeenConnection object.
+pub fn connection(name: &str, org: uuid::Uuid, id: uuid::Uuid) -> LeenConnection {
+    let spec: LeenConnectionSpec = serde_json::from_value(serde_json::json!({
+        "organizationId": org.to_string(),
+        "connectionId": id.to_string(),
+    }))
+    .expect("spec");
+    LeenConnection::new(name, spec)
+}
+
+/// Creates a Secret with one key.
+pub async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let s = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &s)
+        .await
+        .expect("secret created");
+}
+
+/// Waits until the object satisfies `pred` (watch-based, bounded by [`WAIT`]).
+pub async fn wait_for(
+    api: &Api<LeenConnection>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&LeenConnection) -> bool,
+) -> LeenConnection {
+    let cond = move |obj: Option<&LeenConnection>| obj.is_some_and(&pred);
+    match tokio::time::timeout(WAIT, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name}: gone while waiting for {what}"),
+        Ok(Err(e)) => panic!("{name}: watch failed waiting for {what}: {e}"),
+        Err(_) => panic!(
+            "{name}: no {what} within {WAIT:?}; now: {:?}",
+            api.get_opt(name).await.ok().flatten().map(|o| o.status)
+        ),
+    }
+}
+
+/// Waits until the object is gone.
+pub async fn wait_gone(api: &Api<LeenConnection>, name: &str) {
+    let gone = await_condition(api.clone(), name, conditions::is_deleted(""));
+    // is_deleted with an empty uid means: no object of that name.
+    match tokio::time::timeout(WAIT, gone).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("{name}: watch failed waiting for deletion: {e}"),
+        Err(_) => panic!(
+            "{name}: still present after {WAIT:?}: {:?}",
+            api.get_opt(name).await.ok().flatten().map(|o| (o.metadata.finalizers, o.status))
+        ),
+    }
+}
+
+/// The reason of the Ready condition.
+pub fn ready_reason(obj: &LeenConnection) -> Option<String> {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.ready())
+        .map(|c| c.reason.clone())
+}
+
+/// Whether Ready is True.
+pub fn is_ready(obj: &LeenConnection) -> bool {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.ready())
+        .is_some_and(|c| c.status == "True")
+}
+
+/// Deletes an object (foreground-agnostic, like `kubectl delete --wait=false`).
+pub async fn delete(api: &Api<LeenConnection>, name: &str) {
+    api.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete accepted");
+}
+
+/// Collects every version of one object a watch sees until the object is deleted: used to
+/// prove the status write happened while the finalizer was still present.
+pub fn record_versions(
+    api: Api<LeenConnection>,
+    name: &str,
+) -> tokio::task::JoinHandle<Vec<LeenConnection>> {
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut stream = std::pin::pin!(watcher(api, cfg));
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, stream.next()).await {
+            match event {
+                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => seen.push(o),
+                Ok(watcher::Event::Delete(_)) => break,
+                _ => {}
+            }
+        }
+        seen
+    })
+}
+
+/// Every `PATH` lookup the harness needs, checked early with a clear message.
+pub fn require_tools() {
+    for tool in ["openssl", "kubectl"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        assert!(found, "{tool} is not on PATH; .ci/run installs it");
+    }
+}
+
