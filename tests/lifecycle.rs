@@ -19,13 +19,15 @@ use uuid::Uuid;
 
 const KEY: &str = "default-test-key";
 
+// Field order is drop order: the operator stops (and shows its log on failure) before
+// the control plane and its folder go.
 struct Env {
-    cp: ControlPlane,
-    fake: FakeLeen,
     op: Operator,
+    fake: FakeLeen,
     client: Client,
     api: Api<LeenConnection>,
     ns: &'static str,
+    cp: ControlPlane,
 }
 
 /// Control plane, fake Leen accepting [`KEY`], namespace `ns`, operator running with
@@ -73,15 +75,25 @@ impl Env {
         (org, id)
     }
 
+    /// The Events with this reason, waiting (bounded) for the first one: Events are
+    /// published after the status write a test usually waits on.
     async fn events(&self, reason: &str) -> Vec<Event> {
         let api: Api<Event> = Api::namespaced(self.client.clone(), self.ns);
-        api.list(&ListParams::default())
-            .await
-            .expect("events")
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .collect()
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let found: Vec<Event> = api
+                .list(&ListParams::default())
+                .await
+                .expect("events")
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .collect();
+            if !found.is_empty() || std::time::Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn set_policy(&self, name: &str, policy: &str) {
@@ -396,7 +408,7 @@ async fn changed_connection_id_is_refused_and_never_deleted() {
         return;
     };
     let (org, id) = e.ready_connection("c").await;
-    let (_, other) = e.seeded();
+    let (other_org, other) = e.seeded();
     let patched = e
         .api
         .patch(
@@ -423,7 +435,7 @@ async fn changed_connection_id_is_refused_and_never_deleted() {
             assert_eq!(e.fake.count("DELETE", id), 0);
             e.set_policy("c", "Orphan").await;
             wait_gone(&e.api, "c").await;
-            assert!(e.fake.has_connection(org, id) && e.fake.has_connection(org, other));
+            assert!(e.fake.has_connection(org, id) && e.fake.has_connection(other_org, other));
         }
     }
 }

@@ -454,6 +454,19 @@ impl Operator {
     }
 }
 
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- operator log (last 60 lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 /// A LeenConnection object.
 pub fn connection(name: &str, org: uuid::Uuid, id: uuid::Uuid) -> LeenConnection {
     let spec: LeenConnectionSpec = serde_json::from_value(serde_json::json!({
@@ -504,8 +517,7 @@ pub async fn wait_for(
 
 /// Waits until the object is gone.
 pub async fn wait_gone(api: &Api<LeenConnection>, name: &str) {
-    let gone = await_condition(api.clone(), name, conditions::is_deleted(""));
-    // is_deleted with an empty uid means: no object of that name.
+    let gone = await_condition(api.clone(), name, |o: Option<&LeenConnection>| o.is_none());
     match tokio::time::timeout(WAIT, gone).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => panic!("{name}: watch failed waiting for deletion: {e}"),
