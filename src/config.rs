@@ -21,6 +21,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Print the LeenConnection CRD as YAML (the content of crds/leenconnection.yaml).
@@ -130,13 +131,21 @@ fn duration(
     value: &str,
     min: Duration,
 ) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(value.trim())
-        .map_err(|e| err(env, flag, format!("{value:?} is not a duration like 30s or 5m: {e}")))?;
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
+        err(
+            env,
+            flag,
+            format!("{value:?} is not a duration like 30s or 5m: {e}"),
+        )
+    })?;
     if d < min {
         return Err(err(
             env,
             flag,
-            format!("{value:?} is shorter than {}", humantime::format_duration(min)),
+            format!(
+                "{value:?} is shorter than {}",
+                humantime::format_duration(min)
+            ),
         ));
     }
     Ok(d)
@@ -193,7 +202,10 @@ impl RunArgs {
             err(
                 "METRICS_ADDR",
                 "metrics-addr",
-                format!("{:?} is not an address like 0.0.0.0:8080", self.metrics_addr),
+                format!(
+                    "{:?} is not an address like 0.0.0.0:8080",
+                    self.metrics_addr
+                ),
             )
         })?;
         let watch_namespace = non_empty(&self.watch_namespace).map(str::to_string);
@@ -264,7 +276,10 @@ mod tests {
         assert!(parse_endpoint("http://localhost:9999/v1").is_ok());
         assert!(parse_endpoint("http://[::1]:9999/v1").is_ok());
         let e = parse_endpoint("http://leen.example.com/v1").expect_err("plain http");
-        assert!(e.to_string().starts_with("invalid LEEN_ENDPOINT (--leen-endpoint)"));
+        assert!(
+            e.to_string()
+                .starts_with("invalid LEEN_ENDPOINT (--leen-endpoint)")
+        );
         assert!(parse_endpoint("not a url").is_err());
         assert!(parse_endpoint("ftp://127.0.0.1/v1").is_err());
         assert!(parse_endpoint("https://user:pw@example.com/v1").is_err());
@@ -272,9 +287,13 @@ mod tests {
 
     #[test]
     fn bad_settings_name_themselves() {
-        let e = args(&["--metrics-addr", "nope"]).settings().expect_err("bad");
+        let e = args(&["--metrics-addr", "nope"])
+            .settings()
+            .expect_err("bad");
         assert_eq!(e.env, "METRICS_ADDR");
-        let e = args(&["--sync-interval", "often"]).settings().expect_err("bad");
+        let e = args(&["--sync-interval", "often"])
+            .settings()
+            .expect_err("bad");
         assert_eq!(e.env, "LEEN_SYNC_INTERVAL");
         let e = args(&["--max-concurrent-reconciles", "0"])
             .settings()

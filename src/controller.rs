@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams, PartialObjectMeta},
+    api::{PartialObjectMeta, Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
@@ -24,8 +24,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     decision::{
-        Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason,
-        RetryPolicy, decide_deletion, decide_sync, deletion_shortcut, validate_ids,
+        Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason, RetryPolicy,
+        decide_deletion, decide_sync, deletion_shortcut, validate_ids,
     },
     leen::{ApiKey, LeenClient, Operation},
     resource::{FINALIZER, LeenConnection},
@@ -228,11 +228,9 @@ async fn apply(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error>
     let uid = obj.uid().unwrap_or_default();
     let obs = observe(&obj, ctx, Operation::Get).await?;
     let decision = decide_sync(&obj, &obs, &ctx.inputs(&uid));
-    let ready = decision
-        .status
-        .ready()
-        .is_some_and(|c| c.status == "True");
-    let healthy_answer = ready || matches!(obs, Observation::Leen(ref o) if o.http_status() == Some(404) || o.http_status() == Some(200));
+    let ready = decision.status.ready().is_some_and(|c| c.status == "True");
+    let healthy_answer = ready
+        || matches!(obs, Observation::Leen(ref o) if o.http_status() == Some(404) || o.http_status() == Some(200));
     ctx.set_failures(&uid, !healthy_answer);
     write(&obj, &decision, ctx).await?;
     Ok(decision
@@ -316,10 +314,7 @@ async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<O
 
 /// The API key for a resource: its Secret's key, or the default key. The inner error is
 /// the `CredentialsMissing` message.
-async fn resolve_key(
-    obj: &LeenConnection,
-    ctx: &Context,
-) -> Result<Result<ApiKey, String>, Error> {
+async fn resolve_key(obj: &LeenConnection, ctx: &Context) -> Result<Result<ApiKey, String>, Error> {
     let Some(secret_ref) = &obj.spec.api_key_secret_ref else {
         return Ok(ctx.default_key.clone().ok_or_else(|| {
             "no spec.apiKeySecretRef and the operator has no default API key (LEEN_API_KEY)"
@@ -420,7 +415,10 @@ fn strip(obj: &mut LeenConnection) {
 }
 
 /// The LeenConnections that use a Secret.
-fn users_of_secret(store: &Store<LeenConnection>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<LeenConnection>> {
+fn users_of_secret(
+    store: &Store<LeenConnection>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<LeenConnection>> {
     let ns = secret.namespace();
     let name = secret.name_any();
     store
@@ -446,13 +444,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (connections, secrets): (Api<LeenConnection>, Api<PartialObjectMeta<Secret>>) = match &watch_namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (connections, secrets): (Api<LeenConnection>, Api<PartialObjectMeta<Secret>>) =
+        match &watch_namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
     let (reader, writer) = reflector::store();
     let main_stream = watcher(connections, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -472,7 +471,9 @@ pub async fn run(
         // The store's readiness signal wakes only its most recent waiter (the controller's
         // runner also waits on it), so look again at short intervals rather than once.
         loop {
-            match tokio::time::timeout(Duration::from_millis(100), ready_reader.wait_until_ready()).await {
+            match tokio::time::timeout(Duration::from_millis(100), ready_reader.wait_until_ready())
+                .await
+            {
                 Ok(Ok(())) => {
                     info!("LeenConnection cache synced; ready");
                     ready.set(true);

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use crate::{
     leen::{Connection, LeenOutcome},
     resource::{
-        BoundConnection, Condition, ConnectionHealth, DeletionPolicy, DeletionRecord,
-        HealthDetail, LeenConnection, LeenConnectionStatus, READY_CONDITION,
+        BoundConnection, Condition, ConnectionHealth, DeletionPolicy, DeletionRecord, HealthDetail,
+        LeenConnection, LeenConnectionStatus, READY_CONDITION,
     },
 };
 
@@ -233,7 +233,11 @@ pub fn validate_ids(obj: &LeenConnection) -> Result<(Uuid, Uuid), Observation> {
     };
     let organization = parse("organizationId", &obj.spec.organization_id)?;
     let connection = parse("connectionId", &obj.spec.connection_id)?;
-    if let Some(bound) = obj.status.as_ref().and_then(|s| s.bound_connection.as_ref()) {
+    if let Some(bound) = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.bound_connection.as_ref())
+    {
         let same = |a: &str, b: &Uuid| Uuid::parse_str(a).is_ok_and(|a| a == *b);
         if !same(&bound.organization_id, &organization) || !same(&bound.connection_id, &connection)
         {
@@ -255,13 +259,7 @@ pub fn deletion_shortcut(obj: &LeenConnection) -> Option<DeletionStep> {
     if obj.spec.deletion_policy == DeletionPolicy::Orphan {
         return Some(DeletionStep::Orphan);
     }
-    let outcome = obj
-        .status
-        .as_ref()?
-        .deletion
-        .as_ref()?
-        .outcome
-        .as_deref()?;
+    let outcome = obj.status.as_ref()?.deletion.as_ref()?.outcome.as_deref()?;
     [Reason::Deleted, Reason::AlreadyDeleted]
         .into_iter()
         .find(|r| r.as_str() == outcome)
@@ -335,7 +333,9 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
     set_ready(&mut status, ready, reason, &message, generation, inputs.now);
 
     // Events mark changes; a resource that stays in one state does not repeat them.
-    let changed = current.ready().map(|c| (c.status.as_str(), c.reason.as_str()))
+    let changed = current
+        .ready()
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
         != Some((if ready { "True" } else { "False" }, reason.as_str()));
     let event = changed.then(|| EventSpec {
         warning: !ready && reason != Reason::ConnectionDeleted,
@@ -352,7 +352,11 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
 }
 
 /// The decision for a resource being deleted: the deletion table of DESIGN.md.
-pub fn decide_deletion(obj: &LeenConnection, step: &DeletionStep, inputs: &DecisionInputs) -> Decision {
+pub fn decide_deletion(
+    obj: &LeenConnection,
+    step: &DeletionStep,
+    inputs: &DecisionInputs,
+) -> Decision {
     let mut status = obj.status.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
     let id = &obj.spec.connection_id;
@@ -439,9 +443,8 @@ pub fn decide_deletion(obj: &LeenConnection, step: &DeletionStep, inputs: &Decis
         last_attempt_time: Some(rfc3339(inputs.now)),
         last_http_status: http_status,
         last_error: (!reason.releases_finalizer()).then(|| message.clone()),
-        next_retry_time: requeue_after.map(|d| {
-            rfc3339(inputs.now + chrono::Duration::from_std(d).unwrap_or_default())
-        }),
+        next_retry_time: requeue_after
+            .map(|d| rfc3339(inputs.now + chrono::Duration::from_std(d).unwrap_or_default())),
     });
     set_ready(&mut status, false, reason, &note, generation, inputs.now);
     Decision {
@@ -467,9 +470,7 @@ fn failure(outcome: &LeenOutcome, id: &str) -> (Reason, String) {
         ),
         LeenOutcome::Unauthorized { status, detail } => (
             Reason::Unauthorized,
-            format!(
-                "Leen refused the API key ({status}: {detail}); check the key and the region"
-            ),
+            format!("Leen refused the API key ({status}: {detail}); check the key and the region"),
         ),
         LeenOutcome::Rejected { detail } => (
             Reason::Rejected,

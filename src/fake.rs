@@ -376,9 +376,11 @@ fn answer(
         );
     };
     if let Some(queue) = s.faults.get_mut(&id) {
-        let applies = queue
-            .front()
-            .is_some_and(|f| f.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method.as_str())));
+        let applies = queue.front().is_some_and(|f| {
+            f.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+        });
         if applies && let Some(front) = queue.front_mut() {
             let fault = front.clone();
             front.times = front.times.saturating_sub(1);
@@ -426,7 +428,11 @@ fn answer(
             "details": null
         });
         // Kept as DELETED: without soft delete it then reads as gone (404).
-        return ((StatusCode::OK, Json(conn.clone())).into_response(), 200, delay);
+        return (
+            (StatusCode::OK, Json(conn.clone())).into_response(),
+            200,
+            delay,
+        );
     }
     if conn["state"] == "DELETED" && !soft {
         return (
@@ -435,7 +441,11 @@ fn answer(
             delay,
         );
     }
-    ((StatusCode::OK, Json(conn.clone())).into_response(), 200, delay)
+    (
+        (StatusCode::OK, Json(conn.clone())).into_response(),
+        200,
+        delay,
+    )
 }
 
 fn fault_response(fault: &Fault) -> Response {

@@ -164,7 +164,7 @@ where
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeenOutcome {
     /// 2xx with a readable connection.
-    Success(Connection),
+    Success(Box<Connection>),
     /// 404: Leen does not know the connection.
     NotFound {
         /// Leen's error detail.
@@ -284,7 +284,7 @@ pub fn classify(
     };
     match status {
         200..=299 => parse_connection(body)
-            .map(LeenOutcome::Success)
+            .map(|c| LeenOutcome::Success(Box::new(c)))
             .unwrap_or_else(|error| LeenOutcome::InvalidResponse { status, error }),
         401 | 403 => LeenOutcome::Unauthorized {
             status,
@@ -312,8 +312,8 @@ pub fn classify(
 
 /// Reads a `ConnectionRespModel` body.
 pub fn parse_connection(body: &[u8]) -> Result<Connection, String> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("response body is not JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("response body is not JSON: {e}"))?;
     if !value.is_object() {
         return Err("response body is not a JSON object".to_string());
     }

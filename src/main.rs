@@ -65,12 +65,15 @@ fn run(args: RunArgs) -> ExitCode {
 async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> {
     leen_operator::install_crypto_provider();
     let metrics = Arc::new(Metrics::default());
-    let listener = telemetry::bind(settings.metrics_addr)
-        .await
-        .map_err(|e| format!("invalid METRICS_ADDR (--metrics-addr): cannot listen on {}: {e}", settings.metrics_addr))?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| format!("no Kubernetes API to talk to (KUBECONFIG or in-cluster config): {e}"))?;
+    let listener = telemetry::bind(settings.metrics_addr).await.map_err(|e| {
+        format!(
+            "invalid METRICS_ADDR (--metrics-addr): cannot listen on {}: {e}",
+            settings.metrics_addr
+        )
+    })?;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!("no Kubernetes API to talk to (KUBECONFIG or in-cluster config): {e}")
+    })?;
     let leen = LeenClient::new(
         LeenClientConfig {
             endpoint: settings.leen_endpoint.clone(),
@@ -102,9 +105,14 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let mut stop = stop_rx.clone();
-        tokio::spawn(telemetry::serve(listener, metrics, ready.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }))
+        tokio::spawn(telemetry::serve(
+            listener,
+            metrics,
+            ready.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ))
     };
     let signal = async move {
         shutdown_signal().await;

@@ -15,6 +15,8 @@ const UUID_PATTERN: &str =
 
 /// Desired state of a LeenConnection: which Leen connection this resource stands for,
 /// where it lives and what happens to it when the resource is deleted.
+// One printcolumn(...) per column is kube's syntax, not a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "leen.dev",
@@ -27,12 +29,43 @@ const UUID_PATTERN: &str =
     category = "leen",
     status = "LeenConnectionStatus",
     doc = "A connection between a Leen organization and one security vendor, managed from Kubernetes. Deleting the resource deletes the connection in Leen unless deletionPolicy is Orphan.",
-    printcolumn(name = "State", type_ = "string", json_path = ".status.state", description = "Connection state as Leen last returned it"),
-    printcolumn(name = "Health", type_ = "string", json_path = ".status.health.status", description = "Connection health as Leen last returned it"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether the connection was read from Leen and is not deleted"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1, description = "Reason of the Ready condition"),
-    printcolumn(name = "Vendor", type_ = "string", json_path = ".status.vendor", priority = 1, description = "Vendor of the connection"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "Connection state as Leen last returned it"
+    ),
+    printcolumn(
+        name = "Health",
+        type_ = "string",
+        json_path = ".status.health.status",
+        description = "Connection health as Leen last returned it"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the connection was read from Leen and is not deleted"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1,
+        description = "Reason of the Ready condition"
+    ),
+    printcolumn(
+        name = "Vendor",
+        type_ = "string",
+        json_path = ".status.vendor",
+        priority = 1,
+        description = "Vendor of the connection"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LeenConnectionSpec {

@@ -263,6 +263,9 @@ async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
     if state.ready.get() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: cache not synced")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: cache not synced",
+        )
     }
 }

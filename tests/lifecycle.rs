@@ -11,7 +11,7 @@ use kube::{
     api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use leen_operator::{
-    fake::{Fault, FakeLeen, FaultBody},
+    fake::{FakeLeen, Fault, FaultBody},
     resource::{FINALIZER, LeenConnection},
 };
 use support::*;
@@ -109,7 +109,11 @@ impl Env {
 }
 
 fn has_finalizer(o: &LeenConnection) -> bool {
-    o.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+    o.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER)
 }
 
 fn deleting(o: &LeenConnection) -> bool {
@@ -147,7 +151,10 @@ async fn lifecycle_create_mirror_delete() {
         table.contains("STATE") && table.contains("HEALTH") && table.contains("READY"),
         "{table}"
     );
-    assert!(table.contains("ACTIVE") && table.contains("True"), "{table}");
+    assert!(
+        table.contains("ACTIVE") && table.contains("True"),
+        "{table}"
+    );
 
     let versions = record_versions(e.api.clone(), "crowdstrike-prod");
     e.cp.kubectl(&["delete", "leenconn", "crowdstrike-prod", "-n", "security"]);
@@ -157,14 +164,22 @@ async fn lifecycle_create_mirror_delete() {
     let recorded = versions
         .iter()
         .find(|o| deleting(o) && has_finalizer(o) && reason_is("Deleted")(o))
-        .unwrap_or_else(|| panic!("no version with Deleted status and the finalizer: {versions:#?}"));
+        .unwrap_or_else(|| {
+            panic!("no version with Deleted status and the finalizer: {versions:#?}")
+        });
     let status = recorded.status.as_ref().expect("status");
     assert_eq!(status.state.as_deref(), Some("DELETED"));
     assert_eq!(
-        status.health.as_ref().and_then(|h| h.description.as_deref()),
+        status
+            .health
+            .as_ref()
+            .and_then(|h| h.description.as_deref()),
         Some("Connection deleted")
     );
-    assert_eq!(status.deletion.as_ref().and_then(|d| d.last_http_status), Some(200));
+    assert_eq!(
+        status.deletion.as_ref().and_then(|d| d.last_http_status),
+        Some(200)
+    );
     assert_eq!(e.fake.count("DELETE", id), 1, "exactly one DELETE");
     assert!(!e.fake.has_connection(org, id));
     assert!(!e.events("Deleted").await.is_empty(), "a Deleted Event");
@@ -190,15 +205,25 @@ async fn orphan_policy_calls_nothing_and_needs_no_credentials() {
     fake.add_connection(org, id, "Snyk");
     let mut obj = connection("keep-me", org, id);
     obj.spec.deletion_policy = leen_operator::resource::DeletionPolicy::Orphan;
-    api.create(&PostParams::default(), &obj).await.expect("created");
-    wait_for(&api, "keep-me", "CredentialsMissing", reason_is("CredentialsMissing")).await;
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("created");
+    wait_for(
+        &api,
+        "keep-me",
+        "CredentialsMissing",
+        reason_is("CredentialsMissing"),
+    )
+    .await;
 
     let versions = record_versions(api.clone(), "keep-me");
     delete(&api, "keep-me").await;
     wait_gone(&api, "keep-me").await;
     let versions = versions.await.expect("watch");
     assert!(
-        versions.iter().any(|o| has_finalizer(o) && reason_is("Orphaned")(o)),
+        versions
+            .iter()
+            .any(|o| has_finalizer(o) && reason_is("Orphaned")(o)),
         "Orphaned written before the finalizer went: {versions:#?}"
     );
     assert_eq!(fake.count("DELETE", id), 0);
@@ -229,8 +254,14 @@ async fn kept_then_released(ns: &'static str, fault: impl Fn(Uuid) -> Fault, rea
     delete(&e.api, "c").await;
     let obj = wait_for(&e.api, "c", reason, reason_is(reason)).await;
     assert!(has_finalizer(&obj), "finalizer kept on {reason}");
-    let record = obj.status.and_then(|s| s.deletion).expect("deletion record");
-    assert!(record.attempts >= 1 && record.next_retry_time.is_some(), "{record:?}");
+    let record = obj
+        .status
+        .and_then(|s| s.deletion)
+        .expect("deletion record");
+    assert!(
+        record.attempts >= 1 && record.next_retry_time.is_some(),
+        "{record:?}"
+    );
     assert!(!e.events(reason).await.is_empty(), "{reason} Event");
     // The fault was for one request: the retry deletes it.
     wait_gone(&e.api, "c").await;
@@ -240,7 +271,12 @@ async fn kept_then_released(ns: &'static str, fault: impl Fn(Uuid) -> Fault, rea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_error_keeps_finalizer_then_retries() {
-    kept_then_released("flaky", |id| Fault::status(id, 503).method("DELETE"), "LeenUnavailable").await;
+    kept_then_released(
+        "flaky",
+        |id| Fault::status(id, 503).method("DELETE"),
+        "LeenUnavailable",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +317,12 @@ async fn rejected_keeps_finalizer_until_orphaned() {
     );
     delete(&e.api, "c").await;
     let obj = wait_for(&e.api, "c", "Rejected", reason_is("Rejected")).await;
-    let message = obj.status.as_ref().and_then(|s| s.ready()).map(|c| c.message.clone()).unwrap_or_default();
+    let message = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.ready())
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
     assert!(message.contains("connection is locked"), "{message}");
     assert!(has_finalizer(&obj));
     // The documented way out: Orphan.
@@ -299,11 +340,15 @@ async fn rotated_key_unblocks_unauthorized_deletion() {
     secret(&e.client, "rotate", "leen-key", "apiKey", "old-key").await;
     let (org, id) = e.seeded();
     let mut obj = connection("c", org, id);
-    obj.spec.api_key_secret_ref = serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
+    obj.spec.api_key_secret_ref =
+        serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
     e.create(obj).await;
     wait_for(&e.api, "c", "Ready=True", is_ready).await;
     assert!(
-        e.fake.requests().iter().all(|r| r.api_key.as_deref() == Some("old-key")),
+        e.fake
+            .requests()
+            .iter()
+            .all(|r| r.api_key.as_deref() == Some("old-key")),
         "the Secret's key is sent, not the default"
     );
 
@@ -311,10 +356,15 @@ async fn rotated_key_unblocks_unauthorized_deletion() {
     delete(&e.api, "c").await;
     let obj = wait_for(&e.api, "c", "Unauthorized", reason_is("Unauthorized")).await;
     assert!(has_finalizer(&obj));
-    let attempts = obj.status.and_then(|s| s.deletion).map(|d| d.attempts).unwrap_or(0);
+    let attempts = obj
+        .status
+        .and_then(|s| s.deletion)
+        .map(|d| d.attempts)
+        .unwrap_or(0);
 
     e.fake.add_api_key("new-key");
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(e.client.clone(), "rotate");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(e.client.clone(), "rotate");
     secrets
         .patch(
             "leen-key",
@@ -325,8 +375,16 @@ async fn rotated_key_unblocks_unauthorized_deletion() {
         .expect("secret rotated");
     wait_gone(&e.api, "c").await;
     assert!(!e.fake.has_connection(org, id));
-    let deletes: Vec<_> = e.fake.requests().into_iter().filter(|r| r.method == "DELETE").collect();
-    assert_eq!(deletes.last().and_then(|r| r.api_key.as_deref()), Some("new-key"));
+    let deletes: Vec<_> = e
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(
+        deletes.last().and_then(|r| r.api_key.as_deref()),
+        Some("new-key")
+    );
     // Unauthorized retries start at 30 s: finishing sooner proves the Secret woke it.
     assert!(deletes.len() as u32 <= attempts + 1, "{deletes:?}");
     assert!(!e.op.log_text().contains("new-key") && !e.op.log_text().contains("old-key"));
@@ -340,12 +398,22 @@ async fn creating_missing_secret_unblocks_deletion() {
     e.fake.add_api_key("tenant-key");
     let (org, id) = e.seeded();
     let mut obj = connection("c", org, id);
-    obj.spec.api_key_secret_ref = serde_json::from_value(serde_json::json!({"name": "tenant", "key": "token"})).ok();
+    obj.spec.api_key_secret_ref =
+        serde_json::from_value(serde_json::json!({"name": "tenant", "key": "token"})).ok();
     e.create(obj).await;
-    wait_for(&e.api, "c", "CredentialsMissing", reason_is("CredentialsMissing")).await;
+    wait_for(
+        &e.api,
+        "c",
+        "CredentialsMissing",
+        reason_is("CredentialsMissing"),
+    )
+    .await;
     delete(&e.api, "c").await;
     let obj = wait_for(&e.api, "c", "deletion attempt", |o| {
-        o.status.as_ref().and_then(|s| s.deletion.as_ref()).is_some()
+        o.status
+            .as_ref()
+            .and_then(|s| s.deletion.as_ref())
+            .is_some()
     })
     .await;
     assert_eq!(ready_reason(&obj).as_deref(), Some("CredentialsMissing"));
@@ -397,7 +465,10 @@ async fn schema_rejects_bad_ids_and_regions() {
         "metadata": {"name": "good"}, "spec": {"organizationId": id, "connectionId": id},
     }))
     .expect("object");
-    let created = api.create(&PostParams::default(), &ok).await.expect("valid accepted");
+    let created = api
+        .create(&PostParams::default(), &ok)
+        .await
+        .expect("valid accepted");
     assert_eq!(created.data["spec"]["region"], "us");
     assert_eq!(created.data["spec"]["deletionPolicy"], "Delete");
 }
@@ -423,15 +494,29 @@ async fn changed_connection_id_is_refused_and_never_deleted() {
         Err(other) => panic!("unexpected error {other}"),
         // v1.20 does not: the controller refuses to act on the new id.
         Ok(_) => {
-            let obj = wait_for(&e.api, "c", "ImmutableFieldChanged", reason_is("ImmutableFieldChanged")).await;
+            let obj = wait_for(
+                &e.api,
+                "c",
+                "ImmutableFieldChanged",
+                reason_is("ImmutableFieldChanged"),
+            )
+            .await;
             assert!(!is_ready(&obj));
             delete(&e.api, "c").await;
             let obj = wait_for(&e.api, "c", "deletion refused", |o| {
-                deleting(o) && o.status.as_ref().and_then(|s| s.deletion.as_ref()).is_some()
+                deleting(o)
+                    && o.status
+                        .as_ref()
+                        .and_then(|s| s.deletion.as_ref())
+                        .is_some()
             })
             .await;
             assert!(has_finalizer(&obj));
-            assert_eq!(e.fake.count("DELETE", other), 0, "never deletes the other connection");
+            assert_eq!(
+                e.fake.count("DELETE", other),
+                0,
+                "never deletes the other connection"
+            );
             assert_eq!(e.fake.count("DELETE", id), 0);
             e.set_policy("c", "Orphan").await;
             wait_gone(&e.api, "c").await;
@@ -454,8 +539,21 @@ async fn delete_all_deletes_every_connection() {
     for i in 0..5 {
         wait_for(&e.api, &format!("c{i}"), "Ready", is_ready).await;
     }
-    e.cp.kubectl(&["delete", "leenconn", "--all", "-n", "bulk", "--wait=true", "--timeout=60s"]);
-    let left = e.api.list(&ListParams::default()).await.expect("list").items;
+    e.cp.kubectl(&[
+        "delete",
+        "leenconn",
+        "--all",
+        "-n",
+        "bulk",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    let left = e
+        .api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items;
     assert!(left.is_empty(), "{left:?}");
     for (org, id) in ids {
         assert!(!e.fake.has_connection(org, id));
@@ -479,7 +577,10 @@ async fn watch_namespace_confines_the_controller() {
     // by then the other one has been seen by the watch if it ever would be.
     e.ready_connection("mine").await;
     let other = theirs.get("other").await.expect("get");
-    assert!(other.status.is_none() && !has_finalizer(&other), "{other:?}");
+    assert!(
+        other.status.is_none() && !has_finalizer(&other),
+        "{other:?}"
+    );
     assert_eq!(e.fake.count("GET", id), 0);
 }
 
@@ -501,7 +602,10 @@ async fn killed_after_delete_finishes_after_restart() {
     // Leen has processed the DELETE once it is recorded (the answer is still delayed).
     let deadline = std::time::Instant::now() + WAIT;
     while e.fake.count("DELETE", id) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no DELETE reached Leen");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DELETE reached Leen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     e.op.kill();

@@ -44,7 +44,9 @@ async fn main() -> Result<(), String> {
         let org = parts.next().and_then(|s| Uuid::parse_str(s).ok());
         let id = parts.next().and_then(|s| Uuid::parse_str(s).ok());
         let (Some(org), Some(id)) = (org, id) else {
-            return Err(format!("--connection {spec:?} is not ORGANIZATION_ID:CONNECTION_ID[:VENDOR]"));
+            return Err(format!(
+                "--connection {spec:?} is not ORGANIZATION_ID:CONNECTION_ID[:VENDOR]"
+            ));
         };
         fake.add_connection(org, id, parts.next().unwrap_or("CrowdStrike"));
     }

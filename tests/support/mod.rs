@@ -17,15 +17,15 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::{
+    ByteString,
     api::core::v1::{Namespace, Secret},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    ByteString,
 };
 use kube::{
+    Client, Config,
     api::{Api, DeleteParams, ObjectMeta, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{conditions, wait::await_condition, watcher},
-    Client, Config,
 };
 use leen_operator::resource::{LeenConnection, LeenConnectionSpec};
 
@@ -379,7 +379,8 @@ impl Operator {
             .env("METRICS_ADDR", format!("127.0.0.1:{}", self.port))
             .env(
                 "LOG_LEVEL",
-                std::env::var("LEEN_TEST_LOG").unwrap_or_else(|_| "info,leen_operator=debug".into()),
+                std::env::var("LEEN_TEST_LOG")
+                    .unwrap_or_else(|_| "info,leen_operator=debug".into()),
             )
             .env("LEEN_SYNC_INTERVAL", "1h");
         for (k, v) in &self.env {
@@ -523,7 +524,11 @@ pub async fn wait_gone(api: &Api<LeenConnection>, name: &str) {
         Ok(Err(e)) => panic!("{name}: watch failed waiting for deletion: {e}"),
         Err(_) => panic!(
             "{name}: still present after {WAIT:?}: {:?}",
-            api.get_opt(name).await.ok().flatten().map(|o| (o.metadata.finalizers, o.status))
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .map(|o| (o.metadata.finalizers, o.status))
         ),
     }
 }
@@ -582,4 +587,3 @@ pub fn require_tools() {
         assert!(found, "{tool} is not on PATH; .ci/run installs it");
     }
 }
-

@@ -1,0 +1,266 @@
+//! The Leen client against the project's fake Leen over real HTTP: every outcome.
+
+use std::{sync::Arc, time::Duration};
+
+use leen_operator::{
+    fake::{FakeLeen, Fault, FaultBody},
+    leen::{ApiKey, LeenClient, LeenClientConfig, LeenOutcome, MAX_BODY_BYTES},
+    resource::Region,
+    telemetry::Metrics,
+};
+use uuid::Uuid;
+
+const KEY: &str = "client-test-key";
+
+struct Setup {
+    fake: FakeLeen,
+    client: LeenClient,
+    metrics: Arc<Metrics>,
+    key: ApiKey,
+    org: Uuid,
+    id: Uuid,
+}
+
+async fn setup() -> Setup {
+    leen_operator::install_crypto_provider();
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key(KEY);
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "Snyk");
+    let metrics = Arc::new(Metrics::default());
+    let client = LeenClient::new(
+        LeenClientConfig {
+            endpoint: Some(fake.base_url().parse().expect("url")),
+            request_timeout: Duration::from_millis(500),
+            max_in_flight: 4,
+        },
+        metrics.clone(),
+    )
+    .expect("client");
+    Setup {
+        fake,
+        client,
+        metrics,
+        key: ApiKey::new(KEY).expect("key"),
+        org,
+        id,
+    }
+}
+
+impl Setup {
+    async fn get(&self) -> LeenOutcome {
+        self.client
+            .get_connection(Region::Us, self.org, self.id, &self.key)
+            .await
+    }
+    async fn delete(&self) -> LeenOutcome {
+        self.client
+            .delete_connection(Region::Us, self.org, self.id, &self.key)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn get_and_delete_success_then_not_found() {
+    let s = setup().await;
+    let LeenOutcome::Success(c) = s.get().await else {
+        panic!("GET succeeds")
+    };
+    assert_eq!(c.state.as_deref(), Some("ACTIVE"));
+    assert_eq!(c.vendor.as_deref(), Some("Snyk"));
+    assert_eq!(c.id.as_deref(), Some(s.id.to_string().as_str()));
+    let LeenOutcome::Success(c) = s.delete().await else {
+        panic!("DELETE succeeds")
+    };
+    assert_eq!(c.state.as_deref(), Some("DELETED"));
+    assert!(
+        matches!(s.delete().await, LeenOutcome::NotFound { ref detail } if detail == "Connection Not Found")
+    );
+    let requests = s.fake.requests();
+    assert_eq!(requests.len(), 3);
+    assert!(
+        requests.iter().all(|r| r.api_key.as_deref() == Some(KEY)),
+        "X-API-KEY sent"
+    );
+    let m = s.metrics.render();
+    assert!(
+        m.contains("leen_operator_leen_requests_total{operation=\"delete\",code=\"404\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains(KEY));
+}
+
+#[tokio::test]
+async fn wrong_key_is_unauthorized() {
+    let s = setup().await;
+    let wrong = ApiKey::new("nope").expect("key");
+    let out = s
+        .client
+        .get_connection(Region::Us, s.org, s.id, &wrong)
+        .await;
+    assert_eq!(
+        out,
+        LeenOutcome::Unauthorized {
+            status: 401,
+            detail: "Invalid API Key".into()
+        }
+    );
+    s.fake.push_fault(Fault::status(s.id, 403));
+    assert!(matches!(
+        s.get().await,
+        LeenOutcome::Unauthorized { status: 403, .. }
+    ));
+}
+
+#[tokio::test]
+async fn validation_error_detail_is_kept() {
+    let s = setup().await;
+    s.fake.push_fault(Fault::status(s.id, 422).body(FaultBody::Json(serde_json::json!(
+        {"detail": [{"loc": ["path", "connection_id"], "msg": "value is not a valid uuid", "type": "type_error.uuid"}]}
+    ))));
+    assert_eq!(
+        s.delete().await,
+        LeenOutcome::Rejected {
+            detail: "path.connection_id: value is not a valid uuid".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_reads_retry_after() {
+    let s = setup().await;
+    s.fake
+        .push_fault(Fault::status(s.id, 429).retry_after("12"));
+    assert_eq!(
+        s.delete().await,
+        LeenOutcome::RateLimited {
+            retry_after: Some(Duration::from_secs(12))
+        }
+    );
+}
+
+#[tokio::test]
+async fn server_errors_and_timeouts_are_unavailable() {
+    let s = setup().await;
+    s.fake.push_fault(Fault::status(s.id, 502));
+    assert!(matches!(
+        s.delete().await,
+        LeenOutcome::Unavailable {
+            status: Some(502),
+            ..
+        }
+    ));
+    s.fake.push_fault(
+        Fault::status(s.id, 200)
+            .body(FaultBody::Normal)
+            .delay(Duration::from_secs(2)),
+    );
+    match s.delete().await {
+        LeenOutcome::Unavailable {
+            status: None,
+            error,
+        } => {
+            assert!(error.contains("timed out"), "{error}")
+        }
+        other => panic!("timeout expected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connection_refused_is_unavailable() {
+    leen_operator::install_crypto_provider();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let client = LeenClient::new(
+        LeenClientConfig {
+            endpoint: Some(format!("http://127.0.0.1:{port}/v1").parse().expect("url")),
+            ..Default::default()
+        },
+        Arc::new(Metrics::default()),
+    )
+    .expect("client");
+    let key = ApiKey::new("k").expect("key");
+    let out = client
+        .delete_connection(Region::Eu, Uuid::new_v4(), Uuid::new_v4(), &key)
+        .await;
+    assert!(
+        matches!(out, LeenOutcome::Unavailable { status: None, .. }),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_bodies_are_invalid() {
+    let s = setup().await;
+    s.fake
+        .push_fault(Fault::status(s.id, 200).body(FaultBody::Raw("{\"state\": \"ACT".into())));
+    assert!(matches!(
+        s.get().await,
+        LeenOutcome::InvalidResponse { status: 200, .. }
+    ));
+    s.fake
+        .push_fault(Fault::status(s.id, 200).body(FaultBody::Oversized(MAX_BODY_BYTES + 1)));
+    match s.get().await {
+        LeenOutcome::InvalidResponse { error, .. } => assert!(error.contains("exceeds"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    s.fake
+        .push_fault(Fault::status(s.id, 200).body(FaultBody::Endless));
+    match s.get().await {
+        LeenOutcome::InvalidResponse { error, .. } => assert!(error.contains("exceeds"), "{error}"),
+        // The timeout may fire before 1 MiB has arrived; either way, no hang, no panic.
+        LeenOutcome::Unavailable { .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_enum_values_are_kept_as_data() {
+    let s = setup().await;
+    s.fake.push_fault(Fault::status(s.id, 200).body(FaultBody::Json(serde_json::json!({
+        "id": s.id, "state": "QUARANTINED", "vendor": "Snyk", "new_field": [1, 2],
+        "health": {"name": "NEW_HEALTH", "status": "DEGRADED", "description": null,
+                   "resolution_owner": "PARTNER", "details": [{"data_export_type": "holograms", "endpoint": "/x"}]}
+    }))));
+    let LeenOutcome::Success(c) = s.get().await else {
+        panic!("lenient parse")
+    };
+    assert_eq!(c.state.as_deref(), Some("QUARANTINED"));
+    let h = c.health.expect("health");
+    assert_eq!(h.status.as_deref(), Some("DEGRADED"));
+    assert_eq!(h.description, None);
+    assert_eq!(h.details[0].data_export_type.as_deref(), Some("holograms"));
+}
+
+#[tokio::test]
+async fn a_key_echoed_by_leen_is_redacted() {
+    let s = setup().await;
+    s.fake
+        .push_fault(Fault::status(s.id, 400).body(FaultBody::Json(
+            serde_json::json!({"detail": format!("bad key {KEY}")}),
+        )));
+    match s.get().await {
+        LeenOutcome::Unexpected {
+            status: 400,
+            detail,
+        } => {
+            assert!(!detail.contains(KEY), "{detail}");
+            assert!(detail.contains("<redacted>"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn region_urls_are_the_documented_ones() {
+    leen_operator::install_crypto_provider();
+    let client =
+        LeenClient::new(LeenClientConfig::default(), Arc::new(Metrics::default())).expect("client");
+    let (org, id) = (Uuid::nil(), Uuid::max());
+    let url = |r| client.connection_url(r, org, id);
+    assert!(url(Region::Us).starts_with("https://api.leen.dev/v1/provisioning/organizations/"));
+    assert!(url(Region::Eu).starts_with("https://api.eu-c1.leen.dev/v1/"));
+    assert!(url(Region::Apac).starts_with("https://api.ap-se2.leen.dev/v1/"));
+}

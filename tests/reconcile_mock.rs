@@ -1,0 +1,255 @@
+//! `reconcile` against a mocked Kubernetes API (tower-test) and the fake Leen: the exact
+//! requests, in order. The mock answers each request and records it; the test then
+//! checks that the status write comes before the finalizer removal, and that no
+//! finalizer is removed when Leen fails or the status write is refused.
+
+use std::{sync::Arc, time::Duration};
+
+use http::{Request, Response, StatusCode};
+use kube::{Client, client::Body};
+use leen_operator::{
+    controller::{Context, reconcile},
+    fake::{FakeLeen, Fault},
+    leen::{ApiKey, LeenClient, LeenClientConfig},
+    resource::{FINALIZER, LeenConnection},
+    telemetry::Metrics,
+};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    body: serde_json::Value,
+}
+
+/// How the mock answers a status write.
+#[derive(Clone, Copy)]
+enum StatusWrites {
+    Accept,
+    Refuse,
+}
+
+fn mock(
+    obj: LeenConnection,
+    status_writes: StatusWrites,
+) -> (Client, mpsc::UnboundedReceiver<Seen>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_string();
+            let bytes = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_default();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let _ = tx.send(Seen {
+                method: method.clone(),
+                path: path.clone(),
+                body: body.clone(),
+            });
+            let (code, answer) = if path.ends_with("/status") {
+                match status_writes {
+                    StatusWrites::Accept => (
+                        StatusCode::OK,
+                        serde_json::to_value(&obj).unwrap_or_default(),
+                    ),
+                    StatusWrites::Refuse => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd down", "reason": "InternalError", "code": 500}),
+                    ),
+                }
+            } else if path.contains("/events") {
+                (StatusCode::CREATED, body)
+            } else {
+                (
+                    StatusCode::OK,
+                    serde_json::to_value(&obj).unwrap_or_default(),
+                )
+            };
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()))
+                .unwrap_or_else(|_| Response::new(Body::empty()));
+            send.send_response(response);
+        }
+    });
+    (Client::new(service, "default"), rx)
+}
+
+async fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
+    leen_operator::install_crypto_provider();
+    let metrics = Arc::new(Metrics::default());
+    let leen = LeenClient::new(
+        LeenClientConfig {
+            endpoint: Some(fake.base_url().parse().expect("url")),
+            ..Default::default()
+        },
+        metrics.clone(),
+    )
+    .expect("client");
+    Arc::new(Context::new(
+        client,
+        leen,
+        ApiKey::new("mock-key"),
+        metrics,
+        Duration::from_secs(300),
+    ))
+}
+
+fn deleting(org: Uuid, id: Uuid) -> LeenConnection {
+    let mut obj: LeenConnection = serde_json::from_value(serde_json::json!({
+        "apiVersion": "leen.dev/v1alpha1", "kind": "LeenConnection",
+        "metadata": {
+            "name": "c", "namespace": "security", "uid": "u-1", "generation": 2,
+            "resourceVersion": "10", "finalizers": [FINALIZER],
+            "deletionTimestamp": "2026-01-01T00:00:00Z"
+        },
+        "spec": {"organizationId": org.to_string(), "connectionId": id.to_string()}
+    }))
+    .expect("object");
+    obj.metadata.deletion_grace_period_seconds = Some(0);
+    obj
+}
+
+fn drain(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    while let Ok(s) = rx.try_recv() {
+        seen.push(s);
+    }
+    seen
+}
+
+const OBJ: &str = "/apis/leen.dev/v1alpha1/namespaces/security/leenconnections/c";
+
+#[tokio::test]
+async fn delete_writes_status_then_event_then_removes_finalizer() {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    let obj = deleting(org, id);
+    let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
+    let ctx = context(client, &fake).await;
+
+    reconcile(Arc::new(obj), ctx)
+        .await
+        .expect("reconcile succeeds");
+    let seen = drain(&mut rx);
+    let summary: Vec<(String, String)> = seen
+        .iter()
+        .map(|s| (s.method.clone(), s.path.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("PATCH".to_string(), format!("{OBJ}/status")),
+            (
+                "POST".to_string(),
+                "/apis/events.k8s.io/v1/namespaces/security/events".to_string()
+            ),
+            ("PATCH".to_string(), OBJ.to_string()),
+        ],
+        "status, then Event, then finalizer"
+    );
+    let status = &seen[0].body["status"];
+    assert_eq!(status["state"], "DELETED");
+    assert_eq!(status["health"]["description"], "Connection deleted");
+    assert_eq!(status["conditions"][0]["reason"], "Deleted");
+    assert_eq!(status["conditions"][0]["status"], "False");
+    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(seen[1].body["reason"], "Deleted");
+    assert_eq!(seen[1].body["type"], "Normal");
+    // The finalizer patch tests that it removes ours, and only ours.
+    let ops = seen[2].body.as_array().expect("JSON patch");
+    assert_eq!(ops[0]["op"], "test");
+    assert_eq!(ops[0]["value"], FINALIZER);
+    assert_eq!(ops[1]["op"], "remove");
+    assert_eq!(fake.count("DELETE", id), 1);
+    assert_eq!(fake.count("GET", id), 0, "no GET during deletion");
+}
+
+#[tokio::test]
+async fn leen_failure_keeps_the_finalizer() {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    fake.push_fault(Fault::status(id, 503));
+    let obj = deleting(org, id);
+    let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
+    let ctx = context(client, &fake).await;
+
+    let err = reconcile(Arc::new(obj), ctx)
+        .await
+        .expect_err("deletion pending");
+    assert!(err.to_string().contains("LeenUnavailable"), "{err}");
+    let seen = drain(&mut rx);
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            format!("{OBJ}/status").as_str(),
+            "/apis/events.k8s.io/v1/namespaces/security/events"
+        ],
+        "no finalizer patch"
+    );
+    assert_eq!(
+        seen[0].body["status"]["conditions"][0]["reason"],
+        "LeenUnavailable"
+    );
+    assert_eq!(seen[0].body["status"]["deletion"]["attempts"], 1);
+    assert_eq!(seen[1].body["type"], "Warning");
+}
+
+#[tokio::test]
+async fn refused_status_write_keeps_the_finalizer() {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    let obj = deleting(org, id);
+    let (client, mut rx) = mock(obj.clone(), StatusWrites::Refuse);
+    let ctx = context(client, &fake).await;
+
+    reconcile(Arc::new(obj), ctx)
+        .await
+        .expect_err("status write failed");
+    let seen = drain(&mut rx);
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|s| s.path.ends_with("/status")),
+        "only (retried) status writes, never the finalizer: {seen:?}"
+    );
+    assert_eq!(fake.count("DELETE", id), 1);
+}
+
+#[tokio::test]
+async fn live_resource_without_finalizer_gets_it_first() {
+    let fake = FakeLeen::start().await.expect("fake");
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    let obj: LeenConnection = serde_json::from_value(serde_json::json!({
+        "apiVersion": "leen.dev/v1alpha1", "kind": "LeenConnection",
+        "metadata": {"name": "c", "namespace": "security", "uid": "u-2", "generation": 1},
+        "spec": {"organizationId": org.to_string(), "connectionId": id.to_string()}
+    }))
+    .expect("object");
+    let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
+    let ctx = context(client, &fake).await;
+    reconcile(Arc::new(obj), ctx)
+        .await
+        .expect("finalizer added");
+    let seen = drain(&mut rx);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].path, OBJ);
+    assert!(seen[0].body.to_string().contains(FINALIZER));
+    assert!(
+        fake.requests().is_empty(),
+        "no Leen call before the finalizer is in place"
+    );
+}
