@@ -74,6 +74,28 @@ pub struct RunArgs {
     /// Log level or filter in RUST_LOG syntax (e.g. info, leen_operator=debug).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Namespaces whose resources may use the default key (LEEN_API_KEY), comma separated;
+    /// `*`: every namespace. Resources elsewhere must name a Secret of their own.
+    #[arg(long, env = "LEEN_DEFAULT_KEY_NAMESPACES", default_value = "*")]
+    pub default_key_namespaces: String,
+
+    /// Elect a leader through a Lease so that only one replica reconciles (true|false).
+    #[arg(long, env = "LEEN_LEADER_ELECTION", default_value = "false")]
+    pub leader_election: String,
+
+    /// Namespace of the leader Lease; defaults to POD_NAMESPACE.
+    #[arg(long, env = "LEEN_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "LEEN_LEASE_NAME", default_value = "leen-operator")]
+    pub lease_name: String,
+
+    /// How long a leader's Lease lives without renewal; a crashed leader is replaced
+    /// within it.
+    #[arg(long, env = "LEEN_LEASE_DURATION", default_value = "15s")]
+    pub lease_duration: String,
 }
 
 /// A setting that cannot be used; its Display is the one line printed at start-up.
@@ -111,6 +133,50 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// Namespaces allowed to use the default key.
+    pub default_key_namespaces: NamespaceSet,
+    /// Leader election, when on.
+    pub leader_election: Option<LeaderElectionSettings>,
+}
+
+/// A set of namespaces, or all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceSet {
+    /// Every namespace (`*`).
+    All,
+    /// Only these.
+    Only(Vec<String>),
+}
+
+impl NamespaceSet {
+    /// Whether the namespace is in the set.
+    pub fn contains(&self, ns: &str) -> bool {
+        match self {
+            NamespaceSet::All => true,
+            NamespaceSet::Only(list) => list.iter().any(|n| n == ns),
+        }
+    }
+}
+
+/// Leader election settings.
+#[derive(Debug, Clone)]
+pub struct LeaderElectionSettings {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// Lease duration.
+    pub lease_duration: Duration,
+}
+
+fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-')
 }
 
 fn non_empty(v: &Option<String>) -> Option<&str> {
@@ -210,13 +276,7 @@ impl RunArgs {
         })?;
         let watch_namespace = non_empty(&self.watch_namespace).map(str::to_string);
         if let Some(ns) = &watch_namespace {
-            let valid = ns.len() <= 63
-                && ns
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !ns.starts_with('-')
-                && !ns.ends_with('-');
-            if !valid {
+            if !valid_namespace(ns) {
                 return Err(err(
                     "WATCH_NAMESPACE",
                     "watch-namespace",
@@ -224,7 +284,60 @@ impl RunArgs {
                 ));
             }
         }
+        let default_key_namespaces = match self.default_key_namespaces.trim() {
+            "*" => NamespaceSet::All,
+            list => {
+                let names: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if let Some(bad) = names.iter().find(|n| !valid_namespace(n)) {
+                    return Err(err(
+                        "LEEN_DEFAULT_KEY_NAMESPACES",
+                        "default-key-namespaces",
+                        format!("{bad:?} is not a namespace name (use * for all)"),
+                    ));
+                }
+                NamespaceSet::Only(names)
+            }
+        };
+        let leader_election = match self.leader_election.trim() {
+            "false" | "" => None,
+            "true" => {
+                let namespace = non_empty(&self.leader_election_namespace)
+                    .map(str::to_string)
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+                    .ok_or_else(|| {
+                        err(
+                            "LEEN_LEADER_ELECTION_NAMESPACE",
+                            "leader-election-namespace",
+                            "leader election needs the Lease's namespace (or POD_NAMESPACE)",
+                        )
+                    })?;
+                Some(LeaderElectionSettings {
+                    namespace,
+                    lease_name: self.lease_name.trim().to_string(),
+                    lease_duration: duration(
+                        "LEEN_LEASE_DURATION",
+                        "lease-duration",
+                        &self.lease_duration,
+                        Duration::from_secs(2),
+                    )?,
+                })
+            }
+            other => {
+                return Err(err(
+                    "LEEN_LEADER_ELECTION",
+                    "leader-election",
+                    format!("{other:?} is not true or false"),
+                ));
+            }
+        };
         Ok(Settings {
+            default_key_namespaces,
+            leader_election,
             default_api_key: non_empty(&self.leen_api_key).and_then(ApiKey::new),
             leen_endpoint,
             watch_namespace,

@@ -29,6 +29,7 @@ use crate::{
     },
     leen::{ApiKey, LeenClient, Operation},
     resource::{FINALIZER, LeenConnection},
+    config::NamespaceSet,
     telemetry::{Metrics, Readiness},
 };
 
@@ -96,6 +97,8 @@ pub struct Context {
     pub leen: LeenClient,
     /// The operator's default API key.
     pub default_key: Option<ApiKey>,
+    /// Namespaces whose resources may use the default key.
+    pub default_key_namespaces: NamespaceSet,
     /// Event recorder.
     pub recorder: Recorder,
     /// Metrics.
@@ -126,6 +129,7 @@ impl Context {
             client,
             leen,
             default_key,
+            default_key_namespaces: NamespaceSet::All,
             metrics,
             sync_interval,
             policy: RetryPolicy::default(),
@@ -315,13 +319,18 @@ async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<O
 /// The API key for a resource: its Secret's key, or the default key. The inner error is
 /// the `CredentialsMissing` message.
 async fn resolve_key(obj: &LeenConnection, ctx: &Context) -> Result<Result<ApiKey, String>, Error> {
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let Some(secret_ref) = &obj.spec.api_key_secret_ref else {
+        if !ctx.default_key_namespaces.contains(&ns) {
+            return Ok(Err(format!(
+                "no spec.apiKeySecretRef, and namespace {ns} may not use the operator's default API key (LEEN_DEFAULT_KEY_NAMESPACES)"
+            )));
+        }
         return Ok(ctx.default_key.clone().ok_or_else(|| {
             "no spec.apiKeySecretRef and the operator has no default API key (LEEN_API_KEY)"
                 .to_string()
         }));
     };
-    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let where_ = format!("Secret {ns}/{}", secret_ref.name);
     let secret = match secrets.get_opt(&secret_ref.name).await {

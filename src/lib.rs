@@ -3,13 +3,14 @@
 //!
 //! Modules, one concern each: [`resource`] (the CRD types), [`leen`] (the Leen client),
 //! [`decision`] (what to do, as pure functions), [`controller`] (wiring and writes),
-//! [`config`] (flags and environment), [`telemetry`] (metrics, logs, health endpoints),
+//! [`config`] (flags and environment), [`leader`] (leader election), [`telemetry`] (metrics, logs, health endpoints),
 //! [`fake`] (a fake Leen for tests and the demo).
 
 pub mod config;
 pub mod controller;
 pub mod decision;
 pub mod fake;
+pub mod leader;
 pub mod leen;
 pub mod resource;
 pub mod telemetry;

@@ -1,11 +1,12 @@
 //! The `leen-operator` binary: `crd` prints the CRD, `run` (the default) runs the controller.
 
-use std::{process::ExitCode, sync::Arc};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use leen_operator::{
     config::{Cli, Command, RunArgs},
     controller::{self, Context},
+    leader::{LeaderElector, LeaseConfig},
     leen::{LeenClient, LeenClientConfig},
     resource,
     telemetry::{self, Metrics, Readiness},
@@ -94,39 +95,78 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
         concurrency = settings.max_concurrent_reconciles,
         "starting leen-operator"
     );
-    let ctx = Arc::new(Context::new(
-        client,
+    let mut ctx = Context::new(
+        client.clone(),
         leen,
         settings.default_api_key.clone(),
         metrics.clone(),
         settings.sync_interval,
-    ));
+    );
+    ctx.default_key_namespaces = settings.default_key_namespaces.clone();
+    let ctx = Arc::new(ctx);
     let ready = Readiness::default();
+
+    // One shutdown signal, watched by the telemetry server, the election and the controller.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = {
-        let mut stop = stop_rx.clone();
-        tokio::spawn(telemetry::serve(
-            listener,
-            metrics,
-            ready.clone(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        ))
-    };
-    let signal = async move {
+    tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutdown requested; finishing in-flight reconciliations");
         let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
     };
-    controller::run(
+    let server = tokio::spawn(telemetry::serve(
+        listener,
+        metrics,
+        ready.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let elector = settings.leader_election.as_ref().map(|le| {
+        LeaderElector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: le.namespace.clone(),
+                name: le.lease_name.clone(),
+                identity: identity(),
+                lease_duration: le.lease_duration,
+                retry_period: (le.lease_duration / 5).max(Duration::from_millis(500)),
+            },
+        )
+    });
+    if let Some(elector) = &elector {
+        ready.set_standby();
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = stopped(stop_rx.clone()) => {
+                let _ = server.await;
+                return Ok(());
+            }
+        }
+        ready.set(false);
+    }
+    let controller = controller::run(
         ctx,
         settings.watch_namespace.clone(),
         settings.max_concurrent_reconciles,
         ready,
-        signal,
-    )
-    .await;
+        stopped(stop_rx.clone()),
+    );
+    match &elector {
+        Some(elector) => {
+            tokio::select! {
+                _ = controller => {}
+                _ = elector.hold() => {
+                    // Another replica may lead from now on: stop at once, without
+                    // finishing anything, so that two never act together.
+                    return Err("lost the leader Lease; exiting so that only one replica leads".to_string());
+                }
+            }
+            elector.release().await;
+        }
+        None => controller.await,
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("telemetry server failed: {e}")),
@@ -134,6 +174,19 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     }
     info!("stopped");
     Ok(())
+}
+
+/// This replica's identity in the Lease: the pod name, else host name and process id.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "leen-operator".to_string());
+            format!("{host}-{}", std::process::id())
+        })
 }
 
 async fn shutdown_signal() {

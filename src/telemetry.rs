@@ -4,7 +4,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     time::Duration,
 };
@@ -204,19 +204,37 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     result.map_err(|e| format!("installing the logger failed: {e}"))
 }
 
-/// Whether the operator is ready to serve; set once the watch has synced.
+/// Whether the operator is ready: its watch has synced (leader), or it stands by as a
+/// healthy replica while another one leads.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicU8>);
+
+const STARTING: u8 = 0;
+const STANDBY: u8 = 1;
+const READY: u8 = 2;
 
 impl Readiness {
-    /// Marks ready (or not).
+    /// Marks the cache synced (or not).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.0.store(if ready { READY } else { STARTING }, Ordering::SeqCst);
     }
 
-    /// Whether ready.
+    /// Marks this replica as a standby waiting for the lease.
+    pub fn set_standby(&self) {
+        self.0.store(STANDBY, Ordering::SeqCst);
+    }
+
+    /// Whether `/readyz` answers 200.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) != STARTING
+    }
+
+    fn describe(&self) -> &'static str {
+        match self.0.load(Ordering::SeqCst) {
+            READY => "ready",
+            STANDBY => "standby: another replica leads",
+            _ => "not ready: cache not synced",
+        }
     }
 }
 
@@ -260,12 +278,10 @@ async fn metrics_handler(State(state): State<ServerState>) -> impl IntoResponse 
 }
 
 async fn ready_handler(State(state): State<ServerState>) -> impl IntoResponse {
-    if state.ready.get() {
-        (StatusCode::OK, "ready")
+    let code = if state.ready.get() {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: cache not synced",
-        )
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, state.ready.describe())
 }

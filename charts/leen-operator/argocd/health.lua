@@ -1,0 +1,47 @@
+-- Argo CD health check for leen.dev/LeenConnection.
+-- Install: argocd-cm, key resource.customizations.health.leen.dev_LeenConnection (see README.md).
+local hs = {}
+local transient = {LeenUnavailable = true, RateLimited = true, InvalidResponse = true, UnexpectedResponse = true}
+
+if obj.status == nil or obj.status.conditions == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to read the connection from Leen"
+  return hs
+end
+if obj.metadata.generation ~= nil and obj.status.observedGeneration ~= nil
+    and obj.status.observedGeneration < obj.metadata.generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe the latest spec"
+  return hs
+end
+
+local ready = nil
+for _, c in ipairs(obj.status.conditions) do
+  if c.type == "Ready" then ready = c end
+end
+if ready == nil then
+  hs.status = "Progressing"
+  hs.message = "No Ready condition yet"
+  return hs
+end
+
+if obj.metadata.deletionTimestamp ~= nil then
+  if transient[ready.reason] or ready.reason == "Deleted" or ready.reason == "AlreadyDeleted"
+      or ready.reason == "Orphaned" or ready.status == "True" then
+    hs.status = "Progressing"
+  else
+    hs.status = "Degraded"
+  end
+  hs.message = "Deleting: " .. (ready.reason or "") .. ": " .. (ready.message or "")
+  return hs
+end
+
+if ready.status == "True" then
+  hs.status = "Healthy"
+elseif transient[ready.reason] then
+  hs.status = "Progressing"
+else
+  hs.status = "Degraded"
+end
+hs.message = (ready.reason or "") .. ": " .. (ready.message or "")
+return hs
