@@ -4,8 +4,6 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY tests ./tests
-COPY crds ./crds
 RUN cargo build --release --locked --bin leen-operator \
  && strip target/release/leen-operator
 

@@ -275,14 +275,12 @@ impl RunArgs {
             )
         })?;
         let watch_namespace = non_empty(&self.watch_namespace).map(str::to_string);
-        if let Some(ns) = &watch_namespace {
-            if !valid_namespace(ns) {
-                return Err(err(
-                    "WATCH_NAMESPACE",
-                    "watch-namespace",
-                    format!("{ns:?} is not a namespace name"),
-                ));
-            }
+        if let Some(ns) = watch_namespace.as_deref().filter(|ns| !valid_namespace(ns)) {
+            return Err(err(
+                "WATCH_NAMESPACE",
+                "watch-namespace",
+                format!("{ns:?} is not a namespace name"),
+            ));
         }
         let default_key_namespaces = match self.default_key_namespaces.trim() {
             "*" => NamespaceSet::All,
@@ -308,7 +306,11 @@ impl RunArgs {
             "true" => {
                 let namespace = non_empty(&self.leader_election_namespace)
                     .map(str::to_string)
-                    .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+                    .or_else(|| {
+                        std::env::var("POD_NAMESPACE")
+                            .ok()
+                            .filter(|s| !s.is_empty())
+                    })
                     .ok_or_else(|| {
                         err(
                             "LEEN_LEADER_ELECTION_NAMESPACE",

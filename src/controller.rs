@@ -23,13 +23,13 @@ use kube::{
 use tracing::{debug, info, warn};
 
 use crate::{
+    config::NamespaceSet,
     decision::{
         Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason, RetryPolicy,
         decide_deletion, decide_sync, deletion_shortcut, validate_ids,
     },
     leen::{ApiKey, LeenClient, Operation},
     resource::{FINALIZER, LeenConnection},
-    config::NamespaceSet,
     telemetry::{Metrics, Readiness},
 };
 

@@ -226,15 +226,27 @@ mod tests {
     fn lease_table() {
         let now = Timestamp::now();
         assert_eq!(lease_action(None, "a", now), LeaseAction::Create);
-        assert_eq!(lease_action(Some(&spec(Some("a"), 1)), "a", now), LeaseAction::Renew);
+        assert_eq!(
+            lease_action(Some(&spec(Some("a"), 1)), "a", now),
+            LeaseAction::Renew
+        );
         assert_eq!(
             lease_action(Some(&spec(Some("b"), 1)), "a", now),
             LeaseAction::Wait { holder: "b".into() }
         );
-        assert_eq!(lease_action(Some(&spec(Some("b"), 16)), "a", now), LeaseAction::TakeOver);
-        assert_eq!(lease_action(Some(&spec(None, 1)), "a", now), LeaseAction::TakeOver);
+        assert_eq!(
+            lease_action(Some(&spec(Some("b"), 16)), "a", now),
+            LeaseAction::TakeOver
+        );
+        assert_eq!(
+            lease_action(Some(&spec(None, 1)), "a", now),
+            LeaseAction::TakeOver
+        );
         let mut no_time = spec(Some("b"), 0);
         no_time.renew_time = None;
-        assert_eq!(lease_action(Some(&no_time), "a", now), LeaseAction::TakeOver);
+        assert_eq!(
+            lease_action(Some(&no_time), "a", now),
+            LeaseAction::TakeOver
+        );
     }
 }

@@ -216,7 +216,8 @@ const READY: u8 = 2;
 impl Readiness {
     /// Marks the cache synced (or not).
     pub fn set(&self, ready: bool) {
-        self.0.store(if ready { READY } else { STARTING }, Ordering::SeqCst);
+        self.0
+            .store(if ready { READY } else { STARTING }, Ordering::SeqCst);
     }
 
     /// Marks this replica as a standby waiting for the lease.

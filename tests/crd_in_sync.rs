@@ -19,6 +19,21 @@ fn crd_file_matches_the_binary() {
 }
 
 #[test]
+fn chart_carries_the_same_crd() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let copy = std::fs::read_to_string(format!(
+        "{root}/charts/leen-operator/files/crds/leenconnection.yaml"
+    ))
+    .expect("chart copy");
+    let original =
+        std::fs::read_to_string(format!("{root}/crds/leenconnection.yaml")).expect("crd");
+    assert!(
+        copy == original,
+        "charts/leen-operator/files/crds/ is stale: cp crds/leenconnection.yaml charts/leen-operator/files/crds/"
+    );
+}
+
+#[test]
 fn crd_has_the_contract_names() {
     let yaml = leen_operator::resource::crd_yaml().expect("yaml");
     for needle in [

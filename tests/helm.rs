@@ -1,0 +1,601 @@
+//! The Helm chart, checked with the real helm binary (`$HELM`, or `helm` on PATH; CI gets
+//! it with `hack/get-helm.sh`), and its manifests and RBAC against a real API server.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Pod, Secret},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use leen_operator::{fake::FakeLeen, resource::LeenConnection};
+use serde_yaml::Value;
+use support::*;
+use uuid::Uuid;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/leen-operator");
+
+fn helm_bin() -> Option<PathBuf> {
+    if std::env::var("LEEN_SKIP_HELM").as_deref() == Ok("1") {
+        eprintln!("LEEN_SKIP_HELM=1: skipping a chart test");
+        return None;
+    }
+    if let Some(h) = std::env::var_os("HELM") {
+        return Some(PathBuf::from(h));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("helm"))
+            .find(|h| h.is_file())
+    });
+    Some(on_path.unwrap_or_else(|| {
+        panic!("helm not found: run `export HELM=$(hack/get-helm.sh)`, or set LEEN_SKIP_HELM=1 to skip chart tests")
+    }))
+}
+
+/// `helm template` with `--set` values; Err holds helm's stderr.
+fn render(helm: &Path, extra: &[&str]) -> Result<String, String> {
+    let out = Command::new(helm)
+        .args(["template", "leen", CHART, "--namespace", "leen-system"])
+        .args(extra)
+        .output()
+        .expect("helm runs");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn set(helm: &Path, sets: &[&str]) -> Vec<Value> {
+    let mut args = Vec::new();
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    let yaml = render(helm, &args).unwrap_or_else(|e| panic!("render {sets:?}: {e}"));
+    docs(&yaml)
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("valid YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+use serde::Deserialize;
+
+fn kinds(objs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = objs
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str) -> Option<&'a Value> {
+    objs.iter().find(|o| o["kind"].as_str() == Some(kind))
+}
+
+fn env_var<'a>(deploy: &'a Value, name: &str) -> Option<&'a Value> {
+    deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(name))
+}
+
+#[test]
+fn lint_strict_passes() {
+    let Some(helm) = helm_bin() else { return };
+    let out = Command::new(&helm)
+        .args(["lint", "--strict", CHART])
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn defaults_render_a_restricted_cluster_wide_install() {
+    let Some(helm) = helm_bin() else { return };
+    let objs = set(&helm, &[]);
+    assert_eq!(
+        kinds(&objs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], Value::Bool(true));
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        c["securityContext"]["readOnlyRootFilesystem"],
+        Value::Bool(true)
+    );
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"],
+        Value::Bool(false)
+    );
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["image"], "ghcr.io/leen-operator/leen-operator:0.1.0");
+    assert!(
+        env_var(deploy, "LEEN_API_KEY").is_none(),
+        "no key configured"
+    );
+    assert_eq!(
+        env_var(deploy, "LEEN_LEADER_ELECTION").expect("env")["value"],
+        "true"
+    );
+    let sa = find(&objs, "ServiceAccount").expect("sa");
+    assert_eq!(sa["automountServiceAccountToken"], Value::Bool(false));
+    let crd = find(&objs, "CustomResourceDefinition").expect("crd");
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+}
+
+#[test]
+fn chart_crd_is_identical_to_crds_dir() {
+    let Some(helm) = helm_bin() else { return };
+    let objs = set(&helm, &[]);
+    let mut rendered = find(&objs, "CustomResourceDefinition")
+        .expect("crd")
+        .clone();
+    let file: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/crds/leenconnection.yaml"
+        ))
+        .expect("crd file"),
+    )
+    .expect("yaml");
+    // The chart adds only its labels and the keep annotation; helm's YAML round trip
+    // writes 0.0 as 0, which is the same number.
+    if let Some(meta) = rendered["metadata"].as_mapping_mut() {
+        meta.remove("labels");
+        meta.remove("annotations");
+    }
+    assert_eq!(normalize(rendered), normalize(file));
+}
+
+fn normalize(v: Value) -> Value {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && n.as_i64().is_none() && n.as_u64().is_none() => {
+                Value::Number((f as i64).into())
+            }
+            _ => Value::Number(n),
+        },
+        Value::Sequence(s) => Value::Sequence(s.into_iter().map(normalize).collect()),
+        Value::Mapping(m) => {
+            Value::Mapping(m.into_iter().map(|(k, v)| (k, normalize(v))).collect())
+        }
+        other => other,
+    }
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let Some(helm) = helm_bin() else { return };
+    let objs = set(&helm, &[]);
+    let role = find(&objs, "ClusterRole").expect("cluster role");
+    let rules: Vec<(String, String, String)> = role["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            let join = |k: &str| {
+                r[k].as_sequence()
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default()
+            };
+            (join("apiGroups"), join("resources"), join("verbs"))
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("leen.dev", "leenconnections", "get,list,watch,patch"),
+        ("leen.dev", "leenconnections/status", "patch"),
+        ("leen.dev", "leenconnections/finalizers", "update"),
+        ("", "secrets", "get,list,watch"),
+        ("events.k8s.io", "events", "create,patch"),
+    ]
+    .iter()
+    .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(rules, expected, "exactly what the controller uses");
+    let lease_role = objs
+        .iter()
+        .find(|o| {
+            o["kind"] == "Role"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("leader-election"))
+        })
+        .expect("lease role");
+    assert_eq!(lease_role["metadata"]["namespace"], "leen-system");
+}
+
+#[test]
+fn watch_namespace_uses_a_namespaced_role() {
+    let Some(helm) = helm_bin() else { return };
+    let objs = set(&helm, &["watchNamespace=apps"]);
+    assert!(find(&objs, "ClusterRole").is_none());
+    assert!(find(&objs, "ClusterRoleBinding").is_none());
+    let roles: Vec<&Value> = objs.iter().filter(|o| o["kind"] == "Role").collect();
+    assert!(roles.iter().any(|r| r["metadata"]["namespace"] == "apps"));
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    assert_eq!(
+        env_var(deploy, "WATCH_NAMESPACE").expect("env")["value"],
+        "apps"
+    );
+}
+
+#[test]
+fn api_key_value_creates_a_secret_and_existing_secret_is_referenced() {
+    let Some(helm) = helm_bin() else { return };
+    let objs = set(&helm, &["leen.apiKey=s3cr3t"]);
+    let secret = find(&objs, "Secret").expect("secret");
+    assert_eq!(secret["data"]["apiKey"], "czNjcjN0");
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    let key = &env_var(deploy, "LEEN_API_KEY").expect("env")["valueFrom"]["secretKeyRef"];
+    assert_eq!(key["name"], "leen-leen-operator");
+    assert!(
+        !serde_yaml::to_string(deploy)
+            .expect("yaml")
+            .contains("s3cr3t")
+    );
+
+    let objs = set(
+        &helm,
+        &["leen.existingSecret=mine", "leen.existingSecretKey=token"],
+    );
+    assert!(find(&objs, "Secret").is_none());
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    let key = &env_var(deploy, "LEEN_API_KEY").expect("env")["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        (key["name"].as_str(), key["key"].as_str()),
+        (Some("mine"), Some("token"))
+    );
+}
+
+#[test]
+fn optional_objects_render_when_enabled() {
+    let Some(helm) = helm_bin() else { return };
+    let objs = set(
+        &helm,
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "podDisruptionBudget.enabled=true",
+            "networkPolicy.enabled=true",
+            "replicaCount=2",
+        ],
+    );
+    assert!(find(&objs, "ServiceMonitor").is_some());
+    assert_eq!(
+        find(&objs, "PodDisruptionBudget").expect("pdb")["apiVersion"],
+        "policy/v1"
+    );
+    let np = find(&objs, "NetworkPolicy").expect("netpol");
+    assert_eq!(np["spec"]["egress"].as_sequence().map(Vec::len), Some(3));
+    assert_eq!(find(&objs, "Deployment").expect("d")["spec"]["replicas"], 2);
+}
+
+#[test]
+fn other_options_change_the_output() {
+    let Some(helm) = helm_bin() else { return };
+    let objs = set(&helm, &["crds.install=false"]);
+    assert!(find(&objs, "CustomResourceDefinition").is_none());
+    let objs = set(&helm, &["crds.keep=false"]);
+    let crd = find(&objs, "CustomResourceDefinition").expect("crd");
+    assert!(
+        crd["metadata"]["annotations"]
+            .get("helm.sh/resource-policy")
+            .is_none()
+    );
+    let digest = format!("image.digest=sha256:{}", "a".repeat(64));
+    let objs = set(&helm, &[&digest]);
+    let image = find(&objs, "Deployment").expect("d")["spec"]["template"]["spec"]["containers"][0]
+        ["image"]
+        .clone();
+    assert_eq!(
+        image.as_str(),
+        Some(
+            format!(
+                "ghcr.io/leen-operator/leen-operator@sha256:{}",
+                "a".repeat(64)
+            )
+            .as_str()
+        )
+    );
+    let objs = set(&helm, &["leaderElection.enabled=false"]);
+    assert!(!objs.iter().any(|o| o["kind"] == "Role"));
+    let objs = set(
+        &helm,
+        &[
+            "leen.endpoint=https://proxy.example.com/v1",
+            "leen.defaultKeyNamespaces={apps,security}",
+        ],
+    );
+    let deploy = find(&objs, "Deployment").expect("d");
+    assert_eq!(
+        env_var(deploy, "LEEN_ENDPOINT").expect("env")["value"],
+        "https://proxy.example.com/v1"
+    );
+    assert_eq!(
+        env_var(deploy, "LEEN_DEFAULT_KEY_NAMESPACES").expect("env")["value"],
+        "apps,security"
+    );
+    // Against a 1.20 API server the PDB uses the API that server has.
+    let yaml = render(
+        &helm,
+        &[
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--kube-version",
+            "v1.20.2",
+        ],
+    )
+    .expect("render");
+    assert_eq!(
+        find(&docs(&yaml), "PodDisruptionBudget").expect("pdb")["apiVersion"],
+        "policy/v1beta1"
+    );
+}
+
+/// Each of these is refused by values.schema.json (or the chart's own checks).
+fn rejected(sets: &[&str], expect: &str) {
+    let Some(helm) = helm_bin() else { return };
+    let mut args = Vec::new();
+    for s in sets {
+        args.push("--set");
+        args.push(s);
+    }
+    let err = render(&helm, &args).expect_err("must be rejected");
+    assert!(err.contains(expect), "{sets:?}: {err}");
+}
+
+#[test]
+fn rejects_unknown_top_level_key() {
+    rejected(
+        &["replicas=2"],
+        "additional properties 'replicas' not allowed",
+    );
+}
+
+#[test]
+fn rejects_string_replica_count() {
+    rejected(&["replicaCount=two"], "/replicaCount");
+}
+
+#[test]
+fn rejects_bad_pull_policy() {
+    rejected(&["image.pullPolicy=Sometimes"], "/image/pullPolicy");
+}
+
+#[test]
+fn rejects_bad_log_format() {
+    rejected(&["logging.format=xml"], "/logging/format");
+}
+
+#[test]
+fn rejects_plain_http_endpoint() {
+    rejected(
+        &["leen.endpoint=http://leen.example.com/v1"],
+        "/leen/endpoint",
+    );
+}
+
+#[test]
+fn rejects_bad_duration() {
+    rejected(&["leen.syncInterval=often"], "/leen/syncInterval");
+}
+
+#[test]
+fn rejects_bad_watch_namespace() {
+    rejected(&["watchNamespace=Not_A_Namespace"], "/watchNamespace");
+}
+
+#[test]
+fn rejects_unknown_nested_key() {
+    rejected(
+        &["leen.apikey=typo"],
+        "additional properties 'apikey' not allowed",
+    );
+}
+
+#[test]
+fn rejects_replicas_without_leader_election() {
+    rejected(
+        &["replicaCount=3", "leaderElection.enabled=false"],
+        "needs leaderElection.enabled=true",
+    );
+}
+
+const SA_TOKEN: &str = "leen-operator-sa-token";
+
+/// The chart's objects are accepted by a real API server, and the operator running with
+/// only the chart's RBAC (as the chart's ServiceAccount) completes a lifecycle, while a
+/// verb the chart does not grant is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_works_with_only_the_chart_rbac() {
+    let Some(helm) = helm_bin() else { return };
+    let sa_user = format!(
+        "{SA_TOKEN},system:serviceaccount:leen-system:leen-leen-operator,sa-uid,\"system:serviceaccounts,system:serviceaccounts:leen-system,system:authenticated\""
+    );
+    let Some(cp) = ControlPlane::start_with_tokens(&[&sa_user]).await else {
+        return;
+    };
+    cp.namespace("leen-system").await;
+    cp.namespace("apps").await;
+    // Everything the chart renders (the CRD is already installed by the harness; the
+    // chart's copy is applied over it), as a 1.20 server sees it.
+    let yaml = render(
+        &helm,
+        &[
+            "--kube-version",
+            "v1.20.2",
+            "--set",
+            "podDisruptionBudget.enabled=true",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "leen.apiKey=unused-in-this-test",
+        ],
+    )
+    .expect("render");
+    let manifest = cp.dir.path().join("chart.yaml");
+    std::fs::write(&manifest, &yaml).expect("write");
+    // Client-side apply, as helm does: server-side apply on a pre-1.25 server refuses the
+    // CRD's x-kubernetes-validations field it does not know.
+    let applied = cp.kubectl(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        manifest.to_str().expect("path"),
+    ]);
+    for kind in [
+        "deployment.apps",
+        "clusterrole",
+        "role",
+        "networkpolicy",
+        "poddisruptionbudget",
+        "customresourcedefinition",
+    ] {
+        assert!(applied.contains(kind), "{kind} not applied: {applied}");
+    }
+
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("tenant-key");
+    let admin = cp.client().await;
+    secret(&admin, "apps", "leen-key", "apiKey", "tenant-key").await;
+    let sa_kubeconfig = cp.dir.path().join("sa.kubeconfig");
+    cp.write_kubeconfig("leen-operator", SA_TOKEN, &sa_kubeconfig);
+    let endpoint = fake.base_url();
+    let op = Operator::start_with_kubeconfig(
+        &cp,
+        &sa_kubeconfig,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("LEEN_LEADER_ELECTION", "true"),
+            ("POD_NAMESPACE", "leen-system"),
+            ("POD_NAME", "leen-operator-0"),
+            ("LEEN_LEASE_NAME", "leen-leen-operator"),
+        ],
+    )
+    .await;
+
+    let api: Api<LeenConnection> = Api::namespaced(admin.clone(), "apps");
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "Okta");
+    let mut obj = connection("c", org, id);
+    obj.spec.api_key_secret_ref =
+        serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
+    api.create(&PostParams::default(), &obj)
+        .await
+        .expect("created");
+    wait_for(&api, "c", "Ready=True", is_ready).await;
+    api.delete("c", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_gone(&api, "c").await;
+    assert!(!fake.has_connection(org, id));
+    assert_eq!(fake.count("DELETE", id), 1);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), "apps");
+    assert!(
+        !events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .is_empty(),
+        "Events recorded with the chart's RBAC"
+    );
+    let lease: Api<Lease> = Api::namespaced(admin.clone(), "leen-system");
+    let held = lease.get("leen-leen-operator").await.expect("lease");
+    assert_eq!(
+        held.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("leen-operator-0")
+    );
+    assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
+
+    // Not broader than needed.
+    let sa = cp.client_from(&sa_kubeconfig).await;
+    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what} should be forbidden, got {other:?}"),
+    };
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), "apps");
+    forbidden(
+        secrets
+            .delete("leen-key", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "deleting a Secret",
+    );
+    let sa_conns: Api<LeenConnection> = Api::namespaced(sa.clone(), "apps");
+    forbidden(
+        sa_conns
+            .create(&PostParams::default(), &connection("x", org, id))
+            .await
+            .map(|_| ()),
+        "creating a LeenConnection",
+    );
+    forbidden(
+        sa_conns
+            .delete("x", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "deleting a LeenConnection",
+    );
+    let pods: Api<Pod> = Api::namespaced(sa.clone(), "apps");
+    forbidden(
+        pods.list(&ListParams::default()).await.map(|_| ()),
+        "listing Pods",
+    );
+    let other_lease: Api<Lease> = Api::namespaced(sa.clone(), "leen-system");
+    forbidden(
+        other_lease.get("someone-else").await.map(|_| ()),
+        "reading another Lease",
+    );
+    forbidden(
+        other_lease
+            .delete("leen-leen-operator", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "deleting the Lease",
+    );
+}
