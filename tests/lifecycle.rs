@@ -616,3 +616,33 @@ async fn killed_after_delete_finishes_after_restart() {
     wait_gone(&e.api, "c").await;
     assert_eq!(e.fake.count("DELETE", id), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_key_is_limited_to_trusted_namespaces() {
+    let Some(e) = env("trusted", &[("LEEN_DEFAULT_KEY_NAMESPACES", "trusted")]).await else {
+        return;
+    };
+    e.cp.namespace("untrusted").await;
+    let untrusted: Api<LeenConnection> = Api::namespaced(e.client.clone(), "untrusted");
+    let (org, id) = e.seeded();
+    untrusted
+        .create(&PostParams::default(), &connection("c", org, id))
+        .await
+        .expect("created");
+    let obj = wait_for(
+        &untrusted,
+        "c",
+        "CredentialsMissing",
+        reason_is("CredentialsMissing"),
+    )
+    .await;
+    let message = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.ready())
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("LEEN_DEFAULT_KEY_NAMESPACES"), "{message}");
+    assert_eq!(e.fake.count("GET", id), 0, "the default key was not used");
+    e.ready_connection("ok").await;
+}

@@ -1,0 +1,102 @@
+//! Leader election with two operator replicas against a real API server: only the leader
+//! calls Leen, and when it is killed the other takes over within the lease duration and
+//! finishes the work.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, api::PostParams};
+use leen_operator::{fake::FakeLeen, resource::LeenConnection};
+use support::*;
+use uuid::Uuid;
+
+const LEASE_SECS: u64 = 3;
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("leen-operator")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_acts_and_a_standby_takes_over() {
+    let Some(cp) = ControlPlane::start().await else {
+        return;
+    };
+    cp.namespace("leen-system").await;
+    cp.namespace("apps").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("k");
+    let endpoint = fake.base_url();
+    let lease = format!("{LEASE_SECS}s");
+    let env = |name: &'static str| {
+        vec![
+            ("LEEN_ENDPOINT", endpoint.clone()),
+            ("LEEN_API_KEY", "k".to_string()),
+            ("LEEN_LEADER_ELECTION", "true".to_string()),
+            ("LEEN_LEADER_ELECTION_NAMESPACE", "leen-system".to_string()),
+            ("LEEN_LEASE_DURATION", lease.clone()),
+            ("POD_NAME", name.to_string()),
+        ]
+    };
+    let a_env = env("replica-a");
+    let a_env: Vec<(&str, &str)> = a_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut a = Operator::start(&cp, &a_env).await;
+    let admin = cp.client().await;
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), "leen-system");
+    // a is alone: it leads once the Lease names it.
+    let deadline = Instant::now() + WAIT;
+    while holder(&leases).await.as_deref() != Some("replica-a") {
+        assert!(Instant::now() < deadline, "replica-a never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b_env = env("replica-b");
+    let b_env: Vec<(&str, &str)> = b_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let b = Operator::start(&cp, &b_env).await;
+
+    let api: Api<LeenConnection> = Api::namespaced(admin.clone(), "apps");
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "Wiz");
+    api.create(&PostParams::default(), &connection("c", org, id))
+        .await
+        .expect("created");
+    wait_for(&api, "c", "Ready=True", is_ready).await;
+    assert!(a.metric("leen_operator_leen_requests_total", &[]).await >= 1.0);
+    assert_eq!(
+        b.metric("leen_operator_leen_requests_total", &[]).await,
+        0.0,
+        "the standby never calls Leen"
+    );
+    assert!(b.log_text().contains("standing by"), "{}", b.log_text());
+
+    // Kill the leader without a chance to release the Lease.
+    a.kill();
+    let killed = Instant::now();
+    while holder(&leases).await.as_deref() != Some("replica-b") {
+        assert!(Instant::now() < killed + WAIT, "replica-b never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let takeover = killed.elapsed();
+    println!("takeover after leader SIGKILL: {takeover:?} (lease {LEASE_SECS}s)");
+    assert!(
+        takeover < Duration::from_secs(LEASE_SECS * 2),
+        "took {takeover:?}"
+    );
+    delete(&api, "c").await;
+    wait_gone(&api, "c").await;
+    assert_eq!(fake.count("DELETE", id), 1);
+    assert!(
+        b.metric(
+            "leen_operator_leen_requests_total",
+            &["operation=\"delete\""]
+        )
+        .await
+            >= 1.0
+    );
+}
