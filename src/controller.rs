@@ -101,6 +101,8 @@ pub struct Context {
     pub default_key_namespaces: NamespaceSet,
     /// Event recorder.
     pub recorder: Recorder,
+    /// Who reports the Events.
+    pub reporter: Reporter,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// How often live resources are read again.
@@ -125,7 +127,8 @@ impl Context {
             instance: std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
             client,
             leen,
             default_key,
@@ -385,8 +388,16 @@ async fn write(obj: &LeenConnection, decision: &Decision, ctx: &Context) -> Resu
             action: event.action.to_string(),
             secondary: None,
         };
+        // The shared recorder keeps each Event for a while to fold repeats into a series;
+        // a final deletion Event never repeats, so it goes through a throwaway recorder
+        // rather than hold memory for an object that is about to vanish.
+        let recorder = if decision.finalizer == FinalizerAction::Remove {
+            Recorder::new(ctx.client.clone(), ctx.reporter.clone())
+        } else {
+            ctx.recorder.clone()
+        };
         // Events are for people; a failed one must not hold up the deletion.
-        match ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+        match recorder.publish(&ev, &obj.object_ref(&())).await {
             Ok(()) => ctx.metrics.kube_write("event"),
             Err(e) => warn!(%name, namespace = %ns, error = %e, "publishing Event failed"),
         }

@@ -318,25 +318,31 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
         Observation::InvalidSpec { reason, message } => (false, *reason, message.clone(), None),
     };
 
-    let requeue = if ready || reason == Reason::ConnectionDeleted || reason == Reason::NotFound {
+    // A failed read is retried with backoff, but never later than the next regular sync.
+    let requeue = if ready || reason == Reason::ConnectionDeleted {
         inputs
             .sync_interval
             .mul_f64(0.9 + 0.2 * inputs.jitter.clamp(0.0, 1.0))
     } else {
-        inputs.policy.delay(
-            reason,
-            retry_after,
-            inputs.sync_failures.saturating_add(1),
-            inputs.jitter,
-        )
+        inputs
+            .policy
+            .delay(
+                reason,
+                retry_after,
+                inputs.sync_failures.saturating_add(1),
+                inputs.jitter,
+            )
+            .min(inputs.sync_interval)
     };
     set_ready(&mut status, ready, reason, &message, generation, inputs.now);
 
-    // Events mark changes; a resource that stays in one state does not repeat them.
-    let changed = current
+    // Events mark changes; a resource that stays in one state does not repeat them, and a
+    // first successful read is no news (it shows in `kubectl get`).
+    let previous = current
         .ready()
-        .map(|c| (c.status.as_str(), c.reason.as_str()))
-        != Some((if ready { "True" } else { "False" }, reason.as_str()));
+        .map(|c| (c.status.as_str(), c.reason.as_str()));
+    let changed = previous != Some((if ready { "True" } else { "False" }, reason.as_str()))
+        && !(previous.is_none() && ready);
     let event = changed.then(|| EventSpec {
         warning: !ready && reason != Reason::ConnectionDeleted,
         reason,

@@ -475,8 +475,16 @@ fn sync_rows() {
         assert_eq!((c.status.as_str(), c.reason.as_str()), (ready, reason));
         assert_eq!(d.finalizer, FinalizerAction::Keep);
         assert_eq!(d.status.observed_generation, Some(3));
-        assert!(d.requeue_after.is_some(), "always looks again");
-        assert!(d.event.is_some(), "first observation emits an Event");
+        assert!(
+            d.requeue_after
+                .is_some_and(|r| r <= Duration::from_secs(330)),
+            "always looks again, never later than the sync interval (+10% jitter)"
+        );
+        assert_eq!(
+            d.event.is_some(),
+            ready == "False",
+            "a first failure emits an Event; a first success does not"
+        );
         assert_eq!(
             d.status.bound_connection,
             Some(BoundConnection {
