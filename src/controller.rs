@@ -200,8 +200,8 @@ pub async fn reconcile(obj: Arc<LeenConnection>, ctx: Arc<Context>) -> Result<Ac
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    if result.is_ok() && has_finalizer != deleting {
-        // Not deleting and no finalizer: the helper added it. Deleting with it: removed.
+    if result.is_ok() && has_finalizer == deleting {
+        // Deleting with the finalizer: the helper removed it. Neither: it added it.
         ctx.metrics.kube_write(if deleting {
             "finalizer_remove"
         } else {
@@ -363,17 +363,15 @@ async fn write(obj: &LeenConnection, decision: &Decision, ctx: &Context) -> Resu
     let name = obj.name_any();
     if obj.status.as_ref() != Some(&decision.status) {
         let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({
-            "apiVersion": "leen.dev/v1alpha1",
-            "kind": "LeenConnection",
-            "status": decision.status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
+        let old = serde_json::to_value(&obj.status).unwrap_or_default();
+        let new = serde_json::to_value(&decision.status).unwrap_or_default();
+        let patch = serde_json::json!({ "status": merge_patch(&old, &new) });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        api.patch_status(&name, &params, &Patch::Merge(patch))
+            .await?;
         ctx.metrics.kube_write("status");
     }
     if let Some(event) = &decision.event {
@@ -396,13 +394,46 @@ async fn write(obj: &LeenConnection, decision: &Decision, ctx: &Context) -> Resu
         } else {
             ctx.recorder.clone()
         };
-        // Events are for people; a failed one must not hold up the deletion.
-        match recorder.publish(&ev, &obj.object_ref(&())).await {
-            Ok(()) => ctx.metrics.kube_write("event"),
-            Err(e) => warn!(%name, namespace = %ns, error = %e, "publishing Event failed"),
-        }
+        // Events are for people: published off the reconcile's path, so that a slow or
+        // failing Event write never holds up a deletion.
+        let reference = obj.object_ref(&());
+        let metrics = ctx.metrics.clone();
+        tokio::spawn(async move {
+            match recorder.publish(&ev, &reference).await {
+                Ok(()) => metrics.kube_write("event"),
+                Err(e) => warn!(%name, namespace = %ns, error = %e, "publishing Event failed"),
+            }
+        });
     }
     Ok(())
+}
+
+/// The JSON merge patch (RFC 7386) that turns `old` into `new`: changed and new keys with
+/// their values, removed keys as null, objects recursively, arrays whole. Writing only the
+/// difference keeps the write small, and the null entries remove what no longer applies.
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut patch = serde_json::Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(ov) if ov == v => {}
+                    Some(ov) => {
+                        patch.insert(k.clone(), merge_patch(ov, v));
+                    }
+                    None => {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                patch.insert(k.clone(), Value::Null);
+            }
+            Value::Object(patch)
+        }
+        _ => new.clone(),
+    }
 }
 
 fn truncate_note(note: &str) -> String {
@@ -518,4 +549,21 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_patch;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_sets_changes_and_nulls_removals() {
+        let old = json!({"state": "ACTIVE", "health": {"name": "HEALTHY", "details": [1]}, "vendor": "x", "conditions": [{"a": 1}]});
+        let new = json!({"state": "DELETED", "health": {"name": "HEALTHY"}, "conditions": [{"a": 2}], "deletion": {"attempts": 1}});
+        assert_eq!(
+            merge_patch(&old, &new),
+            json!({"state": "DELETED", "health": {"details": null}, "vendor": null, "conditions": [{"a": 2}], "deletion": {"attempts": 1}})
+        );
+        assert_eq!(merge_patch(&json!(null), &new), new);
+    }
 }

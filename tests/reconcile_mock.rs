@@ -117,6 +117,22 @@ fn deleting(org: Uuid, id: Uuid) -> LeenConnection {
     obj
 }
 
+/// The first `n` requests (Events are published in the background, so wait for them),
+/// then whatever else already arrived.
+async fn collect(rx: &mut mpsc::UnboundedReceiver<Seen>, n: usize) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(s)) => seen.push(s),
+            _ => break,
+        }
+    }
+    // Give a stray extra request the chance to show up.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    seen.extend(drain(rx));
+    seen
+}
+
 fn drain(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Seen> {
     let mut seen = Vec::new();
     while let Ok(s) = rx.try_recv() {
@@ -128,7 +144,7 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Seen> {
 const OBJ: &str = "/apis/leen.dev/v1alpha1/namespaces/security/leenconnections/c";
 
 #[tokio::test]
-async fn delete_writes_status_then_event_then_removes_finalizer() {
+async fn delete_writes_status_before_removing_finalizer() {
     let fake = FakeLeen::start().await.expect("fake");
     fake.add_api_key("mock-key");
     let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
@@ -140,36 +156,33 @@ async fn delete_writes_status_then_event_then_removes_finalizer() {
     reconcile(Arc::new(obj), ctx)
         .await
         .expect("reconcile succeeds");
-    let seen = drain(&mut rx);
-    let summary: Vec<(String, String)> = seen
+    let seen = collect(&mut rx, 3).await;
+    let (events, writes): (Vec<&Seen>, Vec<&Seen>) =
+        seen.iter().partition(|s| s.path.contains("/events"));
+    let summary: Vec<(&str, &str)> = writes
         .iter()
-        .map(|s| (s.method.clone(), s.path.clone()))
+        .map(|s| (s.method.as_str(), s.path.as_str()))
         .collect();
     assert_eq!(
         summary,
-        vec![
-            ("PATCH".to_string(), format!("{OBJ}/status")),
-            (
-                "POST".to_string(),
-                "/apis/events.k8s.io/v1/namespaces/security/events".to_string()
-            ),
-            ("PATCH".to_string(), OBJ.to_string()),
-        ],
-        "status, then Event, then finalizer"
+        vec![("PATCH", format!("{OBJ}/status").as_str()), ("PATCH", OBJ)],
+        "the status write, then the finalizer removal, nothing else"
     );
-    let status = &seen[0].body["status"];
+    let status = &writes[0].body["status"];
     assert_eq!(status["state"], "DELETED");
     assert_eq!(status["health"]["description"], "Connection deleted");
     assert_eq!(status["conditions"][0]["reason"], "Deleted");
     assert_eq!(status["conditions"][0]["status"], "False");
     assert_eq!(status["observedGeneration"], 2);
-    assert_eq!(seen[1].body["reason"], "Deleted");
-    assert_eq!(seen[1].body["type"], "Normal");
     // The finalizer patch tests that it removes ours, and only ours.
-    let ops = seen[2].body.as_array().expect("JSON patch");
+    let ops = writes[1].body.as_array().expect("JSON patch");
     assert_eq!(ops[0]["op"], "test");
     assert_eq!(ops[0]["value"], FINALIZER);
     assert_eq!(ops[1]["op"], "remove");
+    assert_eq!(events.len(), 1, "one Event");
+    assert_eq!(events[0].method, "POST");
+    assert_eq!(events[0].body["reason"], "Deleted");
+    assert_eq!(events[0].body["type"], "Normal");
     assert_eq!(fake.count("DELETE", id), 1);
     assert_eq!(fake.count("GET", id), 0, "no GET during deletion");
 }
@@ -189,22 +202,32 @@ async fn leen_failure_keeps_the_finalizer() {
         .await
         .expect_err("deletion pending");
     assert!(err.to_string().contains("LeenUnavailable"), "{err}");
-    let seen = drain(&mut rx);
-    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    let seen = collect(&mut rx, 2).await;
+    let mut paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    paths.sort();
+    let status_path = format!("{OBJ}/status");
     assert_eq!(
         paths,
         vec![
-            format!("{OBJ}/status").as_str(),
-            "/apis/events.k8s.io/v1/namespaces/security/events"
+            "/apis/events.k8s.io/v1/namespaces/security/events",
+            status_path.as_str()
         ],
-        "no finalizer patch"
+        "status and Event, no finalizer patch"
     );
+    let status = seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("status");
+    let event = seen
+        .iter()
+        .find(|s| s.path.contains("/events"))
+        .expect("event");
     assert_eq!(
-        seen[0].body["status"]["conditions"][0]["reason"],
+        status.body["status"]["conditions"][0]["reason"],
         "LeenUnavailable"
     );
-    assert_eq!(seen[0].body["status"]["deletion"]["attempts"], 1);
-    assert_eq!(seen[1].body["type"], "Warning");
+    assert_eq!(status.body["status"]["deletion"]["attempts"], 1);
+    assert_eq!(event.body["type"], "Warning");
 }
 
 #[tokio::test]

@@ -335,6 +335,7 @@ pub struct Operator {
     env: Vec<(String, String)>,
     kubeconfig: PathBuf,
     port: u16,
+    startup: Duration,
 }
 
 impl Operator {
@@ -361,12 +362,14 @@ impl Operator {
                 .collect(),
             kubeconfig: kubeconfig.to_path_buf(),
             port,
+            startup: Duration::ZERO,
         };
         op.spawn().await;
         op
     }
 
     async fn spawn(&mut self) {
+        let started = Instant::now();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -393,6 +396,7 @@ impl Operator {
             .expect("operator starts");
         self.proc = Some(Proc { child });
         self.wait_ready().await;
+        self.startup = started.elapsed();
     }
 
     async fn wait_ready(&mut self) {
@@ -414,8 +418,18 @@ impl Operator {
                 "operator not ready: {}",
                 self.log_text()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The operator's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(|p| p.child.id())
+    }
+
+    /// Milliseconds from spawn to `/readyz` of the last start.
+    pub fn startup(&self) -> std::time::Duration {
+        self.startup
     }
 
     /// SIGKILLs the operator.

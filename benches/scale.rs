@@ -1,0 +1,630 @@
+//! Scale benchmark: the operator binary against a real kube-apiserver + etcd and the fake
+//! Leen, for N LeenConnections. Prints one table and writes BENCHMARKS.md.
+//!
+//!     export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh)
+//!     cargo bench --bench scale -- [--n 100,1000,10000] [--latency-ms 0] [--out BENCHMARKS.md]
+//!
+//! Not part of CI: N = 10 000 takes minutes.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use leen_operator::{fake::FakeLeen, resource::LeenConnection};
+use support::*;
+use uuid::Uuid;
+
+const NS: &str = "bench";
+const CREATE_PARALLELISM: usize = 32;
+
+struct Args {
+    sizes: Vec<usize>,
+    latency_ms: u64,
+    target_latency_ms: u64,
+    concurrency: u16,
+    out: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        sizes: vec![100, 1000, 10_000],
+        latency_ms: 0,
+        target_latency_ms: 50,
+        concurrency: 16,
+        out: Some("BENCHMARKS.md".into()),
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let value = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--n" => {
+                a.sizes = value
+                    .split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .collect()
+            }
+            "--latency-ms" => a.latency_ms = value.parse().unwrap_or(0),
+            "--target-latency-ms" => a.target_latency_ms = value.parse().unwrap_or(50),
+            "--concurrency" => a.concurrency = value.parse().unwrap_or(16),
+            "--out" => a.out = (value != "-").then_some(value),
+            // `cargo bench` passes --bench; ignore what is not ours.
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    a
+}
+
+/// RSS and CPU of a process from /proc.
+fn proc_stats(pid: u32) -> (u64, u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: utime is 14th, stime 15th overall.
+    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    (kb("VmRSS:"), kb("VmHWM:"), cpu)
+}
+
+fn mib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1000.0)
+}
+
+async fn create_all(
+    api: &Api<LeenConnection>,
+    fake: &FakeLeen,
+    prefix: &str,
+    n: usize,
+) -> Vec<Uuid> {
+    let ids: Vec<(String, Uuid, Uuid)> = (0..n)
+        .map(|i| (format!("{prefix}{i}"), Uuid::new_v4(), Uuid::new_v4()))
+        .collect();
+    for (_, org, id) in &ids {
+        fake.add_connection(*org, *id, "CrowdStrike");
+    }
+    stream::iter(ids.clone())
+        .map(|(name, org, id)| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &connection(&name, org, id))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(CREATE_PARALLELISM)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("creates");
+    ids.into_iter().map(|(_, _, id)| id).collect()
+}
+
+/// Waits until `n` objects are Ready=True, by watch.
+async fn wait_all_ready(api: &Api<LeenConnection>, n: usize) {
+    let mut ready = std::collections::HashSet::new();
+    let stream = watcher(api.clone(), watcher::Config::default()).applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1800);
+    while ready.len() < n {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(o))) => {
+                if is_ready(&o) {
+                    ready.insert(o.metadata.name.clone().unwrap_or_default());
+                }
+            }
+            Ok(Some(Err(e))) => eprintln!("watch: {e}"),
+            _ => panic!("only {} of {n} Ready", ready.len()),
+        }
+    }
+}
+
+struct DeleteFigures {
+    wall: Duration,
+    latencies: Vec<Duration>,
+}
+
+/// Deletes every object in the namespace at once; per-object latency from when a watch
+/// first sees deletionTimestamp to when it sees the object gone.
+async fn delete_all(api: &Api<LeenConnection>, n: usize) -> DeleteFigures {
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let done: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let watch = {
+        let (api, seen, done) = (api.clone(), seen.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+            let mut ready_tx = Some(ready_tx);
+            let mut gone = 0;
+            while gone < n {
+                match stream.next().await {
+                    Some(Ok(watcher::Event::InitDone)) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Some(Ok(watcher::Event::Apply(o)))
+                        if o.metadata.deletion_timestamp.is_some() =>
+                    {
+                        let name = o.metadata.name.clone().unwrap_or_default();
+                        seen.lock()
+                            .expect("lock")
+                            .entry(name)
+                            .or_insert_with(Instant::now);
+                    }
+                    Some(Ok(watcher::Event::Delete(o))) => {
+                        let name = o.metadata.name.clone().unwrap_or_default();
+                        let start = seen.lock().expect("lock").get(&name).copied();
+                        if let Some(start) = start {
+                            done.lock().expect("lock").push(start.elapsed());
+                        }
+                        gone += 1;
+                    }
+                    None => break,
+                    _ => {}
+                }
+            }
+        })
+    };
+    let _ = ready_rx.await;
+    let started = Instant::now();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete collection");
+    tokio::time::timeout(Duration::from_secs(3600), watch)
+        .await
+        .expect("deletions finish")
+        .expect("watch task");
+    let wall = started.elapsed();
+    let mut latencies = done.lock().expect("lock").clone();
+    latencies.sort();
+    DeleteFigures { wall, latencies }
+}
+
+/// The API server's own floor: the same writes the operator makes per deletion (a status
+/// patch and a finalizer removal), from a plain client with the same concurrency.
+async fn api_floor(client: &Client, fake: &FakeLeen, n: usize, concurrency: usize) -> Duration {
+    let api: Api<LeenConnection> = Api::namespaced(client.clone(), "floor");
+    let names: Vec<String> = (0..n).map(|i| format!("f{i}")).collect();
+    stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let mut obj = connection(&name, Uuid::new_v4(), Uuid::new_v4());
+                obj.metadata.finalizers = Some(vec!["bench/floor".into()]);
+                api.create(&PostParams::default(), &obj).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(CREATE_PARALLELISM)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("creates");
+    let _ = fake;
+    let started = Instant::now();
+    stream::iter(names)
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"status": {"state": "DELETED"}})),
+                )
+                .await?;
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("writes");
+    started.elapsed()
+}
+
+async fn metric(op: &Operator, name: &str, labels: &[&str]) -> f64 {
+    op.metric(name, labels).await
+}
+
+#[derive(Default, Clone)]
+struct Row {
+    n: usize,
+    latency_ms: u64,
+    ready_all: Duration,
+    gets_create: usize,
+    status_writes_create: f64,
+    startup_empty: Duration,
+    startup_loaded: Duration,
+    rss_idle_kb: u64,
+    rss_steady_kb: u64,
+    rss_peak_kb: u64,
+    cpu_s: f64,
+    delete_wall: Duration,
+    p50: Duration,
+    p95: Duration,
+    p99: Duration,
+    max: Duration,
+    deletes_per: f64,
+    gets_during_delete: usize,
+    kube_writes_per: f64,
+    events_per: f64,
+    floor: Option<Duration>,
+}
+
+async fn run_one(n: usize, latency_ms: u64, concurrency: u16, with_floor: bool) -> Row {
+    let cp = ControlPlane::start()
+        .await
+        .expect("KUBEBUILDER_ASSETS must be set");
+    cp.namespace(NS).await;
+    cp.namespace("floor").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("bench-key");
+    fake.set_latency(Duration::from_millis(latency_ms));
+    let endpoint = fake.base_url();
+    let conc = concurrency.to_string();
+    let env = [
+        ("LEEN_ENDPOINT", endpoint.as_str()),
+        ("LEEN_API_KEY", "bench-key"),
+        ("LEEN_MAX_CONCURRENT_RECONCILES", conc.as_str()),
+        ("LEEN_MAX_IN_FLIGHT_REQUESTS", conc.as_str()),
+        ("LOG_LEVEL", "warn"),
+    ];
+    let mut op = Operator::start(&cp, &env).await;
+    let mut row = Row {
+        n,
+        latency_ms,
+        startup_empty: op.startup(),
+        ..Default::default()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await; // settle before sampling idle RSS
+    row.rss_idle_kb = proc_stats(op.pid().expect("pid")).0;
+
+    let client = cp.client().await;
+    let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    let ready = wait_all_ready(&api, n);
+    let create = create_all(&api, &fake, "c", n);
+    let (_, _ids) = tokio::join!(ready, create);
+    row.ready_all = started.elapsed();
+    row.gets_create = fake.requests().iter().filter(|r| r.method == "GET").count();
+    row.status_writes_create = metric(
+        &op,
+        "leen_operator_kube_writes_total",
+        &["write=\"status\""],
+    )
+    .await;
+
+    // Restart with N objects in place: start-up to ready, then the steady state.
+    op.restart().await;
+    row.startup_loaded = op.startup();
+    let pid = op.pid().expect("pid");
+    // Steady: the restarted operator has re-read every connection once.
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while (metric(
+        &op,
+        "leen_operator_leen_requests_total",
+        &["operation=\"get\""],
+    )
+    .await as usize)
+        < n
+    {
+        assert!(Instant::now() < deadline, "resync did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    row.rss_steady_kb = proc_stats(pid).0;
+
+    let gets_before = fake.requests().iter().filter(|r| r.method == "GET").count();
+    let writes_before = metric(&op, "leen_operator_kube_writes_total", &[]).await;
+    let events_before = metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await;
+    let peak = Arc::new(Mutex::new(0u64));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let rss = proc_stats(pid).0;
+                {
+                    let mut p = peak.lock().expect("lock");
+                    *p = (*p).max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let figures = delete_all(&api, n).await;
+    sampler.abort();
+    row.delete_wall = figures.wall;
+    row.p50 = percentile(&figures.latencies, 0.50);
+    row.p95 = percentile(&figures.latencies, 0.95);
+    row.p99 = percentile(&figures.latencies, 0.99);
+    row.max = figures.latencies.last().copied().unwrap_or_default();
+    let deletes = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
+    row.deletes_per = deletes as f64 / n as f64;
+    row.gets_during_delete =
+        fake.requests().iter().filter(|r| r.method == "GET").count() - gets_before;
+    let events =
+        metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await - events_before;
+    let writes = metric(&op, "leen_operator_kube_writes_total", &[]).await - writes_before;
+    row.kube_writes_per = (writes - events) / n as f64;
+    row.events_per = events / n as f64;
+    let (_, hwm, cpu) = proc_stats(pid);
+    row.rss_peak_kb = hwm.max(*peak.lock().expect("lock"));
+    row.cpu_s = cpu;
+    if with_floor {
+        row.floor = Some(api_floor(&client, &fake, n, concurrency as usize).await);
+    }
+    row
+}
+
+/// p50 of deleting one object at a time (no queueing): the latency a single `kubectl
+/// delete` sees.
+async fn isolated_latency(samples: usize) -> Duration {
+    let cp = ControlPlane::start().await.expect("assets");
+    cp.namespace(NS).await;
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("bench-key");
+    let endpoint = fake.base_url();
+    let _op = Operator::start(
+        &cp,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("LEEN_API_KEY", "bench-key"),
+            ("LOG_LEVEL", "warn"),
+        ],
+    )
+    .await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, NS);
+    let mut lat = Vec::new();
+    for i in 0..samples {
+        let name = format!("one{i}");
+        let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+        fake.add_connection(org, id, "CrowdStrike");
+        api.create(&PostParams::default(), &connection(&name, org, id))
+            .await
+            .expect("create");
+        wait_for(&api, &name, "Ready", is_ready).await;
+        let watch = {
+            let api = api.clone();
+            let name = name.clone();
+            tokio::spawn(async move { wait_gone(&api, &name).await })
+        };
+        let t = Instant::now();
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .expect("delete");
+        watch.await.expect("gone");
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    percentile(&lat, 0.5)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb / 1024 / 1024)
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem} GiB memory")
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    leen_operator::install_crypto_provider();
+    let mut rows = Vec::new();
+    for &n in &a.sizes {
+        eprintln!("bench: N={n}, Leen latency {} ms", a.latency_ms);
+        rows.push(run_one(n, a.latency_ms, a.concurrency, false).await);
+    }
+    // The throughput target: 1 000 deletions at the target latency, beside the API floor.
+    let target_n = 1000;
+    eprintln!(
+        "bench: N={target_n}, Leen latency {} ms (throughput target)",
+        a.target_latency_ms
+    );
+    let target = run_one(target_n, a.target_latency_ms, a.concurrency, true).await;
+    eprintln!("bench: isolated deletions");
+    let isolated = isolated_latency(30).await;
+
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Machine: {}. Operator: release build, concurrency {} (reconciles and Leen requests in flight), real kube-apiserver v1.20.2 + etcd 3.4 on loopback, the project's fake Leen.\n",
+        machine(),
+        a.concurrency
+    );
+    let _ = writeln!(
+        out,
+        "Command: `KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh) cargo bench --bench scale -- --n {}`\n",
+        a.sizes
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let _ = writeln!(
+        out,
+        "| N | Leen latency ms | create -> all Ready s | GETs | status writes | start-up empty ms | start-up with N ms | RSS idle MiB | RSS steady MiB | RSS peak MiB | CPU s | delete all wall s | p50 ms | p95 ms | p99 ms | max ms | DELETE per deletion | GETs during deletion | kube writes per deletion (+ Events) |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in rows.iter().chain(std::iter::once(&target)) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {} | {:.2} | {} | {:.2} (+{:.2}) |",
+            r.n,
+            r.latency_ms,
+            r.ready_all.as_secs_f64(),
+            r.gets_create,
+            r.status_writes_create,
+            ms(r.startup_empty),
+            ms(r.startup_loaded),
+            mib(r.rss_idle_kb),
+            mib(r.rss_steady_kb),
+            mib(r.rss_peak_kb),
+            r.cpu_s,
+            r.delete_wall.as_secs_f64(),
+            ms(r.p50),
+            ms(r.p95),
+            ms(r.p99),
+            ms(r.max),
+            r.deletes_per,
+            r.gets_during_delete,
+            r.kube_writes_per,
+            r.events_per
+        );
+    }
+    let floor = target.floor.unwrap_or_default();
+    let ideal = Duration::from_millis(target_n as u64 * a.target_latency_ms) / a.concurrency as u32;
+    let bound = ideal.mul_f64(1.5) + floor;
+    let _ = writeln!(out, "\n## Targets\n");
+    let _ = writeln!(
+        out,
+        "- 1 000 deletions at Leen latency {} ms: {:.2} s; target 1.5 x (1 000 x {} ms / {}) + API floor = 1.5 x {:.2} s + {:.2} s = {:.2} s -> {}",
+        a.target_latency_ms,
+        target.delete_wall.as_secs_f64(),
+        a.target_latency_ms,
+        a.concurrency,
+        ideal.as_secs_f64(),
+        floor.as_secs_f64(),
+        bound.as_secs_f64(),
+        if target.delete_wall <= bound {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  (API floor: {} status patches + {} finalizer patches from a plain client at concurrency {}: {:.2} s)",
+        target_n,
+        target_n,
+        a.concurrency,
+        floor.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "- p50 deletion latency, Leen latency 0, one deletion at a time: {} ms (target < 50 ms) -> {}",
+        ms(isolated),
+        if isolated < Duration::from_millis(50) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "- N = {}: DELETE per deletion {:.2} (target 1), GETs during deletion {} (target 0), kube writes per deletion {:.2} (target <= 2; Events not counted: {:.2})",
+            r.n, r.deletes_per, r.gets_during_delete, r.kube_writes_per, r.events_per
+        );
+    }
+    if let Some(big) = rows.iter().find(|r| r.n == 10_000) {
+        let _ = writeln!(
+            out,
+            "- RSS at N = 10 000: steady {:.1} MiB, peak {:.1} MiB (target < 48 MiB) -> {}",
+            mib(big.rss_steady_kb),
+            mib(big.rss_peak_kb),
+            if mib(big.rss_peak_kb) < 48.0 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "- start-up to ready at N = 10 000: {} ms (target < 3 s) -> {}",
+            ms(big.startup_loaded),
+            if big.startup_loaded < Duration::from_secs(3) {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+    if let Some(r) = rows.first() {
+        let _ = writeln!(
+            out,
+            "- idle RSS with no resources: {:.1} MiB (target < 16 MiB) -> {}",
+            mib(r.rss_idle_kb),
+            if mib(r.rss_idle_kb) < 16.0 {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    }
+    println!("{out}");
+    if let Some(path) = a.out {
+        std::fs::write(&path, &out).expect("write BENCHMARKS.md");
+        eprintln!("bench: wrote {path}");
+    }
+}
