@@ -60,7 +60,7 @@ pub struct RunArgs {
     pub request_timeout: String,
 
     /// Most LeenConnections reconciled at once.
-    #[arg(long, env = "LEEN_MAX_CONCURRENT_RECONCILES", default_value = "16")]
+    #[arg(long, env = "LEEN_MAX_CONCURRENT_RECONCILES", default_value = "32")]
     pub max_concurrent_reconciles: String,
 
     /// Most requests to Leen in flight at once.

@@ -14,7 +14,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        events::{Event as KubeEvent, EventType, Recorder, Reporter},
+        events::Reporter,
         finalizer::{self, Event as FinalizerEvent, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher,
@@ -28,6 +28,7 @@ use crate::{
         Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason, RetryPolicy,
         decide_deletion, decide_sync, deletion_shortcut, validate_ids,
     },
+    events::EventPublisher,
     leen::{ApiKey, LeenClient, Operation},
     resource::{FINALIZER, LeenConnection},
     telemetry::{Metrics, Readiness},
@@ -99,10 +100,8 @@ pub struct Context {
     pub default_key: Option<ApiKey>,
     /// Namespaces whose resources may use the default key.
     pub default_key_namespaces: NamespaceSet,
-    /// Event recorder.
-    pub recorder: Recorder,
-    /// Who reports the Events.
-    pub reporter: Reporter,
+    /// Publishes Events in the background.
+    pub events: EventPublisher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// How often live resources are read again.
@@ -114,7 +113,7 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for the reconcilers.
+    /// A context for the reconcilers. Starts the Event worker: call it on a Tokio runtime.
     pub fn new(
         client: Client,
         leen: LeenClient,
@@ -127,8 +126,7 @@ impl Context {
             instance: std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter.clone()),
-            reporter,
+            events: EventPublisher::start(client.clone(), reporter, metrics.clone()),
             client,
             leen,
             default_key,
@@ -375,35 +373,11 @@ async fn write(obj: &LeenConnection, decision: &Decision, ctx: &Context) -> Resu
         ctx.metrics.kube_write("status");
     }
     if let Some(event) = &decision.event {
-        let ev = KubeEvent {
-            type_: if event.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: event.reason.as_str().to_string(),
-            note: Some(truncate_note(&event.note)),
-            action: event.action.to_string(),
-            secondary: None,
-        };
-        // The shared recorder keeps each Event for a while to fold repeats into a series;
-        // a final deletion Event never repeats, so it goes through a throwaway recorder
-        // rather than hold memory for an object that is about to vanish.
-        let recorder = if decision.finalizer == FinalizerAction::Remove {
-            Recorder::new(ctx.client.clone(), ctx.reporter.clone())
-        } else {
-            ctx.recorder.clone()
-        };
-        // Events are for people: published off the reconcile's path, so that a slow or
-        // failing Event write never holds up a deletion.
-        let reference = obj.object_ref(&());
-        let metrics = ctx.metrics.clone();
-        tokio::spawn(async move {
-            match recorder.publish(&ev, &reference).await {
-                Ok(()) => metrics.kube_write("event"),
-                Err(e) => warn!(%name, namespace = %ns, error = %e, "publishing Event failed"),
-            }
-        });
+        ctx.events.publish(
+            event,
+            obj.object_ref(&()),
+            decision.finalizer == FinalizerAction::Remove,
+        );
     }
     Ok(())
 }
@@ -434,17 +408,6 @@ pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_js
         }
         _ => new.clone(),
     }
-}
-
-fn truncate_note(note: &str) -> String {
-    if note.len() <= 1000 {
-        return note.to_string();
-    }
-    let mut end = 1000;
-    while !note.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &note[..end])
 }
 
 /// What changes of a LeenConnection are worth a reconciliation: spec (generation),

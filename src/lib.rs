@@ -2,13 +2,14 @@
 //! connections through `LeenConnection` resources.
 //!
 //! Modules, one concern each: [`resource`] (the CRD types), [`leen`] (the Leen client),
-//! [`decision`] (what to do, as pure functions), [`controller`] (wiring and writes),
+//! [`decision`] (what to do, as pure functions), [`controller`] (wiring and writes), [`events`] (Kubernetes Events, off the critical path),
 //! [`config`] (flags and environment), [`leader`] (leader election), [`telemetry`] (metrics, logs, health endpoints),
 //! [`fake`] (a fake Leen for tests and the demo).
 
 pub mod config;
 pub mod controller;
 pub mod decision;
+pub mod events;
 pub mod fake;
 pub mod leader;
 pub mod leen;

@@ -58,6 +58,7 @@ pub struct Metrics {
     kube_writes: Family<WriteLabels, Counter>,
     deletions: Family<ReasonLabels, Counter>,
     deletions_pending: Gauge,
+    events_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -108,7 +109,14 @@ impl Default for Metrics {
             "LeenConnections being deleted whose finalizer is still held",
             deletions_pending.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "events_dropped",
+            "Kubernetes Events dropped because the publish queue was full",
+            events_dropped.clone(),
+        );
         Self {
+            events_dropped,
             registry,
             reconciles,
             reconcile_errors,
@@ -164,6 +172,11 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one Event dropped on a full queue.
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
     }
 
     /// Sets the number of deletions waiting on Leen.

@@ -1,0 +1,114 @@
+//! Kubernetes Events, published by a background worker so that they never hold up a
+//! reconciliation. Deletions are the critical path; Events are for people and may trail
+//! them by a little under load.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::{decision::EventSpec, telemetry::Metrics};
+
+/// Most Events waiting to be published; beyond it new ones are dropped and counted.
+pub const QUEUE: usize = 10_000;
+
+/// Most Event writes in flight at once.
+pub const IN_FLIGHT: usize = 4;
+
+/// Longest Event note Kubernetes accepts is 1 kB.
+const MAX_NOTE: usize = 1000;
+
+struct Job {
+    event: Event,
+    reference: ObjectReference,
+    last: bool,
+}
+
+/// Queues Events for the background worker.
+#[derive(Clone)]
+pub struct EventPublisher {
+    tx: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+impl EventPublisher {
+    /// Starts the worker on the current Tokio runtime.
+    pub fn start(client: Client, reporter: Reporter, metrics: Arc<Metrics>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        // Repeated Events of one object (retries) fold into a series through the shared
+        // recorder's cache; the last Event of a deletion never repeats, so it goes through
+        // a throwaway recorder and leaves nothing cached for an object that is gone.
+        let shared = Recorder::new(client.clone(), reporter.clone());
+        let worker_metrics = metrics.clone();
+        tokio::spawn(
+            tokio_stream_from(rx).for_each_concurrent(IN_FLIGHT, move |job| {
+                let recorder = if job.last {
+                    Recorder::new(client.clone(), reporter.clone())
+                } else {
+                    shared.clone()
+                };
+                let metrics = worker_metrics.clone();
+                async move {
+                    match recorder.publish(&job.event, &job.reference).await {
+                        Ok(()) => metrics.kube_write("event"),
+                        Err(e) => warn!(
+                            name = ?job.reference.name,
+                            namespace = ?job.reference.namespace,
+                            error = %e,
+                            "publishing Event failed"
+                        ),
+                    }
+                }
+            }),
+        );
+        Self { tx, metrics }
+    }
+
+    /// Queues an Event about `reference`. `last`: the object's final Event.
+    pub fn publish(&self, spec: &EventSpec, reference: ObjectReference, last: bool) {
+        let event = Event {
+            type_: if spec.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: spec.reason.as_str().to_string(),
+            note: Some(truncate_note(&spec.note)),
+            action: spec.action.to_string(),
+            secondary: None,
+        };
+        if self
+            .tx
+            .try_send(Job {
+                event,
+                reference,
+                last,
+            })
+            .is_err()
+        {
+            self.metrics.event_dropped();
+            debug!("Event queue full; Event dropped");
+        }
+    }
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<Job>) -> impl futures::Stream<Item = Job> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn truncate_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE {
+        return note.to_string();
+    }
+    let mut end = MAX_NOTE;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &note[..end])
+}
