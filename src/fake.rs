@@ -158,6 +158,8 @@ fn default_state() -> String {
 
 #[derive(Default)]
 struct FakeState {
+    failure_rate: f64,
+    rng: Option<rand::rngs::StdRng>,
     connections: HashMap<(Uuid, Uuid), Value>,
     api_keys: HashSet<String>,
     faults: HashMap<Uuid, VecDeque<Fault>>,
@@ -177,7 +179,20 @@ fn lock(state: &Shared) -> MutexGuard<'_, FakeState> {
 pub struct FakeLeen {
     addr: SocketAddr,
     state: Shared,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
+    shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+fn serve(listener: tokio::net::TcpListener, state: Shared) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    tx
 }
 
 impl FakeLeen {
@@ -191,20 +206,56 @@ impl FakeLeen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state: Shared = Arc::default();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let tx = serve(listener, state.clone());
         Ok(Self {
             addr,
             state,
-            _shutdown: tx,
+            shutdown: Mutex::new(Some(tx)),
         })
+    }
+
+    /// Stops listening: connections are refused until [`FakeLeen::come_back`]. The
+    /// connections and faults are kept.
+    pub async fn go_down(&self) {
+        let tx = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+        // Until the port refuses, the outage has not started.
+        while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Listens again on the same address.
+    pub async fn come_back(&self) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        let tx = serve(listener, self.state.clone());
+        *self.shutdown.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        Ok(())
+    }
+
+    /// Answers this share of requests (0.0 to 1.0) with 503, drawn from a generator with
+    /// this seed, so that a run can be repeated.
+    pub fn set_failure_rate(&self, rate: f64, seed: u64) {
+        use rand::SeedableRng;
+        let mut s = lock(&self.state);
+        s.failure_rate = rate.clamp(0.0, 1.0);
+        s.rng = Some(rand::rngs::StdRng::seed_from_u64(seed));
+    }
+
+    /// The connections that are still there and not DELETED.
+    pub fn live_connections(&self) -> Vec<(Uuid, Uuid)> {
+        lock(&self.state)
+            .connections
+            .iter()
+            .filter(|(_, c)| c["state"] != "DELETED")
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// The address it listens on.
@@ -392,6 +443,17 @@ fn answer(
                 return (fault_response(&fault), fault.status, delay);
             }
         }
+    }
+    let rate = s.failure_rate;
+    if rate > 0.0
+        && let Some(rng) = s.rng.as_mut()
+        && rand::Rng::random::<f64>(rng) < rate
+    {
+        return (
+            detail(StatusCode::SERVICE_UNAVAILABLE, "injected random failure"),
+            503,
+            delay,
+        );
     }
     if !api_key.is_some_and(|k| s.api_keys.contains(k)) {
         return (

@@ -29,6 +29,7 @@ struct Seen {
 enum StatusWrites {
     Accept,
     Refuse,
+    ConflictOnce,
 }
 
 fn mock(
@@ -37,6 +38,7 @@ fn mock(
 ) -> (Client, mpsc::UnboundedReceiver<Seen>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let (tx, rx) = mpsc::unbounded_channel();
+    let mut conflicted = false;
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
             let method = request.method().to_string();
@@ -55,6 +57,17 @@ fn mock(
             let (code, answer) = if path.ends_with("/status") {
                 match status_writes {
                     StatusWrites::Accept => (
+                        StatusCode::OK,
+                        serde_json::to_value(&obj).unwrap_or_default(),
+                    ),
+                    StatusWrites::ConflictOnce if !conflicted => {
+                        conflicted = true;
+                        (
+                            StatusCode::CONFLICT,
+                            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "the object has been modified", "reason": "Conflict", "code": 409}),
+                        )
+                    }
+                    StatusWrites::ConflictOnce => (
                         StatusCode::OK,
                         serde_json::to_value(&obj).unwrap_or_default(),
                     ),
@@ -275,4 +288,32 @@ async fn live_resource_without_finalizer_gets_it_first() {
         fake.requests().is_empty(),
         "no Leen call before the finalizer is in place"
     );
+}
+
+#[tokio::test]
+async fn conflict_on_status_write_is_retried_not_dropped() {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    let obj = deleting(org, id);
+    let (client, mut rx) = mock(obj.clone(), StatusWrites::ConflictOnce);
+    let ctx = context(client, &fake).await;
+
+    reconcile(Arc::new(obj), ctx)
+        .await
+        .expect("reconcile succeeds after the retry");
+    let seen = collect(&mut rx, 4).await;
+    let writes: Vec<&str> = seen
+        .iter()
+        .filter(|s| !s.path.contains("/events"))
+        .map(|s| s.path.as_str())
+        .collect();
+    let status_path = format!("{OBJ}/status");
+    assert_eq!(
+        writes,
+        vec![status_path.as_str(), status_path.as_str(), OBJ],
+        "409, status again, then the finalizer"
+    );
+    assert_eq!(fake.count("DELETE", id), 1, "Leen is not called again");
 }

@@ -1,0 +1,406 @@
+//! Faults, load and crashes against a real API server and the fake Leen: the operator
+//! never loses a deletion, never frees a resource without Leen's confirmation, and
+//! never leaks a key.
+
+mod support;
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, PostParams},
+    runtime::watcher,
+};
+use leen_operator::{
+    fake::{FakeLeen, Fault, FaultBody},
+    resource::{FINALIZER, LeenConnection},
+};
+use support::*;
+use uuid::Uuid;
+
+const KEY: &str = "reliability-default-key-5f1d";
+
+async fn create_many(
+    api: &Api<LeenConnection>,
+    fake: &FakeLeen,
+    n: usize,
+) -> Vec<(String, Uuid, Uuid)> {
+    let items: Vec<(String, Uuid, Uuid)> = (0..n)
+        .map(|i| (format!("c{i}"), Uuid::new_v4(), Uuid::new_v4()))
+        .collect();
+    for (_, org, id) in &items {
+        fake.add_connection(*org, *id, "CrowdStrike");
+    }
+    stream::iter(items.clone())
+        .map(|(name, org, id)| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &connection(&name, org, id))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("created");
+    items
+}
+
+/// Waits (bounded) until all `n` resources carry the finalizer and are Ready.
+async fn wait_all_ready(api: &Api<LeenConnection>, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let ready = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items.iter().filter(|o| has_finalizer(o) && is_ready(o)).count())
+            .unwrap_or(0);
+        if ready == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {ready} of {n} Ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits (bounded) until the namespace holds no LeenConnection.
+async fn wait_empty(api: &Api<LeenConnection>, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = api.list_metadata(&ListParams::default()).await.map(|l| l.items.len());
+        if left.as_ref().is_ok_and(|n| *n == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left:?} LeenConnections left after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn delete_all(api: &Api<LeenConnection>) {
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete collection");
+}
+
+fn has_finalizer(o: &LeenConnection) -> bool {
+    o.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+}
+
+/// Every connection whose resource is gone was deleted in Leen (at least one DELETE,
+/// and none is left live).
+fn assert_no_orphans(fake: &FakeLeen, items: &[(String, Uuid, Uuid)]) {
+    let live: HashSet<Uuid> = fake.live_connections().into_iter().map(|(_, id)| id).collect();
+    for (name, _, id) in items {
+        assert!(!live.contains(id), "{name}: connection {id} still live in Leen");
+        assert!(fake.count("DELETE", *id) >= 1, "{name}: never deleted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leen_outage_keeps_every_finalizer_and_recovers() {
+    let outage = Duration::from_secs(
+        std::env::var("LEEN_OUTAGE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    );
+    let Some(cp) = ControlPlane::start().await else {
+        return;
+    };
+    cp.namespace("outage").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key(KEY);
+    let endpoint = fake.base_url();
+    let op = Operator::start(
+        &cp,
+        &[("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)],
+    )
+    .await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "outage");
+    let items = create_many(&api, &fake, 50).await;
+    wait_all_ready(&api, 50).await;
+
+    fake.go_down().await;
+    let before = op
+        .metric("leen_operator_leen_requests_total", &["operation=\"delete\""])
+        .await;
+    let started = Instant::now();
+    delete_all(&api).await;
+    for (name, _, _) in &items {
+        wait_for(&api, name, "LeenUnavailable", |o| {
+            ready_reason(o).as_deref() == Some("LeenUnavailable")
+        })
+        .await;
+    }
+    tokio::time::sleep(outage.saturating_sub(started.elapsed())).await;
+    let during = op
+        .metric("leen_operator_leen_requests_total", &["operation=\"delete\""])
+        .await
+        - before;
+    let held = api.list(&ListParams::default()).await.expect("list").items;
+    assert_eq!(held.len(), 50, "nothing freed during the outage");
+    assert!(held.iter().all(|o| has_finalizer(o)
+        && ready_reason(o).as_deref() == Some("LeenUnavailable")));
+    // Backoff 2 s doubling, jitter [d/2, d]: at most 1 + log2(outage / 1 s) + 1 tries each.
+    let per_object_cap = 2.0 + (outage.as_secs_f64()).log2().ceil();
+    println!(
+        "outage of {outage:?}: {during} DELETE attempts for 50 pending deletions ({:.1} each, cap {per_object_cap})",
+        during / 50.0
+    );
+    assert!(during <= 50.0 * per_object_cap, "{during} attempts");
+
+    fake.come_back().await.expect("fake back");
+    // After the outage each deletion retries within the backoff cap (5 min); in practice
+    // within the current backoff step (<= 32 s for a 30 s outage).
+    wait_empty(&api, Duration::from_secs(120)).await;
+    assert_no_orphans(&fake, &items);
+    println!("recovered {:?} after the outage ended", started.elapsed().saturating_sub(outage));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_server_errors_lose_nothing() {
+    let Some(cp) = ControlPlane::start().await else {
+        return;
+    };
+    cp.namespace("random").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key(KEY);
+    let endpoint = fake.base_url();
+    let _op = Operator::start(
+        &cp,
+        &[("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)],
+    )
+    .await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "random");
+    let n = 500;
+    let items = create_many(&api, &fake, n).await;
+    wait_all_ready(&api, n).await;
+    fake.set_failure_rate(0.2, 20261129);
+    delete_all(&api).await;
+    wait_empty(&api, Duration::from_secs(300)).await;
+    assert_no_orphans(&fake, &items);
+    let deletes = fake.requests().iter().filter(|r| r.method == "DELETE").count();
+    let failed = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.status == 503)
+        .count();
+    println!("{n} deletions under 20 % random 503: {deletes} DELETE requests ({failed} answered 503), 0 orphans");
+    assert_eq!(deletes - failed, n, "exactly one successful DELETE per connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_restart_mid_deletion() {
+    let Some(mut cp) = ControlPlane::start().await else {
+        return;
+    };
+    cp.namespace("restart").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key(KEY);
+    let endpoint = fake.base_url();
+    let op = Operator::start(
+        &cp,
+        &[("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)],
+    )
+    .await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "restart");
+    let items = create_many(&api, &fake, 10).await;
+    wait_all_ready(&api, 10).await;
+    fake.go_down().await;
+    delete_all(&api).await;
+    for (name, _, _) in &items {
+        wait_for(&api, name, "LeenUnavailable", |o| {
+            ready_reason(o).as_deref() == Some("LeenUnavailable")
+        })
+        .await;
+    }
+    cp.stop_apiserver();
+    fake.come_back().await.expect("fake back");
+    // While the API server is away, the operator may reach Leen but cannot record it:
+    // nothing may be freed. Then the API server returns on the same port and etcd.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cp.restart_apiserver().await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "restart");
+    wait_empty(&api, Duration::from_secs(180)).await;
+    assert_no_orphans(&fake, &items);
+    assert!(op.pid().is_some(), "the same operator process finished the job");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_points_loses_nothing() {
+    let Some(cp) = ControlPlane::start().await else {
+        return;
+    };
+    cp.namespace("crash").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key(KEY);
+    // Leen slow enough that kills land between its answer and the writes.
+    fake.set_latency(Duration::from_millis(20));
+    let endpoint = fake.base_url();
+    let mut op = Operator::start(
+        &cp,
+        &[("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)],
+    )
+    .await;
+    let client: Client = cp.client().await;
+    let api: Api<LeenConnection> = Api::namespaced(client, "crash");
+    let n = 200;
+    let items = create_many(&api, &fake, n).await;
+    wait_all_ready(&api, n).await;
+    // Every version of every object a watch sees, to check that none was freed without
+    // a confirmed status.
+    let freed = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let mut last: std::collections::HashMap<String, LeenConnection> = Default::default();
+            let mut unconfirmed = Vec::new();
+            let mut gone = 0;
+            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while gone < n {
+                match stream.next().await {
+                    Some(Ok(watcher::Event::Apply(o))) | Some(Ok(watcher::Event::InitApply(o))) => {
+                        last.insert(o.metadata.name.clone().unwrap_or_default(), o);
+                    }
+                    Some(Ok(watcher::Event::Delete(o))) => {
+                        let name = o.metadata.name.clone().unwrap_or_default();
+                        let before = last.remove(&name);
+                        let reason = ready_reason(&o).or_else(|| before.as_ref().and_then(ready_reason));
+                        if !matches!(reason.as_deref(), Some("Deleted") | Some("AlreadyDeleted")) {
+                            unconfirmed.push((name, reason));
+                        }
+                        gone += 1;
+                    }
+                    None => break,
+                    _ => {}
+                }
+            }
+            unconfirmed
+        })
+    };
+    delete_all(&api).await;
+    // Fixed seed: the same kill points on every run.
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !api
+        .list_metadata(&ListParams::default())
+        .await
+        .map(|l| l.items.is_empty())
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "deletions did not finish");
+        if kills < 8 {
+            let wait = rand::Rng::random_range(&mut rng, 100..700);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            op.kill();
+            kills += 1;
+            op.restart().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let unconfirmed = tokio::time::timeout(WAIT, freed)
+        .await
+        .expect("watch saw every deletion")
+        .expect("watch task");
+    assert!(
+        unconfirmed.is_empty(),
+        "freed without Leen's confirmation in status: {unconfirmed:?}"
+    );
+    assert_no_orphans(&fake, &items);
+    let deletes = fake.requests().iter().filter(|r| r.method == "DELETE").count();
+    println!("{n} deletions, {kills} SIGKILLs: {deletes} DELETE requests, 0 orphans, 0 unconfirmed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_never_reach_logs_events_status_or_metrics() {
+    let Some(cp) = ControlPlane::start().await else {
+        return;
+    };
+    cp.namespace("keys").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    let tenant_key = "tenant-secret-key-91c3";
+    fake.add_api_key(KEY);
+    fake.add_api_key(tenant_key);
+    let endpoint = fake.base_url();
+    let op = Operator::start(
+        &cp,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("LEEN_API_KEY", KEY),
+            ("LOG_LEVEL", "trace"),
+        ],
+    )
+    .await;
+    let client = cp.client().await;
+    secret(&client, "keys", "tenant", "apiKey", tenant_key).await;
+    let api: Api<LeenConnection> = Api::namespaced(client.clone(), "keys");
+    let mut versions = Vec::new();
+    let items = create_many(&api, &fake, 6).await;
+    for (name, _, _) in &items {
+        versions.push(record_versions(api.clone(), name));
+    }
+    // Every kind of failure, some echoing the key back in their body.
+    let faults = [
+        Fault::status(items[0].2, 401).body(FaultBody::Json(serde_json::json!({"detail": format!("Invalid API Key {KEY}")}))),
+        Fault::status(items[1].2, 500).body(FaultBody::Raw(format!("boom {KEY}"))),
+        Fault::status(items[2].2, 422).body(FaultBody::Json(serde_json::json!({"detail": [{"loc": ["header", KEY], "msg": KEY, "type": "x"}]}))),
+        Fault::status(items[3].2, 429).retry_after("1"),
+        Fault::status(items[4].2, 200).body(FaultBody::Raw(format!("{{\"state\": \"{KEY}"))),
+    ];
+    for f in faults {
+        fake.push_fault(f.method("DELETE"));
+    }
+    wait_all_ready(&api, items.len()).await;
+    // The last one uses the tenant's Secret.
+    let mut tenant = connection("tenant", Uuid::new_v4(), Uuid::new_v4());
+    tenant.spec.api_key_secret_ref = serde_json::from_value(serde_json::json!({"name": "tenant"})).ok();
+    fake.add_connection(
+        tenant.spec.organization_id.parse().expect("uuid"),
+        tenant.spec.connection_id.parse().expect("uuid"),
+        "Okta",
+    );
+    versions.push(record_versions(api.clone(), "tenant"));
+    api.create(&PostParams::default(), &tenant).await.expect("created");
+    wait_for(&api, "tenant", "Ready", is_ready).await;
+    delete_all(&api).await;
+    // 401 and 422 retry slowly (30 s, 15 min): once seen, release them the documented way.
+    for (i, reason) in [(0, "Unauthorized"), (2, "Rejected")] {
+        let name = &items[i].0;
+        wait_for(&api, name, reason, move |o| ready_reason(o).as_deref() == Some(reason)).await;
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"deletionPolicy": "Orphan"}})),
+        )
+        .await
+        .expect("orphaned");
+    }
+    wait_empty(&api, Duration::from_secs(120)).await;
+
+    let mut everything = op.log_text();
+    everything.push_str(&op.metrics().await);
+    for v in versions {
+        for o in v.await.expect("watch") {
+            everything.push_str(&serde_json::to_string(&o.status).unwrap_or_default());
+        }
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), "keys");
+    for e in events.list(&ListParams::default()).await.expect("events").items {
+        everything.push_str(&serde_json::to_string(&e).unwrap_or_default());
+    }
+    assert!(everything.len() > 10_000, "the run produced output to check");
+    assert!(everything.contains("Unauthorized") && everything.contains("Rejected"));
+    for key in [KEY, tenant_key] {
+        assert!(!everything.contains(key), "key {key} leaked");
+    }
+}
