@@ -57,7 +57,10 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
 
 fn inputs(policy: &RetryPolicy, jitter: f64) -> DecisionInputs<'_> {
     DecisionInputs {
-        now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("time"),
+        now: Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("time"),
         jitter,
         sync_interval: Duration::from_secs(300),
         sync_failures: 0,

@@ -59,7 +59,12 @@ async fn wait_all_ready(api: &Api<LeenConnection>, n: usize) {
         let ready = api
             .list(&ListParams::default())
             .await
-            .map(|l| l.items.iter().filter(|o| has_finalizer(o) && is_ready(o)).count())
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|o| has_finalizer(o) && is_ready(o))
+                    .count()
+            })
             .unwrap_or(0);
         if ready == n {
             return;
@@ -73,7 +78,10 @@ async fn wait_all_ready(api: &Api<LeenConnection>, n: usize) {
 async fn wait_empty(api: &Api<LeenConnection>, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let left = api.list_metadata(&ListParams::default()).await.map(|l| l.items.len());
+        let left = api
+            .list_metadata(&ListParams::default())
+            .await
+            .map(|l| l.items.len());
         if left.as_ref().is_ok_and(|n| *n == 0) {
             return;
         }
@@ -92,15 +100,26 @@ async fn delete_all(api: &Api<LeenConnection>) {
 }
 
 fn has_finalizer(o: &LeenConnection) -> bool {
-    o.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+    o.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER)
 }
 
 /// Every connection whose resource is gone was deleted in Leen (at least one DELETE,
 /// and none is left live).
 fn assert_no_orphans(fake: &FakeLeen, items: &[(String, Uuid, Uuid)]) {
-    let live: HashSet<Uuid> = fake.live_connections().into_iter().map(|(_, id)| id).collect();
+    let live: HashSet<Uuid> = fake
+        .live_connections()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
     for (name, _, id) in items {
-        assert!(!live.contains(id), "{name}: connection {id} still live in Leen");
+        assert!(
+            !live.contains(id),
+            "{name}: connection {id} still live in Leen"
+        );
         assert!(fake.count("DELETE", *id) >= 1, "{name}: never deleted");
     }
 }
@@ -131,7 +150,10 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
 
     fake.go_down().await;
     let before = op
-        .metric("leen_operator_leen_requests_total", &["operation=\"delete\""])
+        .metric(
+            "leen_operator_leen_requests_total",
+            &["operation=\"delete\""],
+        )
         .await;
     let started = Instant::now();
     delete_all(&api).await;
@@ -143,13 +165,18 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
     }
     tokio::time::sleep(outage.saturating_sub(started.elapsed())).await;
     let during = op
-        .metric("leen_operator_leen_requests_total", &["operation=\"delete\""])
+        .metric(
+            "leen_operator_leen_requests_total",
+            &["operation=\"delete\""],
+        )
         .await
         - before;
     let held = api.list(&ListParams::default()).await.expect("list").items;
     assert_eq!(held.len(), 50, "nothing freed during the outage");
-    assert!(held.iter().all(|o| has_finalizer(o)
-        && ready_reason(o).as_deref() == Some("LeenUnavailable")));
+    assert!(
+        held.iter()
+            .all(|o| has_finalizer(o) && ready_reason(o).as_deref() == Some("LeenUnavailable"))
+    );
     // Backoff 2 s doubling, jitter [d/2, d]: at most 1 + log2(outage / 1 s) + 1 tries each.
     let per_object_cap = 2.0 + (outage.as_secs_f64()).log2().ceil();
     println!(
@@ -163,7 +190,10 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
     // within the current backoff step (<= 32 s for a 30 s outage).
     wait_empty(&api, Duration::from_secs(120)).await;
     assert_no_orphans(&fake, &items);
-    println!("recovered {:?} after the outage ended", started.elapsed().saturating_sub(outage));
+    println!(
+        "recovered {:?} after the outage ended",
+        started.elapsed().saturating_sub(outage)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,14 +218,24 @@ async fn random_server_errors_lose_nothing() {
     delete_all(&api).await;
     wait_empty(&api, Duration::from_secs(300)).await;
     assert_no_orphans(&fake, &items);
-    let deletes = fake.requests().iter().filter(|r| r.method == "DELETE").count();
+    let deletes = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
     let failed = fake
         .requests()
         .iter()
         .filter(|r| r.method == "DELETE" && r.status == 503)
         .count();
-    println!("{n} deletions under 20 % random 503: {deletes} DELETE requests ({failed} answered 503), 0 orphans");
-    assert_eq!(deletes - failed, n, "exactly one successful DELETE per connection");
+    println!(
+        "{n} deletions under 20 % random 503: {deletes} DELETE requests ({failed} answered 503), 0 orphans"
+    );
+    assert_eq!(
+        deletes - failed,
+        n,
+        "exactly one successful DELETE per connection"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +272,10 @@ async fn api_server_restart_mid_deletion() {
     let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "restart");
     wait_empty(&api, Duration::from_secs(180)).await;
     assert_no_orphans(&fake, &items);
-    assert!(op.pid().is_some(), "the same operator process finished the job");
+    assert!(
+        op.pid().is_some(),
+        "the same operator process finished the job"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,8 +286,9 @@ async fn sigkill_at_random_points_loses_nothing() {
     cp.namespace("crash").await;
     let fake = FakeLeen::start().await.expect("fake");
     fake.add_api_key(KEY);
-    // Leen slow enough that kills land between its answer and the writes.
-    fake.set_latency(Duration::from_millis(20));
+    // Leen slow enough (200 deletions / 16 in flight x 200 ms = 2.5 s of work) that the
+    // kills land while deletions are in every stage.
+    fake.set_latency(Duration::from_millis(200));
     let endpoint = fake.base_url();
     let mut op = Operator::start(
         &cp,
@@ -273,7 +317,8 @@ async fn sigkill_at_random_points_loses_nothing() {
                     Some(Ok(watcher::Event::Delete(o))) => {
                         let name = o.metadata.name.clone().unwrap_or_default();
                         let before = last.remove(&name);
-                        let reason = ready_reason(&o).or_else(|| before.as_ref().and_then(ready_reason));
+                        let reason =
+                            ready_reason(&o).or_else(|| before.as_ref().and_then(ready_reason));
                         if !matches!(reason.as_deref(), Some("Deleted") | Some("AlreadyDeleted")) {
                             unconfirmed.push((name, reason));
                         }
@@ -299,7 +344,7 @@ async fn sigkill_at_random_points_loses_nothing() {
     {
         assert!(Instant::now() < deadline, "deletions did not finish");
         if kills < 8 {
-            let wait = rand::Rng::random_range(&mut rng, 100..700);
+            let wait = rand::Rng::random_range(&mut rng, 50..400);
             tokio::time::sleep(Duration::from_millis(wait)).await;
             op.kill();
             kills += 1;
@@ -313,12 +358,22 @@ async fn sigkill_at_random_points_loses_nothing() {
         .expect("watch saw every deletion")
         .expect("watch task");
     assert!(
+        kills >= 4,
+        "only {kills} kills landed before the deletions finished"
+    );
+    assert!(
         unconfirmed.is_empty(),
         "freed without Leen's confirmation in status: {unconfirmed:?}"
     );
     assert_no_orphans(&fake, &items);
-    let deletes = fake.requests().iter().filter(|r| r.method == "DELETE").count();
-    println!("{n} deletions, {kills} SIGKILLs: {deletes} DELETE requests, 0 orphans, 0 unconfirmed");
+    let deletes = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
+    println!(
+        "{n} deletions, {kills} SIGKILLs: {deletes} DELETE requests, 0 orphans, 0 unconfirmed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,9 +406,13 @@ async fn keys_never_reach_logs_events_status_or_metrics() {
     }
     // Every kind of failure, some echoing the key back in their body.
     let faults = [
-        Fault::status(items[0].2, 401).body(FaultBody::Json(serde_json::json!({"detail": format!("Invalid API Key {KEY}")}))),
+        Fault::status(items[0].2, 401).body(FaultBody::Json(
+            serde_json::json!({"detail": format!("Invalid API Key {KEY}")}),
+        )),
         Fault::status(items[1].2, 500).body(FaultBody::Raw(format!("boom {KEY}"))),
-        Fault::status(items[2].2, 422).body(FaultBody::Json(serde_json::json!({"detail": [{"loc": ["header", KEY], "msg": KEY, "type": "x"}]}))),
+        Fault::status(items[2].2, 422).body(FaultBody::Json(
+            serde_json::json!({"detail": [{"loc": ["header", KEY], "msg": KEY, "type": "x"}]}),
+        )),
         Fault::status(items[3].2, 429).retry_after("1"),
         Fault::status(items[4].2, 200).body(FaultBody::Raw(format!("{{\"state\": \"{KEY}"))),
     ];
@@ -363,20 +422,26 @@ async fn keys_never_reach_logs_events_status_or_metrics() {
     wait_all_ready(&api, items.len()).await;
     // The last one uses the tenant's Secret.
     let mut tenant = connection("tenant", Uuid::new_v4(), Uuid::new_v4());
-    tenant.spec.api_key_secret_ref = serde_json::from_value(serde_json::json!({"name": "tenant"})).ok();
+    tenant.spec.api_key_secret_ref =
+        serde_json::from_value(serde_json::json!({"name": "tenant"})).ok();
     fake.add_connection(
         tenant.spec.organization_id.parse().expect("uuid"),
         tenant.spec.connection_id.parse().expect("uuid"),
         "Okta",
     );
     versions.push(record_versions(api.clone(), "tenant"));
-    api.create(&PostParams::default(), &tenant).await.expect("created");
+    api.create(&PostParams::default(), &tenant)
+        .await
+        .expect("created");
     wait_for(&api, "tenant", "Ready", is_ready).await;
     delete_all(&api).await;
     // 401 and 422 retry slowly (30 s, 15 min): once seen, release them the documented way.
     for (i, reason) in [(0, "Unauthorized"), (2, "Rejected")] {
         let name = &items[i].0;
-        wait_for(&api, name, reason, move |o| ready_reason(o).as_deref() == Some(reason)).await;
+        wait_for(&api, name, reason, move |o| {
+            ready_reason(o).as_deref() == Some(reason)
+        })
+        .await;
         api.patch(
             name,
             &kube::api::PatchParams::default(),
@@ -395,10 +460,18 @@ async fn keys_never_reach_logs_events_status_or_metrics() {
         }
     }
     let events: Api<Event> = Api::namespaced(client.clone(), "keys");
-    for e in events.list(&ListParams::default()).await.expect("events").items {
+    for e in events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+    {
         everything.push_str(&serde_json::to_string(&e).unwrap_or_default());
     }
-    assert!(everything.len() > 10_000, "the run produced output to check");
+    assert!(
+        everything.len() > 10_000,
+        "the run produced output to check"
+    );
     assert!(everything.contains("Unauthorized") && everything.contains("Rejected"));
     for key in [KEY, tenant_key] {
         assert!(!everything.contains(key), "key {key} leaked");
