@@ -350,6 +350,10 @@ async fn run_one(
         ("LEEN_MAX_IN_FLIGHT_REQUESTS", conc.as_str()),
         ("LOG_LEVEL", "warn"),
     ];
+    let arena = std::env::var("BENCH_MALLOC_ARENA_MAX").unwrap_or_default();
+    if !arena.is_empty() {
+        env.push(("MALLOC_ARENA_MAX", arena.as_str()));
+    }
     if let Some(r) = &rec {
         env.push(("LEEN_MAX_CONCURRENT_RECONCILES", r.as_str()));
     }

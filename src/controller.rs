@@ -16,7 +16,7 @@ use kube::{
         controller::{self, Action},
         events::Reporter,
         finalizer::{self, Event as FinalizerEvent, finalizer},
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, ObjectRef},
         watcher,
     },
 };
@@ -110,6 +110,7 @@ pub struct Context {
     pub policy: RetryPolicy,
     failures: Mutex<HashMap<String, u32>>,
     pending_deletions: Mutex<HashSet<String>>,
+    secret_refs: Mutex<HashMap<ObjectRef<CachedConnection>, String>>,
 }
 
 impl Context {
@@ -136,6 +137,7 @@ impl Context {
             policy: RetryPolicy::default(),
             failures: Mutex::default(),
             pending_deletions: Mutex::default(),
+            secret_refs: Mutex::default(),
         }
     }
 
@@ -171,6 +173,45 @@ impl Context {
         }
     }
 
+    /// Records which Secret a resource reads its key from, so that a change of that
+    /// Secret reconciles it at once.
+    fn remember_secret(&self, key: ObjectRef<CachedConnection>, obj: &LeenConnection) {
+        if let Ok(mut map) = self.secret_refs.lock() {
+            match &obj.spec.api_key_secret_ref {
+                Some(r) => {
+                    map.insert(key, r.name.clone());
+                }
+                None => {
+                    map.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn forget(&self, key: &ObjectRef<CachedConnection>) {
+        if let Ok(mut map) = self.secret_refs.lock() {
+            map.remove(key);
+        }
+    }
+
+    /// The resources that read their key from this Secret.
+    pub fn users_of_secret(
+        &self,
+        secret: &PartialObjectMeta<Secret>,
+    ) -> Vec<ObjectRef<CachedConnection>> {
+        let ns = secret.namespace();
+        let name = secret.name_any();
+        self.secret_refs
+            .lock()
+            .map(|map| {
+                map.iter()
+                    .filter(|(k, s)| k.namespace == ns && **s == name)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn inputs(&self, uid: &str) -> DecisionInputs<'_> {
         DecisionInputs {
             now: chrono::Utc::now(),
@@ -182,9 +223,29 @@ impl Context {
     }
 }
 
+/// The controller caches only the metadata of LeenConnections (see [`run`]).
+pub type CachedConnection = PartialObjectMeta<LeenConnection>;
+
+/// Reconciles one LeenConnection from its cached metadata: reads the whole object (the
+/// cache holds only metadata, to stay small at scale), then [`reconcile_object`].
+pub async fn reconcile(meta: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = meta.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = ObjectRef::from_obj(meta.as_ref());
+    let Some(obj) = api.get_opt(&meta.name_any()).await? else {
+        ctx.forget(&key);
+        return Ok(Action::await_change());
+    };
+    ctx.remember_secret(key, &obj);
+    reconcile_object(Arc::new(obj), ctx).await
+}
+
 /// Reconciles one LeenConnection: the finalizer helper routes it to [`apply`] or
 /// [`cleanup`].
-pub async fn reconcile(obj: Arc<LeenConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile_object(
+    obj: Arc<LeenConnection>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     ctx.metrics.reconcile();
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
@@ -210,7 +271,7 @@ pub async fn reconcile(obj: Arc<LeenConnection>, ctx: Arc<Context>) -> Result<Ac
 }
 
 /// Requeue policy after a failed reconciliation.
-pub fn error_policy(obj: Arc<LeenConnection>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<CachedConnection>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.metric_reason());
     if let Some(after) = error.pending_retry() {
         debug!(name = %obj.name_any(), %error, "deletion pending");
@@ -274,6 +335,9 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
             }
             ctx.set_pending(&uid, false);
             ctx.set_failures(&uid, false);
+            if let Some(ns) = obj.namespace() {
+                ctx.forget(&ObjectRef::new(&obj.name_any()).within(&ns));
+            }
             ctx.metrics.deletion_finished(reason.as_str());
             info!(name = %obj.name_any(), namespace = ?obj.namespace(), reason = reason.as_str(), "deletion finished, removing finalizer");
             Ok(Action::await_change())
@@ -412,7 +476,7 @@ pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_js
 
 /// What changes of a LeenConnection are worth a reconciliation: spec (generation),
 /// finalizers and the start of deletion. Status writes (our own) are not.
-fn trigger_fingerprint(obj: &LeenConnection) -> Option<u64> {
+fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     obj.meta().generation.hash(&mut h);
@@ -422,31 +486,11 @@ fn trigger_fingerprint(obj: &LeenConnection) -> Option<u64> {
 }
 
 /// Drops what the controller never reads from its cache, to keep memory small.
-fn strip(obj: &mut LeenConnection) {
+fn strip(obj: &mut CachedConnection) {
     obj.managed_fields_mut().clear();
-    obj.annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
-}
-
-/// The LeenConnections that use a Secret.
-fn users_of_secret(
-    store: &Store<LeenConnection>,
-    secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<LeenConnection>> {
-    let ns = secret.namespace();
-    let name = secret.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|c| {
-            c.namespace() == ns
-                && c.spec
-                    .api_key_secret_ref
-                    .as_ref()
-                    .is_some_and(|r| r.name == name)
-        })
-        .map(|c| ObjectRef::from_obj(c.as_ref()))
-        .collect()
+    obj.annotations_mut().clear();
+    obj.labels_mut().clear();
+    obj.owner_references_mut().clear();
 }
 
 /// Runs the controller until `shutdown` resolves. `ready` is set once the cache synced.
@@ -458,7 +502,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (connections, secrets): (Api<LeenConnection>, Api<PartialObjectMeta<Secret>>) =
+    // Metadata only, for LeenConnections as for Secrets: the controller reads the whole
+    // object when it reconciles it, so the cache stays small with many resources, and no
+    // Secret's data ever sits in the operator's memory.
+    let (connections, secrets): (Api<CachedConnection>, Api<PartialObjectMeta<Secret>>) =
         match &watch_namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -473,9 +520,7 @@ pub async fn run(
         .reflect(writer)
         .touched_objects()
         .predicate_filter(trigger_fingerprint, Default::default());
-    // Only Secrets' metadata is watched: their keys are read with a GET when needed, so
-    // no Secret's data sits in the operator's memory.
-    let secret_store = reader.clone();
+    let secret_index = ctx.clone();
     let secret_stream = watcher(secrets, watcher::Config::default().any_semantic())
         .default_backoff()
         .touched_objects();
@@ -502,7 +547,7 @@ pub async fn run(
     Controller::for_stream(main_stream, reader)
         .with_config(controller::Config::default().concurrency(concurrency))
         .watches_stream(secret_stream, move |secret| {
-            users_of_secret(&secret_store, &secret)
+            secret_index.users_of_secret(&secret)
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use http::{Request, Response, StatusCode};
 use kube::{Client, client::Body};
 use leen_operator::{
-    controller::{Context, reconcile},
+    controller::{Context, reconcile_object},
     fake::{FakeLeen, Fault},
     leen::{ApiKey, LeenClient, LeenClientConfig},
     resource::{FINALIZER, LeenConnection},
@@ -166,7 +166,7 @@ async fn delete_writes_status_before_removing_finalizer() {
     let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
     let ctx = context(client, &fake).await;
 
-    reconcile(Arc::new(obj), ctx)
+    reconcile_object(Arc::new(obj), ctx)
         .await
         .expect("reconcile succeeds");
     let seen = collect(&mut rx, 3).await;
@@ -211,7 +211,7 @@ async fn leen_failure_keeps_the_finalizer() {
     let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
     let ctx = context(client, &fake).await;
 
-    let err = reconcile(Arc::new(obj), ctx)
+    let err = reconcile_object(Arc::new(obj), ctx)
         .await
         .expect_err("deletion pending");
     assert!(err.to_string().contains("LeenUnavailable"), "{err}");
@@ -253,7 +253,7 @@ async fn refused_status_write_keeps_the_finalizer() {
     let (client, mut rx) = mock(obj.clone(), StatusWrites::Refuse);
     let ctx = context(client, &fake).await;
 
-    reconcile(Arc::new(obj), ctx)
+    reconcile_object(Arc::new(obj), ctx)
         .await
         .expect_err("status write failed");
     let seen = drain(&mut rx);
@@ -277,7 +277,7 @@ async fn live_resource_without_finalizer_gets_it_first() {
     .expect("object");
     let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
     let ctx = context(client, &fake).await;
-    reconcile(Arc::new(obj), ctx)
+    reconcile_object(Arc::new(obj), ctx)
         .await
         .expect("finalizer added");
     let seen = drain(&mut rx);
@@ -300,7 +300,7 @@ async fn conflict_on_status_write_is_retried_not_dropped() {
     let (client, mut rx) = mock(obj.clone(), StatusWrites::ConflictOnce);
     let ctx = context(client, &fake).await;
 
-    reconcile(Arc::new(obj), ctx)
+    reconcile_object(Arc::new(obj), ctx)
         .await
         .expect("reconcile succeeds after the retry");
     let seen = collect(&mut rx, 4).await;
