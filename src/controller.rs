@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{PartialObjectMeta, Patch, PatchParams},
+    api::{GetParams, PartialObjectMeta, Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
@@ -232,9 +232,18 @@ pub async fn reconcile(meta: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
     let ns = meta.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
     let key = ObjectRef::from_obj(meta.as_ref());
-    let Some(obj) = api.get_opt(&meta.name_any()).await? else {
-        ctx.forget(&key);
-        return Ok(Action::await_change());
+    // At least as new as the metadata that triggered this: served from the API server's
+    // watch cache instead of a quorum read from etcd.
+    let params = GetParams {
+        resource_version: meta.resource_version(),
+    };
+    let obj = match api.get_with(&meta.name_any(), &params).await {
+        Ok(obj) => obj,
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            ctx.forget(&key);
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
     };
     ctx.remember_secret(key, &obj);
     reconcile_object(Arc::new(obj), ctx).await
