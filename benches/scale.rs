@@ -414,7 +414,17 @@ async fn run_one(
     row.rss_steady_kb = proc_stats(pid).0;
 
     let gets_before = fake.requests().iter().filter(|r| r.method == "GET").count();
-    let writes_before = metric(&op, "leen_operator_kube_writes_total", &[]).await;
+    // Object writes are counted by kind (status, finalizer_add, finalizer_remove); Events,
+    // published in the background, separately.
+    let object_writes = |m: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("leen_operator_kube_writes_total") && !l.contains("write=\"event\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let writes_before = object_writes(&op.metrics().await);
     let events_before = metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await;
     let peak = Arc::new(Mutex::new(0u64));
     let sampler = {
@@ -448,8 +458,8 @@ async fn run_one(
         fake.requests().iter().filter(|r| r.method == "GET").count() - gets_before;
     let events =
         metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await - events_before;
-    let writes = metric(&op, "leen_operator_kube_writes_total", &[]).await - writes_before;
-    row.kube_writes_per = (writes - events) / n as f64;
+    let writes = object_writes(&op.metrics().await) - writes_before;
+    row.kube_writes_per = writes / n as f64;
     row.events_per = events / n as f64;
     let (_, hwm, cpu) = proc_stats(pid);
     row.rss_peak_kb = hwm.max(*peak.lock().expect("lock"));

@@ -1,0 +1,139 @@
+//! The Argo CD health check (charts/leen-operator/argocd/health.lua) run by a real Lua 5.4
+//! interpreter on LeenConnections in each state. Argo CD runs the script with the object
+//! as the global `obj` and reads the returned table's `status`.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/charts/leen-operator/argocd/health.lua"
+);
+
+fn lua() -> Option<&'static str> {
+    if std::env::var("LEEN_SKIP_LUA").as_deref() == Ok("1") {
+        return None;
+    }
+    for bin in ["lua5.4", "lua"] {
+        if Command::new(bin).arg("-v").output().is_ok() {
+            return Some(bin);
+        }
+    }
+    panic!("lua5.4 not found: apt-get install lua5.4 lua-cjson (or set LEEN_SKIP_LUA=1)");
+}
+
+/// Runs the health script on `obj`; returns (status, message).
+fn health(obj: &Value) -> Option<(String, String)> {
+    let bin = lua()?;
+    let runner = format!(
+        r#"local cjson = require("cjson")
+obj = cjson.decode(io.read("a"))
+local hs = dofile("{SCRIPT}")
+io.write(hs.status, "\n", hs.message or "")"#
+    );
+    let mut child = Command::new(bin)
+        .args(["-e", &runner])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lua runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(obj.to_string().as_bytes())
+            .expect("write obj");
+    }
+    let out = child.wait_with_output().expect("lua finishes");
+    assert!(
+        out.status.success(),
+        "lua failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, message) = text.split_once('\n').unwrap_or((&text, ""));
+    Some((status.to_string(), message.to_string()))
+}
+
+fn conn(generation: i64, status: Option<Value>, deleting: bool) -> Value {
+    let mut metadata = json!({"name": "c", "namespace": "ns", "generation": generation});
+    if deleting {
+        metadata["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    }
+    let mut obj = json!({"apiVersion": "leen.dev/v1alpha1", "kind": "LeenConnection", "metadata": metadata,
+        "spec": {"organizationId": "x", "connectionId": "y"}});
+    if let Some(s) = status {
+        obj["status"] = s;
+    }
+    obj
+}
+
+fn ready(status: &str, reason: &str, observed: i64) -> Value {
+    json!({"observedGeneration": observed, "state": "ACTIVE",
+           "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": "m",
+                           "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": observed}]})
+}
+
+#[test]
+fn maps_conditions_to_argo_health() {
+    let cases = [
+        (conn(1, None, false), "Progressing"),
+        (conn(1, Some(ready("True", "Synced", 1)), false), "Healthy"),
+        (
+            conn(2, Some(ready("True", "Synced", 1)), false),
+            "Progressing",
+        ),
+        (
+            conn(1, Some(ready("False", "LeenUnavailable", 1)), false),
+            "Progressing",
+        ),
+        (
+            conn(1, Some(ready("False", "RateLimited", 1)), false),
+            "Progressing",
+        ),
+        (
+            conn(1, Some(ready("False", "Unauthorized", 1)), false),
+            "Degraded",
+        ),
+        (
+            conn(1, Some(ready("False", "CredentialsMissing", 1)), false),
+            "Degraded",
+        ),
+        (
+            conn(1, Some(ready("False", "NotFound", 1)), false),
+            "Degraded",
+        ),
+        (
+            conn(1, Some(ready("False", "ConnectionDeleted", 1)), false),
+            "Degraded",
+        ),
+        (
+            conn(2, Some(ready("True", "Synced", 2)), true),
+            "Progressing",
+        ),
+        (
+            conn(2, Some(ready("False", "LeenUnavailable", 2)), true),
+            "Progressing",
+        ),
+        (
+            conn(2, Some(ready("False", "Deleted", 2)), true),
+            "Progressing",
+        ),
+        (
+            conn(2, Some(ready("False", "Rejected", 2)), true),
+            "Degraded",
+        ),
+        (
+            conn(2, Some(ready("False", "Unauthorized", 2)), true),
+            "Degraded",
+        ),
+    ];
+    for (obj, expected) in cases {
+        let Some((status, message)) = health(&obj) else {
+            return;
+        };
+        assert_eq!(status, expected, "{obj}: {message}");
+    }
+}
