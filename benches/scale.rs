@@ -115,34 +115,6 @@ fn ms(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1000.0)
 }
 
-async fn create_all(
-    api: &Api<LeenConnection>,
-    fake: &FakeLeen,
-    prefix: &str,
-    n: usize,
-) -> Vec<Uuid> {
-    let ids: Vec<(String, Uuid, Uuid)> = (0..n)
-        .map(|i| (format!("{prefix}{i}"), Uuid::new_v4(), Uuid::new_v4()))
-        .collect();
-    for (_, org, id) in &ids {
-        fake.add_connection(*org, *id, "CrowdStrike");
-    }
-    stream::iter(ids.clone())
-        .map(|(name, org, id)| {
-            let api = api.clone();
-            async move {
-                api.create(&PostParams::default(), &connection(&name, org, id))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(CREATE_PARALLELISM)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("creates");
-    ids.into_iter().map(|(_, _, id)| id).collect()
-}
-
 /// Waits until `n` objects are Ready=True, by watch.
 async fn wait_all_ready(api: &Api<LeenConnection>, n: usize) {
     let mut ready = std::collections::HashSet::new();
@@ -372,7 +344,7 @@ async fn run_one(
     let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
     let started = Instant::now();
     let ready = wait_all_ready(&api, n);
-    let create = create_all(&api, &fake, "c", n);
+    let create = create_many(&api, &fake, "c", n, CREATE_PARALLELISM);
     let (_, _ids) = tokio::join!(ready, create);
     row.ready_all = started.elapsed();
     row.gets_create = fake.requests().iter().filter(|r| r.method == "GET").count();

@@ -5,9 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event;
 use kube::{
-    Api, Client,
+    Api,
     api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use leen_operator::{
@@ -16,97 +15,6 @@ use leen_operator::{
 };
 use support::*;
 use uuid::Uuid;
-
-const KEY: &str = "default-test-key";
-
-// Field order is drop order: the operator stops (and shows its log on failure) before
-// the control plane and its folder go.
-struct Env {
-    op: Operator,
-    fake: FakeLeen,
-    client: Client,
-    api: Api<LeenConnection>,
-    ns: &'static str,
-    cp: ControlPlane,
-}
-
-/// Control plane, fake Leen accepting [`KEY`], namespace `ns`, operator running with
-/// [`KEY`] as its default key.
-async fn env(ns: &'static str, extra_env: &[(&str, &str)]) -> Option<Env> {
-    let cp = ControlPlane::start().await?;
-    let fake = FakeLeen::start().await.expect("fake Leen");
-    fake.add_api_key(KEY);
-    cp.namespace(ns).await;
-    let endpoint = fake.base_url();
-    let mut vars = vec![("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)];
-    vars.extend_from_slice(extra_env);
-    let op = Operator::start(&cp, &vars).await;
-    let client = cp.client().await;
-    let api = Api::namespaced(client.clone(), ns);
-    Some(Env {
-        cp,
-        fake,
-        op,
-        client,
-        api,
-        ns,
-    })
-}
-
-impl Env {
-    fn seeded(&self) -> (Uuid, Uuid) {
-        let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
-        self.fake.add_connection(org, id, "CrowdStrike");
-        (org, id)
-    }
-
-    async fn create(&self, obj: LeenConnection) {
-        self.api
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("LeenConnection created");
-    }
-
-    /// Creates a resource for a seeded connection and waits until it is Ready.
-    async fn ready_connection(&self, name: &str) -> (Uuid, Uuid) {
-        let (org, id) = self.seeded();
-        self.create(connection(name, org, id)).await;
-        wait_for(&self.api, name, "Ready=True", is_ready).await;
-        (org, id)
-    }
-
-    /// The Events with this reason, waiting (bounded) for the first one: Events are
-    /// published after the status write a test usually waits on.
-    async fn events(&self, reason: &str) -> Vec<Event> {
-        let api: Api<Event> = Api::namespaced(self.client.clone(), self.ns);
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let found: Vec<Event> = api
-                .list(&ListParams::default())
-                .await
-                .expect("events")
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some(reason))
-                .collect();
-            if !found.is_empty() || std::time::Instant::now() > deadline {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn set_policy(&self, name: &str, policy: &str) {
-        self.api
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"spec": {"deletionPolicy": policy}})),
-            )
-            .await
-            .expect("spec patched");
-    }
-}
 
 fn has_finalizer(o: &LeenConnection) -> bool {
     o.metadata
@@ -126,7 +34,7 @@ fn reason_is(reason: &'static str) -> impl Fn(&LeenConnection) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_create_mirror_delete() {
-    let Some(e) = env("security", &[]).await else {
+    let Some(e) = scenario("security", &[]).await else {
         return;
     };
     let (org, id) = e.seeded();
@@ -232,7 +140,7 @@ async fn orphan_policy_calls_nothing_and_needs_no_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_on_delete_is_already_deleted() {
-    let Some(e) = env("gone", &[]).await else {
+    let Some(e) = scenario("gone", &[]).await else {
         return;
     };
     let (_, id) = e.ready_connection("c").await;
@@ -246,7 +154,7 @@ async fn not_found_on_delete_is_already_deleted() {
 /// A failing DELETE keeps the finalizer with `reason`; after the fault clears, the
 /// deletion completes.
 async fn kept_then_released(ns: &'static str, fault: impl Fn(Uuid) -> Fault, reason: &'static str) {
-    let Some(e) = env(ns, &[]).await else {
+    let Some(e) = scenario(ns, &[]).await else {
         return;
     };
     let (org, id) = e.ready_connection("c").await;
@@ -305,7 +213,7 @@ async fn malformed_body_keeps_finalizer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_keeps_finalizer_until_orphaned() {
-    let Some(e) = env("rejected", &[]).await else {
+    let Some(e) = scenario("rejected", &[]).await else {
         return;
     };
     let (org, id) = e.ready_connection("c").await;
@@ -333,7 +241,7 @@ async fn rejected_keeps_finalizer_until_orphaned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_key_unblocks_unauthorized_deletion() {
-    let Some(e) = env("rotate", &[]).await else {
+    let Some(e) = scenario("rotate", &[]).await else {
         return;
     };
     e.fake.add_api_key("old-key");
@@ -392,7 +300,7 @@ async fn rotated_key_unblocks_unauthorized_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_missing_secret_unblocks_deletion() {
-    let Some(e) = env("creds", &[]).await else {
+    let Some(e) = scenario("creds", &[]).await else {
         return;
     };
     e.fake.add_api_key("tenant-key");
@@ -475,7 +383,7 @@ async fn schema_rejects_bad_ids_and_regions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_connection_id_is_refused_and_never_deleted() {
-    let Some(e) = env("immutable", &[]).await else {
+    let Some(e) = scenario("immutable", &[]).await else {
         return;
     };
     let (org, id) = e.ready_connection("c").await;
@@ -527,7 +435,7 @@ async fn changed_connection_id_is_refused_and_never_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_all_deletes_every_connection() {
-    let Some(e) = env("bulk", &[]).await else {
+    let Some(e) = scenario("bulk", &[]).await else {
         return;
     };
     let mut ids = Vec::new();
@@ -563,7 +471,7 @@ async fn delete_all_deletes_every_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_namespace_confines_the_controller() {
-    let Some(e) = env("mine", &[("WATCH_NAMESPACE", "mine")]).await else {
+    let Some(e) = scenario("mine", &[("WATCH_NAMESPACE", "mine")]).await else {
         return;
     };
     e.cp.namespace("theirs").await;
@@ -588,7 +496,7 @@ async fn watch_namespace_confines_the_controller() {
 async fn killed_after_delete_finishes_after_restart() {
     // Leen answers the DELETE slowly; the operator is killed while it waits, after Leen
     // has deleted. The restarted operator must finish: 404 -> AlreadyDeleted.
-    let Some(mut e) = env("crash", &[]).await else {
+    let Some(mut e) = scenario("crash", &[]).await else {
         return;
     };
     let (org, id) = e.ready_connection("c").await;
@@ -619,7 +527,7 @@ async fn killed_after_delete_finishes_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_key_is_limited_to_trusted_namespaces() {
-    let Some(e) = env("trusted", &[("LEEN_DEFAULT_KEY_NAMESPACES", "trusted")]).await else {
+    let Some(e) = scenario("trusted", &[("LEEN_DEFAULT_KEY_NAMESPACES", "trusted")]).await else {
         return;
     };
     e.cp.namespace("untrusted").await;

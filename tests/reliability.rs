@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::{
-    Api, Client,
+    Api,
     api::{DeleteParams, ListParams, PostParams},
     runtime::watcher,
 };
@@ -22,35 +22,6 @@ use leen_operator::{
 };
 use support::*;
 use uuid::Uuid;
-
-const KEY: &str = "reliability-default-key-5f1d";
-
-async fn create_many(
-    api: &Api<LeenConnection>,
-    fake: &FakeLeen,
-    n: usize,
-) -> Vec<(String, Uuid, Uuid)> {
-    let items: Vec<(String, Uuid, Uuid)> = (0..n)
-        .map(|i| (format!("c{i}"), Uuid::new_v4(), Uuid::new_v4()))
-        .collect();
-    for (_, org, id) in &items {
-        fake.add_connection(*org, *id, "CrowdStrike");
-    }
-    stream::iter(items.clone())
-        .map(|(name, org, id)| {
-            let api = api.clone();
-            async move {
-                api.create(&PostParams::default(), &connection(&name, org, id))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("created");
-    items
-}
 
 /// Waits (bounded) until all `n` resources carry the finalizer and are Ready.
 async fn wait_all_ready(api: &Api<LeenConnection>, n: usize) {
@@ -132,20 +103,17 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(30),
     );
-    let Some(cp) = ControlPlane::start().await else {
+    let Some(Scenario {
+        op,
+        fake,
+        api,
+        cp: _cp,
+        ..
+    }) = scenario("outage", &[]).await
+    else {
         return;
     };
-    cp.namespace("outage").await;
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key(KEY);
-    let endpoint = fake.base_url();
-    let op = Operator::start(
-        &cp,
-        &[("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)],
-    )
-    .await;
-    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "outage");
-    let items = create_many(&api, &fake, 50).await;
+    let items = create_many(&api, &fake, "c", 50, 16).await;
     wait_all_ready(&api, 50).await;
 
     fake.go_down().await;
@@ -198,21 +166,18 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_server_errors_lose_nothing() {
-    let Some(cp) = ControlPlane::start().await else {
+    let Some(Scenario {
+        op: _op,
+        fake,
+        api,
+        cp: _cp,
+        ..
+    }) = scenario("random", &[]).await
+    else {
         return;
     };
-    cp.namespace("random").await;
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key(KEY);
-    let endpoint = fake.base_url();
-    let _op = Operator::start(
-        &cp,
-        &[("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)],
-    )
-    .await;
-    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "random");
     let n = 500;
-    let items = create_many(&api, &fake, n).await;
+    let items = create_many(&api, &fake, "c", n, 16).await;
     wait_all_ready(&api, n).await;
     fake.set_failure_rate(0.2, 20261129);
     delete_all(&api).await;
@@ -240,20 +205,17 @@ async fn random_server_errors_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_restart_mid_deletion() {
-    let Some(mut cp) = ControlPlane::start().await else {
+    let Some(Scenario {
+        op,
+        fake,
+        api,
+        mut cp,
+        ..
+    }) = scenario("restart", &[]).await
+    else {
         return;
     };
-    cp.namespace("restart").await;
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key(KEY);
-    let endpoint = fake.base_url();
-    let op = Operator::start(
-        &cp,
-        &[("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)],
-    )
-    .await;
-    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "restart");
-    let items = create_many(&api, &fake, 10).await;
+    let items = create_many(&api, &fake, "c", 10, 16).await;
     wait_all_ready(&api, 10).await;
     fake.go_down().await;
     delete_all(&api).await;
@@ -280,25 +242,21 @@ async fn api_server_restart_mid_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing() {
-    let Some(cp) = ControlPlane::start().await else {
+    let Some(Scenario {
+        mut op,
+        fake,
+        api,
+        cp: _cp,
+        ..
+    }) = scenario("crash", &[]).await
+    else {
         return;
     };
-    cp.namespace("crash").await;
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key(KEY);
-    // Leen slow enough (200 deletions / 16 in flight x 200 ms = 2.5 s of work) that the
+    // Leen slow enough (200 deletions / 16 in flight x 500 ms = 6 s of work) that the
     // kills land while deletions are in every stage.
-    fake.set_latency(Duration::from_millis(200));
-    let endpoint = fake.base_url();
-    let mut op = Operator::start(
-        &cp,
-        &[("LEEN_ENDPOINT", endpoint.as_str()), ("LEEN_API_KEY", KEY)],
-    )
-    .await;
-    let client: Client = cp.client().await;
-    let api: Api<LeenConnection> = Api::namespaced(client, "crash");
+    fake.set_latency(Duration::from_millis(500));
     let n = 200;
-    let items = create_many(&api, &fake, n).await;
+    let items = create_many(&api, &fake, "c", n, 16).await;
     wait_all_ready(&api, n).await;
     // Every version of every object a watch sees, to check that none was freed without
     // a confirmed status.
@@ -344,7 +302,7 @@ async fn sigkill_at_random_points_loses_nothing() {
     {
         assert!(Instant::now() < deadline, "deletions did not finish");
         if kills < 8 {
-            let wait = rand::Rng::random_range(&mut rng, 50..400);
+            let wait = rand::Rng::random_range(&mut rng, 50..300);
             tokio::time::sleep(Duration::from_millis(wait)).await;
             op.kill();
             kills += 1;
@@ -378,43 +336,36 @@ async fn sigkill_at_random_points_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_never_reach_logs_events_status_or_metrics() {
-    let Some(cp) = ControlPlane::start().await else {
+    let Some(Scenario {
+        op,
+        fake,
+        api,
+        client,
+        cp: _cp,
+        ..
+    }) = scenario("keys", &[("LOG_LEVEL", "trace")]).await
+    else {
         return;
     };
-    cp.namespace("keys").await;
-    let fake = FakeLeen::start().await.expect("fake");
     let tenant_key = "tenant-secret-key-91c3";
-    fake.add_api_key(KEY);
     fake.add_api_key(tenant_key);
-    let endpoint = fake.base_url();
-    let op = Operator::start(
-        &cp,
-        &[
-            ("LEEN_ENDPOINT", endpoint.as_str()),
-            ("LEEN_API_KEY", KEY),
-            ("LOG_LEVEL", "trace"),
-        ],
-    )
-    .await;
-    let client = cp.client().await;
     secret(&client, "keys", "tenant", "apiKey", tenant_key).await;
-    let api: Api<LeenConnection> = Api::namespaced(client.clone(), "keys");
     let mut versions = Vec::new();
-    let items = create_many(&api, &fake, 6).await;
+    let items = create_many(&api, &fake, "c", 6, 16).await;
     for (name, _, _) in &items {
         versions.push(record_versions(api.clone(), name));
     }
     // Every kind of failure, some echoing the key back in their body.
     let faults = [
         Fault::status(items[0].2, 401).body(FaultBody::Json(
-            serde_json::json!({"detail": format!("Invalid API Key {KEY}")}),
+            serde_json::json!({"detail": format!("Invalid API Key {DEFAULT_KEY}")}),
         )),
-        Fault::status(items[1].2, 500).body(FaultBody::Raw(format!("boom {KEY}"))),
+        Fault::status(items[1].2, 500).body(FaultBody::Raw(format!("boom {DEFAULT_KEY}"))),
         Fault::status(items[2].2, 422).body(FaultBody::Json(
-            serde_json::json!({"detail": [{"loc": ["header", KEY], "msg": KEY, "type": "x"}]}),
+            serde_json::json!({"detail": [{"loc": ["header", DEFAULT_KEY], "msg": DEFAULT_KEY, "type": "x"}]}),
         )),
         Fault::status(items[3].2, 429).retry_after("1"),
-        Fault::status(items[4].2, 200).body(FaultBody::Raw(format!("{{\"state\": \"{KEY}"))),
+        Fault::status(items[4].2, 200).body(FaultBody::Raw(format!("{{\"state\": \"{DEFAULT_KEY}"))),
     ];
     for f in faults {
         fake.push_fault(f.method("DELETE"));
@@ -459,6 +410,8 @@ async fn keys_never_reach_logs_events_status_or_metrics() {
             everything.push_str(&serde_json::to_string(&o.status).unwrap_or_default());
         }
     }
+    // Events trail the deletions; wait for the last kind to be there before reading all.
+    assert!(!events(&client, "keys", "Deleted").await.is_empty());
     let events: Api<Event> = Api::namespaced(client.clone(), "keys");
     for e in events
         .list(&ListParams::default())
@@ -473,7 +426,7 @@ async fn keys_never_reach_logs_events_status_or_metrics() {
         "the run produced output to check"
     );
     assert!(everything.contains("Unauthorized") && everything.contains("Rejected"));
-    for key in [KEY, tenant_key] {
+    for key in [DEFAULT_KEY, tenant_key] {
         assert!(!everything.contains(key), "key {key} leaked");
     }
 }
