@@ -11,18 +11,10 @@ use kube::{
 };
 use leen_operator::{
     fake::{FakeLeen, Fault, FaultBody},
-    resource::{FINALIZER, LeenConnection},
+    resource::LeenConnection,
 };
 use support::*;
 use uuid::Uuid;
-
-fn has_finalizer(o: &LeenConnection) -> bool {
-    o.metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == FINALIZER)
-}
 
 fn deleting(o: &LeenConnection) -> bool {
     o.metadata.deletion_timestamp.is_some()
@@ -474,13 +466,7 @@ async fn watch_namespace_confines_the_controller() {
     let Some(e) = scenario("mine", &[("WATCH_NAMESPACE", "mine")]).await else {
         return;
     };
-    e.cp.namespace("theirs").await;
-    let theirs: Api<LeenConnection> = Api::namespaced(e.client.clone(), "theirs");
-    let (org, id) = e.seeded();
-    theirs
-        .create(&PostParams::default(), &connection("other", org, id))
-        .await
-        .expect("created");
+    let (theirs, id) = e.create_elsewhere("theirs", "other").await;
     // A resource in the watched namespace becoming Ready proves the operator is running;
     // by then the other one has been seen by the watch if it ever would be.
     e.ready_connection("mine").await;
@@ -530,13 +516,7 @@ async fn default_key_is_limited_to_trusted_namespaces() {
     let Some(e) = scenario("trusted", &[("LEEN_DEFAULT_KEY_NAMESPACES", "trusted")]).await else {
         return;
     };
-    e.cp.namespace("untrusted").await;
-    let untrusted: Api<LeenConnection> = Api::namespaced(e.client.clone(), "untrusted");
-    let (org, id) = e.seeded();
-    untrusted
-        .create(&PostParams::default(), &connection("c", org, id))
-        .await
-        .expect("created");
+    let (untrusted, id) = e.create_elsewhere("untrusted", "c").await;
     let obj = wait_for(
         &untrusted,
         "c",

@@ -18,7 +18,7 @@ use kube::{
 };
 use leen_operator::{
     fake::{FakeLeen, Fault, FaultBody},
-    resource::{FINALIZER, LeenConnection},
+    resource::LeenConnection,
 };
 use support::*;
 use uuid::Uuid;
@@ -68,14 +68,6 @@ async fn delete_all(api: &Api<LeenConnection>) {
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
         .expect("delete collection");
-}
-
-fn has_finalizer(o: &LeenConnection) -> bool {
-    o.metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == FINALIZER)
 }
 
 /// Every connection whose resource is gone was deleted in Leen (at least one DELETE,

@@ -557,6 +557,15 @@ pub async fn wait_gone(api: &Api<LeenConnection>, name: &str) {
     }
 }
 
+/// Whether the operator's finalizer is on the object.
+pub fn has_finalizer(o: &LeenConnection) -> bool {
+    o.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == leen_operator::resource::FINALIZER)
+}
+
 /// The reason of the Ready condition.
 pub fn ready_reason(obj: &LeenConnection) -> Option<String> {
     obj.status
@@ -661,6 +670,17 @@ impl Scenario {
         let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
         self.fake.add_connection(org, id, "CrowdStrike");
         (org, id)
+    }
+
+    /// Creates namespace `ns` and in it a LeenConnection `name` for a new connection.
+    pub async fn create_elsewhere(&self, ns: &str, name: &str) -> (Api<LeenConnection>, Uuid) {
+        self.cp.namespace(ns).await;
+        let api: Api<LeenConnection> = Api::namespaced(self.client.clone(), ns);
+        let (org, id) = self.seeded();
+        api.create(&PostParams::default(), &connection(name, org, id))
+            .await
+            .expect("created");
+        (api, id)
     }
 
     /// Creates a LeenConnection.
