@@ -303,10 +303,10 @@ async fn apply(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error>
     let uid = obj.uid().unwrap_or_default();
     let obs = observe(&obj, ctx, Operation::Get).await?;
     let decision = decide_sync(&obj, &obs, &ctx.inputs(&uid));
+    // Every read that does not end Ready counts towards the backoff (a NotFound too, so
+    // that a missing connection is not polled every few seconds).
     let ready = decision.status.ready().is_some_and(|c| c.status == "True");
-    let healthy_answer = ready
-        || matches!(obs, Observation::Leen(ref o) if o.http_status() == Some(404) || o.http_status() == Some(200));
-    ctx.set_failures(&uid, !healthy_answer);
+    ctx.set_failures(&uid, !ready);
     write(&obj, &decision, ctx).await?;
     Ok(decision
         .requeue_after
