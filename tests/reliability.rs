@@ -71,6 +71,18 @@ async fn delete_all(api: &Api<LeenConnection>) {
 }
 
 /// Every connection whose resource is gone was deleted in Leen (at least one DELETE,
+/// Deletes every resource while Leen is down and waits until each one records
+/// LeenUnavailable.
+async fn delete_all_until_unavailable(api: &Api<LeenConnection>, items: &[(String, Uuid, Uuid)]) {
+    delete_all(api).await;
+    for (name, _, _) in items {
+        wait_for(api, name, "LeenUnavailable", |o| {
+            ready_reason(o).as_deref() == Some("LeenUnavailable")
+        })
+        .await;
+    }
+}
+
 /// and none is left live).
 fn assert_no_orphans(fake: &FakeLeen, items: &[(String, Uuid, Uuid)]) {
     let live: HashSet<Uuid> = fake
@@ -116,13 +128,7 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
         )
         .await;
     let started = Instant::now();
-    delete_all(&api).await;
-    for (name, _, _) in &items {
-        wait_for(&api, name, "LeenUnavailable", |o| {
-            ready_reason(o).as_deref() == Some("LeenUnavailable")
-        })
-        .await;
-    }
+    delete_all_until_unavailable(&api, &items).await;
     tokio::time::sleep(outage.saturating_sub(started.elapsed())).await;
     let during = op
         .metric(
@@ -210,13 +216,7 @@ async fn api_server_restart_mid_deletion() {
     let items = create_many(&api, &fake, "c", 10, 16).await;
     wait_all_ready(&api, 10).await;
     fake.go_down().await;
-    delete_all(&api).await;
-    for (name, _, _) in &items {
-        wait_for(&api, name, "LeenUnavailable", |o| {
-            ready_reason(o).as_deref() == Some("LeenUnavailable")
-        })
-        .await;
-    }
+    delete_all_until_unavailable(&api, &items).await;
     cp.stop_apiserver();
     fake.come_back().await.expect("fake back");
     // While the API server is away, the operator may reach Leen but cannot record it:
