@@ -76,8 +76,9 @@ pub struct RunArgs {
     pub log_level: String,
 
     /// Namespaces whose resources may use the default key (LEEN_API_KEY), comma separated;
-    /// `*`: every namespace. Resources elsewhere must name a Secret of their own.
-    #[arg(long, env = "LEEN_DEFAULT_KEY_NAMESPACES", default_value = "*")]
+    /// `*`: every namespace. Default: none, since letting a namespace use the platform's
+    /// key is an explicit trust decision. Resources elsewhere must name a Secret of their own.
+    #[arg(long, env = "LEEN_DEFAULT_KEY_NAMESPACES", default_value = "")]
     pub default_key_namespaces: String,
 
     /// Elect a leader through a Lease so that only one replica reconciles (true|false).
@@ -255,6 +256,16 @@ pub fn parse_endpoint(value: &str) -> Result<Url, ConfigError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(e(format!("{value:?} must not have a query or fragment")));
     }
+    // Leen's paths hang off /v1; without it every call reaches some other path, where a
+    // proxy's 404 would read as "already deleted" to a less careful client.
+    let last = url
+        .path_segments()
+        .and_then(|mut segments| segments.rfind(|s| !s.is_empty()));
+    if last != Some("v1") {
+        return Err(e(format!(
+            "{value:?} does not end in the API version path /v1 (e.g. https://api.leen.dev/v1)"
+        )));
+    }
     Ok(url)
 }
 
@@ -337,10 +348,14 @@ impl RunArgs {
                 ));
             }
         };
+        let default_api_key = non_empty(&self.leen_api_key)
+            .map(ApiKey::new)
+            .transpose()
+            .map_err(|problem| err("LEEN_API_KEY", "leen-api-key", format!("the key {problem}")))?;
         Ok(Settings {
             default_key_namespaces,
             leader_election,
-            default_api_key: non_empty(&self.leen_api_key).and_then(ApiKey::new),
+            default_api_key,
             leen_endpoint,
             watch_namespace,
             metrics_addr,
@@ -398,6 +413,10 @@ mod tests {
         assert!(parse_endpoint("not a url").is_err());
         assert!(parse_endpoint("ftp://127.0.0.1/v1").is_err());
         assert!(parse_endpoint("https://user:pw@example.com/v1").is_err());
+        assert!(parse_endpoint("https://proxy.example.com/leen/v1/").is_ok());
+        let e = parse_endpoint("https://api.leen.dev").expect_err("no /v1");
+        assert!(e.to_string().contains("/v1"), "{e}");
+        assert!(parse_endpoint("http://127.0.0.1:9999/v2").is_err());
     }
 
     #[test]
@@ -426,5 +445,6 @@ mod tests {
         assert_eq!(s.metrics_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(s.sync_interval, Duration::from_secs(300));
         assert!(s.watch_namespace.is_none());
+        assert_eq!(s.default_key_namespaces, NamespaceSet::Only(vec![]));
     }
 }

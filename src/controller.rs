@@ -1,8 +1,17 @@
 //! Controller wiring: read inputs, call Leen, ask `decision` what to do, then write.
+//!
+//! Two reconcilers share one [`Context`]: LeenConnections (the deletion table) and the
+//! protection of key Secrets (`leen.dev/secret-in-use`). Both answer "who binds this
+//! connection?" and "who needs this Secret?" from the controller's metadata cache of
+//! LeenConnections, through labels and an annotation the controller sets on them; only
+//! objects the controller has not labelled yet are read from the API server.
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -16,25 +25,31 @@ use kube::{
         controller::{self, Action},
         events::Reporter,
         finalizer::{self, Event as FinalizerEvent, finalizer},
-        reflector::{self, ObjectRef},
+        reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
     },
 };
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
     config::NamespaceSet,
     decision::{
-        Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason, RetryPolicy,
-        decide_deletion, decide_sync, deletion_shortcut, validate_ids,
+        Binding, Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason,
+        RetryPolicy, decide_deletion, decide_sync, deletion_shortcut, held_binding,
+        validate_binding,
     },
     events::EventPublisher,
     leen::{ApiKey, LeenClient, Operation},
-    resource::{FINALIZER, LeenConnection},
+    resource::{
+        CONNECTION_LABEL, DeletionPolicy, FINALIZER, KEY_SECRET_ANNOTATION, LeenConnection,
+        ORGANIZATION_LABEL, REGION_LABEL, SECRET_FINALIZER,
+    },
     telemetry::{Metrics, Readiness},
 };
 
-/// Field manager of the controller's status writes.
+/// Field manager of the controller's writes.
 pub const FIELD_MANAGER: &str = "leen-operator";
 
 /// Everything that can fail a reconciliation.
@@ -90,9 +105,15 @@ impl Error {
     }
 }
 
+/// The controller caches only the metadata of LeenConnections (see [`run`]).
+pub type CachedConnection = PartialObjectMeta<LeenConnection>;
+
+/// The controller's view of Secrets: metadata only, never their data.
+pub type CachedSecret = PartialObjectMeta<Secret>;
+
 /// Shared state of the reconcilers.
 pub struct Context {
-    /// Kubernetes client.
+    /// Kubernetes client for calls (bounded by a timeout; watches use their own).
     pub client: Client,
     /// Leen client.
     pub leen: LeenClient,
@@ -108,9 +129,16 @@ pub struct Context {
     pub sync_interval: Duration,
     /// Retry delays.
     pub policy: RetryPolicy,
+    /// The metadata cache of LeenConnections (labels and annotations of ours included).
+    pub connections: Store<CachedConnection>,
+    writer: Mutex<Option<Writer<CachedConnection>>>,
+    synced: AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
-    pending_deletions: Mutex<HashSet<String>>,
     secret_refs: Mutex<HashMap<ObjectRef<CachedConnection>, String>>,
+    wake_connections: mpsc::UnboundedSender<ObjectRef<CachedConnection>>,
+    wake_connections_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedConnection>>>>,
+    wake_secrets: mpsc::UnboundedSender<ObjectRef<CachedSecret>>,
+    wake_secrets_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedSecret>>>>,
 }
 
 impl Context {
@@ -126,19 +154,37 @@ impl Context {
             controller: "leen-operator".into(),
             instance: std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()),
         };
+        let (connections, writer) = reflector::store();
+        let (wake_connections, wake_connections_rx) = mpsc::unbounded_channel();
+        let (wake_secrets, wake_secrets_rx) = mpsc::unbounded_channel();
         Self {
             events: EventPublisher::start(client.clone(), reporter, metrics.clone()),
             client,
             leen,
             default_key,
-            default_key_namespaces: NamespaceSet::All,
+            default_key_namespaces: NamespaceSet::Only(Vec::new()),
             metrics,
             sync_interval,
             policy: RetryPolicy::default(),
+            connections,
+            writer: Mutex::new(Some(writer)),
+            synced: AtomicBool::new(false),
             failures: Mutex::default(),
-            pending_deletions: Mutex::default(),
             secret_refs: Mutex::default(),
+            wake_connections,
+            wake_connections_rx: Mutex::new(Some(wake_connections_rx)),
+            wake_secrets,
+            wake_secrets_rx: Mutex::new(Some(wake_secrets_rx)),
         }
+    }
+
+    /// Whether the LeenConnection cache has synced once.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    fn set_synced(&self) {
+        self.synced.store(true, Ordering::Release);
     }
 
     fn failures(&self, uid: &str) -> u32 {
@@ -162,17 +208,6 @@ impl Context {
         }
     }
 
-    fn set_pending(&self, uid: &str, pending: bool) {
-        if let Ok(mut set) = self.pending_deletions.lock() {
-            if pending {
-                set.insert(uid.to_string());
-            } else {
-                set.remove(uid);
-            }
-            self.metrics.set_deletions_pending(set.len());
-        }
-    }
-
     /// Records which Secret a resource reads its key from, so that a change of that
     /// Secret reconciles it at once.
     fn remember_secret(&self, key: ObjectRef<CachedConnection>, obj: &LeenConnection) {
@@ -188,17 +223,18 @@ impl Context {
         }
     }
 
-    fn forget(&self, key: &ObjectRef<CachedConnection>) {
+    /// Drops everything kept in memory about a resource that is gone, however it went.
+    fn forget(&self, key: &ObjectRef<CachedConnection>, uid: Option<&str>) {
         if let Ok(mut map) = self.secret_refs.lock() {
             map.remove(key);
+        }
+        if let Some(uid) = uid {
+            self.set_failures(uid, false);
         }
     }
 
     /// The resources that read their key from this Secret.
-    pub fn users_of_secret(
-        &self,
-        secret: &PartialObjectMeta<Secret>,
-    ) -> Vec<ObjectRef<CachedConnection>> {
+    pub fn users_of_secret(&self, secret: &CachedSecret) -> Vec<ObjectRef<CachedConnection>> {
         let ns = secret.namespace();
         let name = secret.name_any();
         self.secret_refs
@@ -212,19 +248,100 @@ impl Context {
             .unwrap_or_default()
     }
 
-    fn inputs(&self, uid: &str) -> DecisionInputs<'_> {
+    /// How many resources kept in memory (for tests of the cleanup).
+    pub fn remembered(&self) -> usize {
+        let failures = self.failures.lock().map(|m| m.len()).unwrap_or(0);
+        let secrets = self.secret_refs.lock().map(|m| m.len()).unwrap_or(0);
+        failures + secrets
+    }
+
+    fn inputs(&self, uid: &str, also_bound_by: Vec<String>) -> DecisionInputs<'_> {
         DecisionInputs {
             now: chrono::Utc::now(),
             jitter: rand::random::<f64>(),
             sync_interval: self.sync_interval,
             sync_failures: self.failures(uid),
             policy: &self.policy,
+            also_bound_by,
+        }
+    }
+
+    /// Other live resources (not being deleted) in the cache whose labels bind `binding`.
+    fn labelled_binders(&self, me: &LeenConnection, binding: &Binding) -> Vec<String> {
+        let labels = binding_labels(binding);
+        let mut found: Vec<String> = self
+            .connections
+            .state_filter(|o| {
+                o.meta().deletion_timestamp.is_none()
+                    && o.uid() != me.uid()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| o.labels().get(*k).is_some_and(|x| x == v))
+            })
+            .iter()
+            .map(|o| display_ref(o.as_ref()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Another live resource that binds `binding`, for a deletion: the cache first, then a
+    /// read of each live resource the controller has not labelled yet (just created, say by
+    /// a GitOps rename that creates the new object and prunes the old one at once).
+    async fn other_binder(
+        &self,
+        me: &LeenConnection,
+        binding: &Binding,
+    ) -> Result<Option<String>, Error> {
+        if let Some(first) = self.labelled_binders(me, binding).into_iter().next() {
+            return Ok(Some(first));
+        }
+        let unlabelled = self.connections.state_filter(|o| {
+            o.meta().deletion_timestamp.is_none()
+                && o.uid() != me.uid()
+                && !o.labels().contains_key(CONNECTION_LABEL)
+        });
+        for meta in unlabelled {
+            let Some(ns) = meta.namespace() else { continue };
+            let api: Api<LeenConnection> = Api::namespaced(self.client.clone(), &ns);
+            let Some(other) = api.get_opt(&meta.name_any()).await? else {
+                continue;
+            };
+            if other.meta().deletion_timestamp.is_none()
+                && held_binding(&other).as_ref() == Some(binding)
+            {
+                return Ok(Some(display_ref(&other)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn wake(&self, refs: &[String]) {
+        for r in refs {
+            if let Some((ns, name)) = r.split_once('/') {
+                let _ = self
+                    .wake_connections
+                    .send(ObjectRef::new(name).within(ns));
+            }
         }
     }
 }
 
-/// The controller caches only the metadata of LeenConnections (see [`run`]).
-pub type CachedConnection = PartialObjectMeta<LeenConnection>;
+fn display_ref<K: Resource>(o: &K) -> String {
+    format!(
+        "{}/{}",
+        o.meta().namespace.as_deref().unwrap_or(""),
+        o.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+fn binding_labels(b: &Binding) -> [(&'static str, String); 3] {
+    [
+        (REGION_LABEL, b.region.as_str().to_string()),
+        (ORGANIZATION_LABEL, b.organization.to_string()),
+        (CONNECTION_LABEL, b.connection.to_string()),
+    ]
+}
 
 /// Reconciles one LeenConnection from its cached metadata: reads the whole object (the
 /// cache holds only metadata, to stay small at scale), then [`reconcile_object`].
@@ -240,7 +357,8 @@ pub async fn reconcile(meta: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
     let obj = match api.get_with(&meta.name_any(), &params).await {
         Ok(obj) => obj,
         Err(kube::Error::Api(status)) if status.code == 404 => {
-            ctx.forget(&key);
+            // Gone, however it went (also a finalizer removed by hand): forget it.
+            ctx.forget(&key, meta.uid().as_deref());
             return Ok(Action::await_change());
         }
         Err(e) => return Err(e.into()),
@@ -249,8 +367,8 @@ pub async fn reconcile(meta: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
     reconcile_object(Arc::new(obj), ctx).await
 }
 
-/// Reconciles one LeenConnection: the finalizer helper routes it to [`apply`] or
-/// [`cleanup`].
+/// Reconciles one LeenConnection: its labels, annotation and finalizer first, then the
+/// finalizer helper routes it to [`apply`] or [`cleanup`].
 pub async fn reconcile_object(
     obj: Arc<LeenConnection>,
     ctx: Arc<Context>,
@@ -258,6 +376,7 @@ pub async fn reconcile_object(
     ctx.metrics.reconcile();
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
+    let obj = ensure_metadata(obj, &api, &ctx).await?;
     let deleting = obj.meta().deletion_timestamp.is_some();
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     let result = finalizer(&api, FINALIZER, obj, |event| async {
@@ -268,15 +387,92 @@ pub async fn reconcile_object(
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    if result.is_ok() && has_finalizer == deleting {
-        // Deleting with the finalizer: the helper removed it. Neither: it added it.
-        ctx.metrics.kube_write(if deleting {
-            "finalizer_remove"
-        } else {
-            "finalizer_add"
-        });
+    if result.is_ok() && deleting && has_finalizer {
+        ctx.metrics.kube_write("finalizer_remove");
     }
     result
+}
+
+/// What the controller keeps on a live resource's metadata: the binding labels, the key
+/// Secret annotation, and the finalizer, all in one patch when anything is missing. The
+/// patch carries the resourceVersion read, so that it cannot drop another's finalizer.
+async fn ensure_metadata(
+    obj: Arc<LeenConnection>,
+    api: &Api<LeenConnection>,
+    ctx: &Context,
+) -> Result<Arc<LeenConnection>, Error> {
+    if obj.meta().deletion_timestamp.is_some() {
+        return Ok(obj);
+    }
+    let mut labels = serde_json::Map::new();
+    let binding = held_binding(&obj);
+    let wanted = binding.as_ref().map(binding_labels);
+    for key in [REGION_LABEL, ORGANIZATION_LABEL, CONNECTION_LABEL] {
+        let want = wanted
+            .as_ref()
+            .and_then(|w| w.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()));
+        if obj.labels().get(key) != want.as_ref() {
+            labels.insert(key.to_string(), want.map_or(Value::Null, Value::String));
+        }
+    }
+    let key_secret = key_secret_needed(&obj);
+    let current_secret = obj.annotations().get(KEY_SECRET_ANNOTATION).cloned();
+    let mut annotations = serde_json::Map::new();
+    if current_secret != key_secret {
+        annotations.insert(
+            KEY_SECRET_ANNOTATION.to_string(),
+            key_secret.clone().map_or(Value::Null, Value::String),
+        );
+    }
+    let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    if labels.is_empty() && annotations.is_empty() && has_finalizer {
+        return Ok(obj);
+    }
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("resourceVersion".into(), json!(obj.resource_version()));
+    if !labels.is_empty() {
+        metadata.insert("labels".into(), Value::Object(labels));
+    }
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), Value::Object(annotations));
+    }
+    if !has_finalizer {
+        let mut finalizers = obj.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        metadata.insert("finalizers".into(), json!(finalizers));
+    }
+    let patch = json!({ "metadata": metadata });
+    let updated = api
+        .patch(
+            &obj.name_any(),
+            &field_manager(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    ctx.metrics
+        .kube_write(if has_finalizer { "metadata" } else { "finalizer_add" });
+    if let (Some(old), Some(ns)) = (current_secret, obj.namespace())
+        && key_secret.as_ref() != Some(&old)
+    {
+        // That Secret may not be needed any more.
+        let _ = ctx.wake_secrets.send(ObjectRef::new(&old).within(&ns));
+    }
+    Ok(Arc::new(updated))
+}
+
+/// The Secret whose key this resource's deletion will need: its apiKeySecretRef, for a
+/// `Delete` resource.
+fn key_secret_needed(obj: &LeenConnection) -> Option<String> {
+    (obj.spec.deletion_policy == DeletionPolicy::Delete)
+        .then(|| obj.spec.api_key_secret_ref.as_ref().map(|r| r.name.clone()))
+        .flatten()
+}
+
+fn field_manager() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
 }
 
 /// Requeue policy after a failed reconciliation.
@@ -302,12 +498,24 @@ pub fn error_policy(obj: Arc<CachedConnection>, error: &Error, ctx: Arc<Context>
 async fn apply(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error> {
     let uid = obj.uid().unwrap_or_default();
     let obs = observe(&obj, ctx, Operation::Get).await?;
-    let decision = decide_sync(&obj, &obs, &ctx.inputs(&uid));
+    let also_bound_by = held_binding(&obj)
+        .map(|b| ctx.labelled_binders(&obj, &b))
+        .unwrap_or_default();
+    let decision = decide_sync(&obj, &obs, &ctx.inputs(&uid, also_bound_by.clone()));
     // Every read that does not end Ready counts towards the backoff (a NotFound too, so
     // that a missing connection is not polled every few seconds).
     let ready = decision.status.ready().is_some_and(|c| c.status == "True");
     ctx.set_failures(&uid, !ready);
+    let was_shared = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.ready())
+        .is_some_and(|c| c.message.contains("also bound by"));
     write(&obj, &decision, ctx).await?;
+    if !also_bound_by.is_empty() && !was_shared {
+        // The others should show it too.
+        ctx.wake(&also_bound_by);
+    }
     Ok(decision
         .requeue_after
         .map_or_else(Action::await_change, Action::requeue))
@@ -316,16 +524,29 @@ async fn apply(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error>
 /// A resource being deleted: the deletion table.
 async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error> {
     let uid = obj.uid().unwrap_or_default();
+    let binding = held_binding(&obj);
     let step = match deletion_shortcut(&obj) {
         Some(step) => step,
-        None => DeletionStep::Observed(observe(&obj, ctx, Operation::Delete).await?),
+        None => match &binding {
+            Some(b) => match ctx.other_binder(&obj, b).await? {
+                Some(by) => DeletionStep::StillReferenced { by },
+                None => DeletionStep::Observed(observe(&obj, ctx, Operation::Delete).await?),
+            },
+            None => DeletionStep::Observed(observe(&obj, ctx, Operation::Delete).await?),
+        },
     };
-    let decision = decide_deletion(&obj, &step, &ctx.inputs(&uid));
+    let decision = decide_deletion(&obj, &step, &ctx.inputs(&uid, Vec::new()));
     let reason = decision
         .event
         .as_ref()
         .map(|e| e.reason)
-        .unwrap_or(Reason::Deleted);
+        .or_else(|| {
+            obj.status
+                .as_ref()
+                .and_then(|s| s.ready())
+                .and_then(|c| Reason::parse(&c.reason))
+        })
+        .unwrap_or(Reason::LeenUnavailable);
     match decision.finalizer {
         FinalizerAction::Remove => {
             // The finalizer goes only once the status is accepted: retry briefly here
@@ -342,17 +563,24 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
                     Err(e) => return Err(e),
                 }
             }
-            ctx.set_pending(&uid, false);
-            ctx.set_failures(&uid, false);
             if let Some(ns) = obj.namespace() {
-                ctx.forget(&ObjectRef::new(&obj.name_any()).within(&ns));
+                ctx.forget(&ObjectRef::new(&obj.name_any()).within(&ns), Some(&uid));
+                if let Some(secret) = obj.spec.api_key_secret_ref.as_ref() {
+                    // Once the finalizer is gone, the Secret may be free to go.
+                    let _ = ctx
+                        .wake_secrets
+                        .send(ObjectRef::new(&secret.name).within(&ns));
+                }
+            }
+            if let Some(b) = &binding {
+                // Those still binding the connection no longer share it with this one.
+                ctx.wake(&ctx.labelled_binders(&obj, b));
             }
             ctx.metrics.deletion_finished(reason.as_str());
             info!(name = %obj.name_any(), namespace = ?obj.namespace(), reason = reason.as_str(), "deletion finished, removing finalizer");
             Ok(Action::await_change())
         }
         FinalizerAction::Keep => {
-            ctx.set_pending(&uid, true);
             write(&obj, &decision, ctx).await?;
             Err(Error::DeletionPending {
                 reason,
@@ -362,18 +590,22 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
     }
 }
 
-/// Reads the inputs (ids, API key) and calls Leen. Kubernetes API failures other than a
-/// missing or unreadable Secret are errors; everything else is an observation.
+/// Reads the inputs (binding, API key) and calls Leen. Kubernetes API failures other than
+/// a missing or unreadable Secret are errors; everything else is an observation.
 async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<Observation, Error> {
-    let (organization, connection) = match validate_ids(obj) {
-        Ok(ids) => ids,
+    let binding = match validate_binding(obj) {
+        Ok(b) => b,
         Err(obs) => return Ok(obs),
     };
     let key = match resolve_key(obj, ctx).await? {
         Ok(key) => key,
         Err(message) => return Ok(Observation::CredentialsMissing(message)),
     };
-    let region = obj.spec.region;
+    let Binding {
+        region,
+        organization,
+        connection,
+    } = binding;
     let outcome = match op {
         Operation::Get => {
             ctx.leen
@@ -391,13 +623,14 @@ async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<O
 }
 
 /// The API key for a resource: its Secret's key, or the default key. The inner error is
-/// the `CredentialsMissing` message.
+/// the `CredentialsMissing` message. A `Delete` resource's Secret gets the
+/// `leen.dev/secret-in-use` finalizer here, so that it outlives the resource's deletion.
 async fn resolve_key(obj: &LeenConnection, ctx: &Context) -> Result<Result<ApiKey, String>, Error> {
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let Some(secret_ref) = &obj.spec.api_key_secret_ref else {
         if !ctx.default_key_namespaces.contains(&ns) {
             return Ok(Err(format!(
-                "no spec.apiKeySecretRef, and namespace {ns} may not use the operator's default API key (LEEN_DEFAULT_KEY_NAMESPACES)"
+                "no spec.apiKeySecretRef, and namespace {ns} may not use the operator's default API key: name a Secret in spec.apiKeySecretRef, or add {ns} to the operator's LEEN_DEFAULT_KEY_NAMESPACES (chart value defaultKeyNamespaces)"
             )));
         }
         return Ok(ctx.default_key.clone().ok_or_else(|| {
@@ -418,6 +651,9 @@ async fn resolve_key(obj: &LeenConnection, ctx: &Context) -> Result<Result<ApiKe
         }
         Err(e) => return Err(e.into()),
     };
+    if obj.spec.deletion_policy == DeletionPolicy::Delete {
+        protect_secret(&secret, ctx, obj.meta().deletion_timestamp.is_none()).await?;
+    }
     let key = &secret_ref.key;
     let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(key)) else {
         return Ok(Err(format!("{where_} has no key {key:?}")));
@@ -425,7 +661,120 @@ async fn resolve_key(obj: &LeenConnection, ctx: &Context) -> Result<Result<ApiKe
     let Ok(text) = std::str::from_utf8(&bytes.0) else {
         return Ok(Err(format!("key {key:?} of {where_} is not UTF-8 text")));
     };
-    Ok(ApiKey::new(text).ok_or_else(|| format!("key {key:?} of {where_} is empty")))
+    Ok(ApiKey::new(text).map_err(|e| format!("key {key:?} of {where_} {e}")))
+}
+
+/// Puts `leen.dev/secret-in-use` on a key Secret that lacks it. A Secret already being
+/// deleted cannot get a new finalizer; it stays readable only as long as others hold it.
+/// `strict`: a failed patch fails the reconciliation (a live resource, retried); a
+/// deletion goes on without it.
+async fn protect_secret(secret: &Secret, ctx: &Context, strict: bool) -> Result<(), Error> {
+    let finalizers = secret.metadata.finalizers.clone().unwrap_or_default();
+    if finalizers.iter().any(|f| f == SECRET_FINALIZER)
+        || secret.metadata.deletion_timestamp.is_some()
+    {
+        return Ok(());
+    }
+    let (Some(ns), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) else {
+        return Ok(());
+    };
+    let mut wanted = finalizers;
+    wanted.push(SECRET_FINALIZER.to_string());
+    let patch = json!({"metadata": {
+        "resourceVersion": secret.metadata.resource_version,
+        "finalizers": wanted,
+    }});
+    // Through the metadata API: the answer carries no Secret data.
+    let api: Api<CachedSecret> = Api::namespaced(ctx.client.clone(), ns);
+    match api.patch(name, &field_manager(), &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            ctx.metrics.kube_write("secret_finalizer_add");
+            Ok(())
+        }
+        Err(e) if !strict => {
+            warn!(secret = %name, namespace = %ns, error = %e, "could not protect the key Secret");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Keeps `leen.dev/secret-in-use` on a Secret exactly while a `Delete` LeenConnection still
+/// holding its finalizer names it.
+pub async fn reconcile_secret(secret: Arc<CachedSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(index) = secret.finalizers().iter().position(|f| f == SECRET_FINALIZER) else {
+        return Ok(Action::await_change());
+    };
+    if !ctx.synced() {
+        // An empty cache would say that nobody needs the Secret.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let ns = secret.namespace().ok_or(Error::NoNamespace)?;
+    let name = secret.name_any();
+    if let Some(user) = secret_user(&ctx, &ns, &name).await? {
+        debug!(secret = %name, namespace = %ns, user = %user, "key Secret still needed");
+        return Ok(Action::requeue(ctx.sync_interval));
+    }
+    // The resourceVersion makes the patch fail, rather than drop another's finalizer, if
+    // the list moved meanwhile.
+    let mut rest = secret.finalizers().to_vec();
+    rest.remove(index);
+    let patch = json!({"metadata": {
+        "resourceVersion": secret.resource_version(),
+        "finalizers": rest,
+    }});
+    let api: Api<CachedSecret> = Api::namespaced(ctx.client.clone(), &ns);
+    match api.patch(&name, &field_manager(), &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            ctx.metrics.kube_write("secret_finalizer_remove");
+            info!(secret = %name, namespace = %ns, "no LeenConnection needs the key Secret any more; released it");
+            Ok(Action::await_change())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A LeenConnection (`namespace/name`) whose deletion still needs Secret `ns/name`.
+async fn secret_user(ctx: &Context, ns: &str, name: &str) -> Result<Option<String>, Error> {
+    let in_ns = ctx
+        .connections
+        .state_filter(|o| o.namespace().as_deref() == Some(ns));
+    let mut unknown = Vec::new();
+    for o in in_ns {
+        let deleting = o.meta().deletion_timestamp.is_some();
+        let holds = o.finalizers().iter().any(|f| f == FINALIZER);
+        if deleting && !holds {
+            continue;
+        }
+        if o.annotations().get(KEY_SECRET_ANNOTATION).map(String::as_str) == Some(name)
+            && (holds || !deleting)
+        {
+            return Ok(Some(display_ref(o.as_ref())));
+        }
+        // Not labelled yet, or deleting before its first read: its spec decides.
+        if !o.labels().contains_key(CONNECTION_LABEL) || !holds {
+            unknown.push(o);
+        }
+    }
+    let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), ns);
+    for o in unknown {
+        if let Some(full) = api.get_opt(&o.name_any()).await?
+            && key_secret_needed(&full).as_deref() == Some(name)
+            && (full.meta().deletion_timestamp.is_none()
+                || full.finalizers().iter().any(|f| f == FINALIZER))
+        {
+            return Ok(Some(display_ref(&full)));
+        }
+    }
+    Ok(None)
+}
+
+/// Requeue policy of the Secret protection.
+pub fn secret_error_policy(obj: Arc<CachedSecret>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_error("SecretProtection");
+    warn!(secret = %obj.name_any(), namespace = ?obj.namespace(), %error, "key Secret protection failed");
+    Action::requeue(Duration::from_secs(5))
 }
 
 /// Applies a decision's writes: the status (only when it changed), then the Event.
@@ -436,12 +785,8 @@ async fn write(obj: &LeenConnection, decision: &Decision, ctx: &Context) -> Resu
         let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
         let old = serde_json::to_value(&obj.status).unwrap_or_default();
         let new = serde_json::to_value(&decision.status).unwrap_or_default();
-        let patch = serde_json::json!({ "status": merge_patch(&old, &new) });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..Default::default()
-        };
-        api.patch_status(&name, &params, &Patch::Merge(patch))
+        let patch = json!({ "status": merge_patch(&old, &new) });
+        api.patch_status(&name, &field_manager(), &Patch::Merge(patch))
             .await?;
         ctx.metrics.kube_write("status");
     }
@@ -458,8 +803,7 @@ async fn write(obj: &LeenConnection, decision: &Decision, ctx: &Context) -> Resu
 /// The JSON merge patch (RFC 7386) that turns `old` into `new`: changed and new keys with
 /// their values, removed keys as null, objects recursively, arrays whole. Writing only the
 /// difference keeps the write small, and the null entries remove what no longer applies.
-pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
+pub fn merge_patch(old: &Value, new: &Value) -> Value {
     match (old, new) {
         (Value::Object(o), Value::Object(n)) => {
             let mut patch = serde_json::Map::new();
@@ -484,7 +828,7 @@ pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_js
 }
 
 /// What changes of a LeenConnection are worth a reconciliation: spec (generation),
-/// finalizers and the start of deletion. Status writes (our own) are not.
+/// finalizers and the start of deletion. Status writes (our own) and our own labels are not.
 fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -494,27 +838,37 @@ fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Drops what the controller never reads from its cache, to keep memory small.
+/// Drops what the controller never reads from its cache, to keep memory small: all but
+/// the controller's own labels and annotation.
 fn strip(obj: &mut CachedConnection) {
+    obj.managed_fields_mut().clear();
+    let ours = |k: &String| k.starts_with("leen.dev/");
+    obj.annotations_mut().retain(|k, _| ours(k));
+    obj.labels_mut().retain(|k, _| ours(k));
+    obj.owner_references_mut().clear();
+}
+
+fn strip_secret(obj: &mut CachedSecret) {
     obj.managed_fields_mut().clear();
     obj.annotations_mut().clear();
     obj.labels_mut().clear();
     obj.owner_references_mut().clear();
 }
 
-/// Runs the controller until `shutdown` resolves. `ready` is set once the cache synced.
+/// Runs the controllers until `shutdown` resolves. `ready` is set once the cache synced.
 pub async fn run(
     ctx: Arc<Context>,
+    watch_client: Client,
     watch_namespace: Option<String>,
     concurrency: u16,
     ready: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
+    let client = watch_client;
     // Metadata only, for LeenConnections as for Secrets: the controller reads the whole
     // object when it reconciles it, so the cache stays small with many resources, and no
-    // Secret's data ever sits in the operator's memory.
-    let (connections, secrets): (Api<CachedConnection>, Api<PartialObjectMeta<Secret>>) =
+    // Secret's data ever reaches the operator unless it reads a key.
+    let (connections, secrets): (Api<CachedConnection>, Api<CachedSecret>) =
         match &watch_namespace {
             Some(ns) => (
                 Api::namespaced(client.clone(), ns),
@@ -522,7 +876,11 @@ pub async fn run(
             ),
             None => (Api::all(client.clone()), Api::all(client.clone())),
         };
-    let (reader, writer) = reflector::store();
+    let Some(writer) = ctx.writer.lock().ok().and_then(|mut w| w.take()) else {
+        warn!("controller already running on this context");
+        return;
+    };
+    let reader = ctx.connections.clone();
     let main_stream = watcher(connections, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(strip)
@@ -530,11 +888,18 @@ pub async fn run(
         .touched_objects()
         .predicate_filter(trigger_fingerprint, Default::default());
     let secret_index = ctx.clone();
-    let secret_stream = watcher(secrets, watcher::Config::default().any_semantic())
+    let secret_stream = watcher(secrets.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
         .touched_objects();
+    let wake_connections = ctx
+        .wake_connections_rx
+        .lock()
+        .ok()
+        .and_then(|mut rx| rx.take());
+    let wake_secrets = ctx.wake_secrets_rx.lock().ok().and_then(|mut rx| rx.take());
 
     let ready_reader = reader.clone();
+    let ready_ctx = ctx.clone();
     tokio::spawn(async move {
         // The store's readiness signal wakes only its most recent waiter (the controller's
         // runner also waits on it), so look again at short intervals rather than once.
@@ -544,28 +909,91 @@ pub async fn run(
             {
                 Ok(Ok(())) => {
                     info!("LeenConnection cache synced; ready");
+                    ready_ctx.set_synced();
                     ready.set(true);
-                    return;
+                    break;
                 }
                 Ok(Err(_)) => return,
                 Err(_) => {}
             }
         }
+        // Deletions pending, counted from the cache: nothing to leak when a resource goes.
+        loop {
+            let pending = ready_reader
+                .state_filter(|o| {
+                    o.meta().deletion_timestamp.is_some()
+                        && o.finalizers().iter().any(|f| f == FINALIZER)
+                })
+                .len();
+            ready_ctx.metrics.set_deletions_pending(pending);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     });
 
-    Controller::for_stream(main_stream, reader)
+    let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut secrets_shutdown = shutdown_tx.subscribe();
+    let mut connections_shutdown = shutdown_tx.subscribe();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(());
+    });
+
+    let mut main = Controller::for_stream(main_stream, reader)
         .with_config(controller::Config::default().concurrency(concurrency))
         .watches_stream(secret_stream, move |secret| {
             secret_index.users_of_secret(&secret)
         })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(async move {
+            let _ = connections_shutdown.recv().await;
+        });
+    if let Some(rx) = wake_connections {
+        main = main.reconcile_on(receiver_stream(rx));
+    }
+    let secret_watch = watcher(secrets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_secret);
+    let (secret_reader, secret_writer) = reflector::store();
+    let secret_stream = secret_watch
+        .reflect(secret_writer)
+        .touched_objects()
+        .predicate_filter(secret_fingerprint, Default::default());
+    let mut protection = Controller::for_stream(secret_stream, secret_reader)
+        .with_config(controller::Config::default().concurrency(4))
+        .graceful_shutdown_on(async move {
+            let _ = secrets_shutdown.recv().await;
+        });
+    if let Some(rx) = wake_secrets {
+        protection = protection.reconcile_on(receiver_stream(rx));
+    }
+    let main = main
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 debug!(error = %e, "controller stream error");
             }
-        })
-        .await;
+        });
+    let protection = protection
+        .run(reconcile_secret, secret_error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "secret protection stream error");
+            }
+        });
+    futures::join!(main, protection);
+}
+
+fn secret_fingerprint(obj: &CachedSecret) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    obj.finalizers().hash(&mut h);
+    obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+fn receiver_stream<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[cfg(test)]

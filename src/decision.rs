@@ -11,7 +11,7 @@ use crate::{
     leen::{Connection, LeenOutcome},
     resource::{
         BoundConnection, Condition, ConnectionHealth, DeletionPolicy, DeletionRecord, HealthDetail,
-        LeenConnection, LeenConnectionStatus, READY_CONDITION,
+        LeenConnection, LeenConnectionStatus, READY_CONDITION, Region, is_dns1123_subdomain,
     },
 };
 
@@ -48,6 +48,11 @@ pub enum Reason {
     AlreadyDeleted,
     /// deletionPolicy Orphan: the connection was left in Leen.
     Orphaned,
+    /// Another live LeenConnection binds the same connection: released without a call.
+    StillReferenced,
+    /// Another live LeenConnection binds the same connection (an Event, not a condition
+    /// reason): almost always a mistake.
+    SharedConnection,
 }
 
 impl Reason {
@@ -69,17 +74,45 @@ impl Reason {
             Reason::Deleted => "Deleted",
             Reason::AlreadyDeleted => "AlreadyDeleted",
             Reason::Orphaned => "Orphaned",
+            Reason::StillReferenced => "StillReferenced",
+            Reason::SharedConnection => "SharedConnection",
         }
+    }
+
+    /// The reason a word names, if any.
+    pub fn parse(word: &str) -> Option<Self> {
+        ALL_REASONS.iter().copied().find(|r| r.as_str() == word)
     }
 
     /// Whether a deletion that ended with this reason is finished.
     pub fn releases_finalizer(self) -> bool {
         matches!(
             self,
-            Reason::Deleted | Reason::AlreadyDeleted | Reason::Orphaned
+            Reason::Deleted | Reason::AlreadyDeleted | Reason::Orphaned | Reason::StillReferenced
         )
     }
 }
+
+/// Every reason, for lookups by name.
+pub const ALL_REASONS: &[Reason] = &[
+    Reason::Synced,
+    Reason::ConnectionDeleted,
+    Reason::NotFound,
+    Reason::Unauthorized,
+    Reason::Rejected,
+    Reason::RateLimited,
+    Reason::LeenUnavailable,
+    Reason::InvalidResponse,
+    Reason::UnexpectedResponse,
+    Reason::CredentialsMissing,
+    Reason::InvalidSpec,
+    Reason::ImmutableFieldChanged,
+    Reason::Deleted,
+    Reason::AlreadyDeleted,
+    Reason::Orphaned,
+    Reason::StillReferenced,
+    Reason::SharedConnection,
+];
 
 /// What reading the inputs and (maybe) calling Leen came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +135,12 @@ pub enum Observation {
 pub enum DeletionStep {
     /// deletionPolicy Orphan: no call, no credentials.
     Orphan,
+    /// Another live LeenConnection binds the same region, organization and connection:
+    /// no call; the connection stays for the other resource.
+    StillReferenced {
+        /// `namespace/name` of the other resource.
+        by: String,
+    },
     /// A previous attempt already got Leen's confirmation and wrote it to status, but the
     /// finalizer was not removed (crash, failed patch): release without calling again.
     AlreadyConfirmed(Reason),
@@ -220,37 +259,95 @@ pub struct DecisionInputs<'a> {
     pub sync_failures: u32,
     /// Retry delays.
     pub policy: &'a RetryPolicy,
+    /// Other live resources (`namespace/name`) that bind the same connection.
+    pub also_bound_by: Vec<String>,
 }
 
-/// The ids of a resource, checked: both are UUIDs, and they are the ones the resource was
-/// first bound to.
-pub fn validate_ids(obj: &LeenConnection) -> Result<(Uuid, Uuid), Observation> {
+/// An identical failure repeated within this time does not rewrite the status or emit an
+/// Event again: with many resources failing alike (a long 429, an outage) the status
+/// writes would otherwise cost the API server more than the retries cost Leen.
+pub const REPEAT_QUIET: Duration = Duration::from_secs(60);
+
+/// Longest string mirrored from Leen into status; longer ones are cut.
+pub const MAX_MIRRORED_CHARS: usize = 1024;
+
+/// Most health details mirrored from Leen into status.
+pub const MAX_MIRRORED_DETAILS: usize = 32;
+
+/// The region and ids a resource acts on, checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Binding {
+    /// Leen region.
+    pub region: Region,
+    /// Organization UUID.
+    pub organization: Uuid,
+    /// Connection UUID.
+    pub connection: Uuid,
+}
+
+/// The region and ids of a resource, checked: both ids are UUIDs, the key Secret's name
+/// is a DNS-1123 name, and region and ids are the ones the resource was first bound to.
+pub fn validate_binding(obj: &LeenConnection) -> Result<Binding, Observation> {
+    let invalid = |message: String| Observation::InvalidSpec {
+        reason: Reason::InvalidSpec,
+        message,
+    };
     let parse = |field: &str, value: &str| {
-        Uuid::parse_str(value).map_err(|_| Observation::InvalidSpec {
-            reason: Reason::InvalidSpec,
-            message: format!("spec.{field} {value:?} is not a UUID"),
-        })
+        Uuid::parse_str(value).map_err(|_| invalid(format!("spec.{field} {value:?} is not a UUID")))
     };
     let organization = parse("organizationId", &obj.spec.organization_id)?;
     let connection = parse("connectionId", &obj.spec.connection_id)?;
+    if let Some(r) = &obj.spec.api_key_secret_ref
+        && !is_dns1123_subdomain(&r.name)
+    {
+        return Err(invalid(format!(
+            "spec.apiKeySecretRef.name {:?} is not a Secret name (a DNS-1123 subdomain)",
+            r.name
+        )));
+    }
+    let binding = Binding {
+        region: obj.spec.region,
+        organization,
+        connection,
+    };
     if let Some(bound) = obj
         .status
         .as_ref()
         .and_then(|s| s.bound_connection.as_ref())
     {
         let same = |a: &str, b: &Uuid| Uuid::parse_str(a).is_ok_and(|a| a == *b);
-        if !same(&bound.organization_id, &organization) || !same(&bound.connection_id, &connection)
+        let same_region = bound.region.is_none_or(|r| r == binding.region);
+        if !same(&bound.organization_id, &organization)
+            || !same(&bound.connection_id, &connection)
+            || !same_region
         {
+            let bound_region = bound.region.unwrap_or(binding.region);
             return Err(Observation::InvalidSpec {
                 reason: Reason::ImmutableFieldChanged,
                 message: format!(
-                    "spec names organization {organization} connection {connection}, but this resource is bound to organization {} connection {}; ids are immutable: restore them, or create a new LeenConnection",
-                    bound.organization_id, bound.connection_id
+                    "spec names region {} organization {organization} connection {connection}, but this resource is bound to region {} organization {} connection {}; region and ids are immutable: restore them, or create a new LeenConnection",
+                    binding.region.as_str(),
+                    bound_region.as_str(),
+                    bound.organization_id,
+                    bound.connection_id
                 ),
             });
         }
     }
-    Ok((organization, connection))
+    Ok(binding)
+}
+
+/// The binding a resource holds: the one in status, else its spec's when valid. This is
+/// what the binding labels say.
+pub fn held_binding(obj: &LeenConnection) -> Option<Binding> {
+    if let Some(bound) = obj.status.as_ref().and_then(|s| s.bound_connection.as_ref()) {
+        return Some(Binding {
+            region: bound.region.unwrap_or(obj.spec.region),
+            organization: Uuid::parse_str(&bound.organization_id).ok()?,
+            connection: Uuid::parse_str(&bound.connection_id).ok()?,
+        });
+    }
+    validate_binding(obj).ok()
 }
 
 /// What deleting the resource comes to before reading any input: Orphan, or a deletion
@@ -272,14 +369,22 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
     let mut status = current.clone();
     let generation = obj.metadata.generation;
     status.observed_generation = generation;
-    if status.bound_connection.is_none() && !matches!(obs, Observation::InvalidSpec { .. }) {
-        status.bound_connection = Some(BoundConnection {
-            organization_id: obj.spec.organization_id.clone(),
-            connection_id: obj.spec.connection_id.clone(),
-        });
+    if !matches!(obs, Observation::InvalidSpec { .. }) {
+        match status.bound_connection.as_mut() {
+            None => {
+                status.bound_connection = Some(BoundConnection {
+                    region: Some(obj.spec.region),
+                    organization_id: obj.spec.organization_id.clone(),
+                    connection_id: obj.spec.connection_id.clone(),
+                });
+            }
+            // Bound before regions were recorded: the region is the spec's.
+            Some(bound) if bound.region.is_none() => bound.region = Some(obj.spec.region),
+            Some(_) => {}
+        }
     }
 
-    let (ready, reason, message, retry_after) = match obs {
+    let (ready, reason, mut message, retry_after) = match obs {
         Observation::Leen(LeenOutcome::Success(conn)) => {
             mirror(&mut status, conn);
             let state = conn.state.as_deref().unwrap_or("unknown");
@@ -334,21 +439,39 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
             )
             .min(inputs.sync_interval)
     };
+    let shared = shared_note(&obj.spec.connection_id, &inputs.also_bound_by);
+    if let Some(note) = &shared {
+        message = format!("{message}; {note}");
+    }
     set_ready(&mut status, ready, reason, &message, generation, inputs.now);
 
     // Events mark changes; a resource that stays in one state does not repeat them, and a
     // first successful read is no news (it shows in `kubectl get`).
-    let previous = current
-        .ready()
-        .map(|c| (c.status.as_str(), c.reason.as_str()));
-    let changed = previous != Some((if ready { "True" } else { "False" }, reason.as_str()))
-        && !(previous.is_none() && ready);
-    let event = changed.then(|| EventSpec {
-        warning: !ready && reason != Reason::ConnectionDeleted,
-        reason,
-        action: "SyncConnection",
-        note: message,
-    });
+    let previous = current.ready();
+    let previous_key = previous.map(|c| (c.status.as_str(), c.reason.as_str()));
+    let changed = previous_key != Some((if ready { "True" } else { "False" }, reason.as_str()))
+        && !(previous_key.is_none() && ready);
+    let newly_shared = shared.is_some()
+        && !previous.is_some_and(|c| c.message.contains(SHARED_MARK));
+    let event = if changed {
+        Some(EventSpec {
+            warning: !ready && reason != Reason::ConnectionDeleted,
+            reason,
+            action: "SyncConnection",
+            note: message,
+        })
+    } else {
+        None
+    };
+    let event = match (event, newly_shared, shared) {
+        (None, true, Some(note)) => Some(EventSpec {
+            warning: true,
+            reason: Reason::SharedConnection,
+            action: "SyncConnection",
+            note,
+        }),
+        (event, _, _) => event,
+    };
     Decision {
         status,
         event,
@@ -368,7 +491,16 @@ pub fn decide_deletion(
     let id = &obj.spec.connection_id;
     let previous = status.deletion.clone().unwrap_or_default();
 
+    let mut warn_anyway = false;
     let (reason, message, http_status, retry_after) = match step {
+        DeletionStep::StillReferenced { by } => (
+            Reason::StillReferenced,
+            format!(
+                "{by} binds the same connection {id}: it was not deleted in Leen and stays for {by}"
+            ),
+            None,
+            None,
+        ),
         DeletionStep::Orphan => (
             Reason::Orphaned,
             format!("deletionPolicy is Orphan: connection {id} was left in Leen"),
@@ -393,19 +525,22 @@ pub fn decide_deletion(
         }
         DeletionStep::Observed(Observation::Leen(LeenOutcome::Success(conn))) => {
             mirror(&mut status, conn);
-            (
-                Reason::Deleted,
+            let state = conn.state.as_deref().unwrap_or("unknown");
+            let health = conn
+                .health
+                .as_ref()
+                .and_then(|h| h.status.as_deref())
+                .unwrap_or("unknown");
+            let message = if state == "DELETED" {
+                format!("Leen deleted connection {id}: state {state}, health {health}")
+            } else {
+                warn_anyway = true;
                 format!(
-                    "Leen deleted connection {id}: state {}, health {}",
-                    conn.state.as_deref().unwrap_or("unknown"),
-                    conn.health
-                        .as_ref()
-                        .and_then(|h| h.status.as_deref())
-                        .unwrap_or("unknown")
-                ),
-                Some(200),
-                None,
-            )
+                    "Leen confirmed the deletion of connection {id} but reports state {}, not DELETED (health {health}); recorded as Leen returned it",
+                    clip(state)
+                )
+            };
+            (Reason::Deleted, message, Some(200), None)
         }
         DeletionStep::Observed(Observation::Leen(LeenOutcome::NotFound { detail })) => (
             Reason::AlreadyDeleted,
@@ -430,6 +565,17 @@ pub fn decide_deletion(
     };
 
     let attempts = previous.attempts.saturating_add(1);
+    let message = cap(&message);
+    if !reason.releases_finalizer() && is_quiet_repeat(&previous, reason, &message, inputs.now) {
+        // The same failure again, shortly after the last recorded one: no new status or
+        // Event; the record is brought up to date once REPEAT_QUIET has passed.
+        return Decision {
+            status,
+            event: None,
+            finalizer: FinalizerAction::Keep,
+            requeue_after: Some(inputs.policy.delay(reason, retry_after, attempts, inputs.jitter)),
+        };
+    }
     let (finalizer, requeue_after, note) = if reason.releases_finalizer() {
         (FinalizerAction::Remove, None, message.clone())
     } else {
@@ -456,7 +602,7 @@ pub fn decide_deletion(
     Decision {
         status,
         event: Some(EventSpec {
-            warning: !reason.releases_finalizer(),
+            warning: !reason.releases_finalizer() || warn_anyway,
             reason,
             action: "DeleteConnection",
             note,
@@ -464,6 +610,62 @@ pub fn decide_deletion(
         finalizer,
         requeue_after,
     }
+}
+
+/// Marks a Ready message that names other resources binding the same connection.
+const SHARED_MARK: &str = "also bound by";
+
+fn shared_note(id: &str, others: &[String]) -> Option<String> {
+    if others.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = others.iter().take(5).map(String::as_str).collect();
+    let more = others.len().saturating_sub(shown.len());
+    let list = if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    };
+    Some(format!(
+        "connection {id} is {SHARED_MARK} {list}: two resources for one connection are almost always a mistake; deleting either one leaves the connection in Leen (StillReferenced) until the last one goes"
+    ))
+}
+
+/// Whether a failed attempt repeats the recorded one closely enough to write nothing.
+fn is_quiet_repeat(
+    previous: &DeletionRecord,
+    reason: Reason,
+    message: &str,
+    now: DateTime<Utc>,
+) -> bool {
+    previous.outcome.as_deref() == Some(reason.as_str())
+        && previous.last_error.as_deref() == Some(message)
+        && previous
+            .last_attempt_time
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| {
+                let since = now.signed_duration_since(t.with_timezone(&Utc));
+                since >= chrono::Duration::zero()
+                    && since < chrono::Duration::from_std(REPEAT_QUIET).unwrap_or_default()
+            })
+}
+
+/// Cuts a string mirrored from Leen, so that a huge answer cannot push the status past
+/// the API server's object size limit.
+fn cap(s: &str) -> String {
+    if s.chars().count() <= MAX_MIRRORED_CHARS {
+        return s.to_string();
+    }
+    s.chars().take(MAX_MIRRORED_CHARS).collect::<String>() + "..."
+}
+
+fn cap_opt(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(cap)
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 /// Reason and message of a failed call.
@@ -482,15 +684,10 @@ fn failure(outcome: &LeenOutcome, id: &str) -> (Reason, String) {
             Reason::Rejected,
             format!("Leen rejected the request (422): {detail}"),
         ),
-        LeenOutcome::RateLimited { retry_after } => (
+        // No seconds in the message: a long 429 is one repeated failure, not many.
+        LeenOutcome::RateLimited { .. } => (
             Reason::RateLimited,
-            match retry_after {
-                Some(d) => format!(
-                    "Leen rate limited the request (429, Retry-After {}s)",
-                    d.as_secs()
-                ),
-                None => "Leen rate limited the request (429)".to_string(),
-            },
+            "Leen rate limited calls with this API key (429); every call sharing the limit waits for it".to_string(),
         ),
         LeenOutcome::Unavailable { error, .. } => (
             Reason::LeenUnavailable,
@@ -507,31 +704,32 @@ fn failure(outcome: &LeenOutcome, id: &str) -> (Reason, String) {
     }
 }
 
-/// Copies Leen's view of the connection into status.
+/// Copies Leen's view of the connection into status, every string and list capped.
 fn mirror(status: &mut LeenConnectionStatus, conn: &Connection) {
-    status.state = conn.state.clone();
+    status.state = cap_opt(&conn.state);
     status.health = conn.health.as_ref().map(|h| ConnectionHealth {
-        name: h.name.clone(),
-        status: h.status.clone(),
-        description: h.description.clone(),
-        resolution_owner: h.resolution_owner.clone(),
+        name: cap_opt(&h.name),
+        status: cap_opt(&h.status),
+        description: cap_opt(&h.description),
+        resolution_owner: cap_opt(&h.resolution_owner),
         details: h
             .details
             .iter()
+            .take(MAX_MIRRORED_DETAILS)
             .map(|d| HealthDetail {
-                data_export_type: d.data_export_type.clone(),
-                endpoint: d.endpoint.clone(),
+                data_export_type: cap_opt(&d.data_export_type),
+                endpoint: cap_opt(&d.endpoint),
             })
             .collect(),
     });
-    status.vendor = conn.vendor.clone();
+    status.vendor = cap_opt(&conn.vendor);
     status.is_active = conn.is_active;
-    status.identifier = conn.identifier.clone();
+    status.identifier = cap_opt(&conn.identifier);
     status.refresh_interval_secs = conn.refresh_interval_secs;
     status.timeout_secs = conn.timeout_secs;
-    status.organization_name = conn.organization_name.clone();
-    status.created_at = conn.created_at.clone();
-    status.updated_at = conn.updated_at.clone();
+    status.organization_name = cap_opt(&conn.organization_name);
+    status.created_at = cap_opt(&conn.created_at);
+    status.updated_at = cap_opt(&conn.updated_at);
 }
 
 fn set_ready(

@@ -2,7 +2,13 @@
 //! reconciliation. Deletions are the critical path; Events are for people and may trail
 //! them by a little under load.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -35,6 +41,8 @@ struct Job {
 pub struct EventPublisher {
     tx: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    /// Events queued or being written.
+    unfinished: Arc<AtomicUsize>,
 }
 
 impl EventPublisher {
@@ -46,6 +54,8 @@ impl EventPublisher {
         // a throwaway recorder and leaves nothing cached for an object that is gone.
         let shared = Recorder::new(client.clone(), reporter.clone());
         let worker_metrics = metrics.clone();
+        let unfinished = Arc::new(AtomicUsize::new(0));
+        let worker_unfinished = unfinished.clone();
         tokio::spawn(
             tokio_stream_from(rx).for_each_concurrent(IN_FLIGHT, move |job| {
                 let recorder = if job.last {
@@ -54,6 +64,7 @@ impl EventPublisher {
                     shared.clone()
                 };
                 let metrics = worker_metrics.clone();
+                let unfinished = worker_unfinished.clone();
                 async move {
                     match recorder.publish(&job.event, &job.reference).await {
                         Ok(()) => metrics.kube_write("event"),
@@ -64,10 +75,28 @@ impl EventPublisher {
                             "publishing Event failed"
                         ),
                     }
+                    unfinished.fetch_sub(1, Ordering::AcqRel);
                 }
             }),
         );
-        Self { tx, metrics }
+        Self {
+            tx,
+            metrics,
+            unfinished,
+        }
+    }
+
+    /// Waits until every queued Event is written, at most `deadline`: at shutdown, so that
+    /// the last outcomes reach the resources. Returns how many were left unwritten.
+    pub async fn flush(&self, deadline: Duration) -> usize {
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let left = self.unfinished.load(Ordering::Acquire);
+            if left == 0 || tokio::time::Instant::now() >= until {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Queues an Event about `reference`. `last`: the object's final Event.
@@ -83,6 +112,7 @@ impl EventPublisher {
             action: spec.action.to_string(),
             secondary: None,
         };
+        self.unfinished.fetch_add(1, Ordering::AcqRel);
         if self
             .tx
             .try_send(Job {
@@ -92,6 +122,7 @@ impl EventPublisher {
             })
             .is_err()
         {
+            self.unfinished.fetch_sub(1, Ordering::AcqRel);
             self.metrics.event_dropped();
             debug!("Event queue full; Event dropped");
         }

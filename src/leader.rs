@@ -1,14 +1,22 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several replicas only
-//! one reconciles (and calls Leen). A leader that cannot renew within the lease duration
-//! stops the process rather than risk two leaders.
+//! one reconciles (and calls Leen).
+//!
+//! As in client-go, a standby judges the holder's lease by its own clock: the lease has
+//! expired when this replica has seen the record unchanged for a whole lease duration
+//! (never by comparing the holder's `renewTime` with the local clock, which clock skew
+//! between nodes would turn into a takeover of a healthy leader). The leader stops at its
+//! renew deadline (two thirds of the lease duration after the start of its last successful
+//! renewal), whatever its renew call is doing, so it has stopped before any standby may
+//! take over.
 
-use std::time::Duration;
+use std::{sync::Mutex, time::Duration};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::MicroTime,
-    jiff::{SignedDuration, Timestamp},
+    jiff::Timestamp,
 };
+use tokio::time::Instant;
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
@@ -31,8 +39,9 @@ pub enum LeaseAction {
     },
 }
 
-/// Decides what to do with the Lease. Pure.
-pub fn lease_action(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> LeaseAction {
+/// Decides what to do with the Lease. Pure. `unchanged_for`: how long this replica has
+/// seen the record as it is now.
+pub fn lease_action(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> LeaseAction {
     let Some(spec) = spec else {
         return LeaseAction::Create;
     };
@@ -43,13 +52,10 @@ pub fn lease_action(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Lease
     if holder.is_empty() {
         return LeaseAction::TakeOver;
     }
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    let expired = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .is_none_or(|t| t.0 + duration < now);
-    if expired {
+    let duration = Duration::from_secs(
+        u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15),
+    );
+    if unchanged_for > duration {
         LeaseAction::TakeOver
     } else {
         LeaseAction::Wait {
@@ -77,6 +83,26 @@ pub struct LeaseConfig {
 pub struct LeaderElector {
     api: Api<Lease>,
     config: LeaseConfig,
+    /// The record last seen, and when this replica first saw it.
+    observed: Mutex<Option<(String, Instant)>>,
+    /// Start of the last successful acquire or renew call.
+    renewed: Mutex<Option<Instant>>,
+}
+
+/// What identifies a version of the Lease record.
+fn record_key(lease: Option<&Lease>) -> String {
+    let Some(lease) = lease else {
+        return String::new();
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    format!(
+        "{}|{:?}|{:?}|{:?}|{}",
+        spec.holder_identity.unwrap_or_default(),
+        spec.renew_time.map(|t| t.0),
+        spec.acquire_time.map(|t| t.0),
+        spec.lease_transitions,
+        lease.metadata.resource_version.clone().unwrap_or_default()
+    )
 }
 
 impl LeaderElector {
@@ -85,17 +111,40 @@ impl LeaderElector {
         Self {
             api: Api::namespaced(client, &config.namespace),
             config,
+            observed: Mutex::new(None),
+            renewed: Mutex::new(None),
+        }
+    }
+
+    /// The renew deadline: a leader that has not renewed for this long stops leading.
+    pub fn renew_deadline(&self) -> Duration {
+        self.config.lease_duration.mul_f64(2.0 / 3.0)
+    }
+
+    /// How long this replica has seen the record as it is now.
+    fn unchanged_for(&self, lease: Option<&Lease>) -> Duration {
+        let key = record_key(lease);
+        let Ok(mut observed) = self.observed.lock() else {
+            return Duration::ZERO;
+        };
+        match observed.as_ref() {
+            Some((seen, at)) if *seen == key => at.elapsed(),
+            _ => {
+                *observed = Some((key, Instant::now()));
+                Duration::ZERO
+            }
         }
     }
 
     /// One round: acquire or renew if possible. `Ok(true)`: we hold the lease now.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let started = Instant::now();
         let now = Timestamp::now();
         let current = self.api.get_opt(&self.config.name).await?;
         let action = lease_action(
             current.as_ref().and_then(|l| l.spec.as_ref()),
             &self.config.identity,
-            now,
+            self.unchanged_for(current.as_ref()),
         );
         let duration = i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let result = match (action, current) {
@@ -135,7 +184,14 @@ impl LeaderElector {
             (_, None) => return Ok(false),
         };
         match result {
-            Ok(_) => Ok(true),
+            Ok(lease) => {
+                // What we wrote is what a standby sees next: it starts its clock then.
+                self.unchanged_for(Some(&lease));
+                if let Ok(mut renewed) = self.renewed.lock() {
+                    *renewed = Some(started);
+                }
+                Ok(true)
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
@@ -162,23 +218,34 @@ impl LeaderElector {
         }
     }
 
-    /// Renews until a renewal has not succeeded for a whole lease duration; then returns
-    /// (the caller must stop leading).
+    /// Renews every retry period; returns at the renew deadline if no renewal succeeded by
+    /// then, even while a renew call hangs (the caller must stop leading at once).
     pub async fn hold(&self) {
-        let mut last_renewed = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(self.config.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
-                Ok(false) => {
+            let last = self
+                .renewed
+                .lock()
+                .ok()
+                .and_then(|r| *r)
+                .unwrap_or_else(Instant::now);
+            let deadline = last + self.renew_deadline();
+            let next = (Instant::now() + self.config.retry_period).min(deadline);
+            tokio::time::sleep_until(next).await;
+            if Instant::now() >= deadline {
+                warn!("leader election: no renewal within the renew deadline; stopping");
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => {
                     warn!("leader election: the Lease was taken by another replica");
                     return;
                 }
-                Err(e) => warn!(error = %e, "leader election: renewing the Lease failed"),
-            }
-            // Stop a little before the others may take over.
-            if last_renewed.elapsed() + self.config.retry_period >= self.config.lease_duration {
-                return;
+                Ok(Err(e)) => warn!(error = %e, "leader election: renewing the Lease failed"),
+                Err(_) => {
+                    warn!("leader election: renewing the Lease hung past the renew deadline; stopping");
+                    return;
+                }
             }
         }
     }
@@ -212,40 +279,37 @@ impl LeaderElector {
 mod tests {
     use super::*;
 
-    fn spec(holder: Option<&str>, renewed_secs_ago: i64) -> LeaseSpec {
-        let now = Timestamp::now();
+    fn spec(holder: Option<&str>) -> LeaseSpec {
         LeaseSpec {
             holder_identity: holder.map(str::to_string),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
+            // A renewTime far in the future (a skewed clock) must not matter.
+            renew_time: Some(MicroTime(
+                Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1),
+            )),
             ..Default::default()
         }
     }
 
     #[test]
     fn lease_table() {
-        let now = Timestamp::now();
-        assert_eq!(lease_action(None, "a", now), LeaseAction::Create);
+        let secs = Duration::from_secs;
+        assert_eq!(lease_action(None, "a", secs(0)), LeaseAction::Create);
         assert_eq!(
-            lease_action(Some(&spec(Some("a"), 1)), "a", now),
+            lease_action(Some(&spec(Some("a"))), "a", secs(100)),
             LeaseAction::Renew
         );
         assert_eq!(
-            lease_action(Some(&spec(Some("b"), 1)), "a", now),
+            lease_action(Some(&spec(Some("b"))), "a", secs(15)),
             LeaseAction::Wait { holder: "b".into() }
         );
+        // Expiry is judged by how long this replica saw the record unchanged.
         assert_eq!(
-            lease_action(Some(&spec(Some("b"), 16)), "a", now),
+            lease_action(Some(&spec(Some("b"))), "a", secs(16)),
             LeaseAction::TakeOver
         );
         assert_eq!(
-            lease_action(Some(&spec(None, 1)), "a", now),
-            LeaseAction::TakeOver
-        );
-        let mut no_time = spec(Some("b"), 0);
-        no_time.renew_time = None;
-        assert_eq!(
-            lease_action(Some(&no_time), "a", now),
+            lease_action(Some(&spec(None)), "a", secs(0)),
             LeaseAction::TakeOver
         );
     }

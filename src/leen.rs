@@ -10,7 +10,11 @@ use tokio::sync::Semaphore;
 use url::Url;
 use uuid::Uuid;
 
-use crate::{resource::Region, telemetry::Metrics};
+use crate::{
+    rate_gate::{Admission, LimitKey, RateGate},
+    resource::Region,
+    telemetry::Metrics,
+};
 
 /// Largest Leen response body the client reads; a longer one is cut there and reported as
 /// an invalid response. A connection is a few hundred bytes.
@@ -26,12 +30,29 @@ const MAX_DETAIL_CHARS: usize = 512;
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
 
+/// Why a text cannot be an API key. The messages never show the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Nothing but white space.
+    #[error("is empty")]
+    Empty,
+    /// Holds characters an HTTP header cannot carry (a control character, a newline inside).
+    #[error("holds characters that cannot be sent in an HTTP header")]
+    NotAHeaderValue,
+}
+
 impl ApiKey {
     /// Wraps a key; surrounding white space (a trailing newline in a Secret) is dropped.
-    /// Returns `None` for an empty key.
-    pub fn new(key: impl AsRef<str>) -> Option<Self> {
+    /// A key that is empty or cannot travel in the `X-API-KEY` header is refused.
+    pub fn new(key: impl AsRef<str>) -> Result<Self, KeyError> {
         let key = key.as_ref().trim();
-        (!key.is_empty()).then(|| Self(key.to_string()))
+        if key.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if HeaderValue::from_str(key).is_err() {
+            return Err(KeyError::NotAHeaderValue);
+        }
+        Ok(Self(key.to_string()))
     }
 
     /// The key itself, for the `X-API-KEY` header and nothing else.
@@ -259,8 +280,25 @@ pub enum BodyError {
     Read(String),
 }
 
-/// Classifies one answer of Leen. Pure: status, `Retry-After` header and body in, outcome out.
+/// The connection a call is about: what a confirming answer must name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// The organization in the path.
+    pub organization: Uuid,
+    /// The connection in the path.
+    pub connection: Uuid,
+}
+
+/// Classifies one answer of Leen about the `expected` connection. Pure: status,
+/// `Retry-After` header and body in, outcome out.
+///
+/// Only two answers count as Leen's word about the connection (DESIGN.md, "What counts as
+/// Leen's confirmation"): 200 with a connection whose `id` is the expected one (and whose
+/// `organization_id`, when present, is the expected organization), and 404 with Leen's JSON
+/// error body. Any other 2xx is [`LeenOutcome::InvalidResponse`]; any other 404 (an HTML page
+/// from a proxy, a wrong base path) is [`LeenOutcome::Unexpected`].
 pub fn classify(
+    expected: Expected,
     status: u16,
     retry_after: Option<&str>,
     body: Result<&[u8], BodyError>,
@@ -283,15 +321,31 @@ pub fn classify(
         Err(BodyError::Read(_)) => &[][..],
     };
     match status {
-        200..=299 => parse_connection(body)
+        200 => parse_connection(body)
+            .and_then(|c| confirm(expected, c))
             .map(|c| LeenOutcome::Success(Box::new(c)))
             .unwrap_or_else(|error| LeenOutcome::InvalidResponse { status, error }),
+        201..=299 => LeenOutcome::InvalidResponse {
+            status,
+            error: format!(
+                "Leen answered {status}, not 200 with connection {}: {}",
+                expected.connection,
+                snippet(body)
+            ),
+        },
         401 | 403 => LeenOutcome::Unauthorized {
             status,
             detail: error_detail(body),
         },
-        404 => LeenOutcome::NotFound {
-            detail: error_detail(body),
+        404 => match leen_error_detail(body) {
+            Some(detail) => LeenOutcome::NotFound { detail },
+            None => LeenOutcome::Unexpected {
+                status,
+                detail: format!(
+                    "a 404 without Leen's JSON error body proves nothing (a proxy's page or a wrong base path in LEEN_ENDPOINT?): {}",
+                    snippet(body)
+                ),
+            },
         },
         422 => LeenOutcome::Rejected {
             detail: error_detail(body),
@@ -308,6 +362,63 @@ pub fn classify(
             detail: error_detail(body),
         },
     }
+}
+
+/// A 200's connection confirms the call only when it is the expected one.
+fn confirm(expected: Expected, conn: Connection) -> Result<Connection, String> {
+    let Some(id) = conn.id.as_deref() else {
+        return Err(format!(
+            "Leen answered 200 without a connection id, not connection {}",
+            expected.connection
+        ));
+    };
+    if Uuid::parse_str(id).ok() != Some(expected.connection) {
+        return Err(format!(
+            "Leen answered 200 about connection {}, not {}",
+            clip(id),
+            expected.connection
+        ));
+    }
+    if let Some(org) = conn.organization_id.as_deref()
+        && Uuid::parse_str(org).ok() != Some(expected.organization)
+    {
+        return Err(format!(
+            "Leen answered 200 about connection {} of organization {}, not of {}",
+            expected.connection,
+            clip(org),
+            expected.organization
+        ));
+    }
+    Ok(conn)
+}
+
+/// Leen's error body: a JSON object with a non-null `detail`. Its one-line text.
+fn leen_error_detail(body: &[u8]) -> Option<String> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) if map.get("detail").is_some_and(|d| !d.is_null()) => {
+            Some(error_detail(body))
+        }
+        _ => None,
+    }
+}
+
+/// The start of a body, one line, for a message.
+fn snippet(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "empty body".to_string();
+    }
+    let text = String::from_utf8_lossy(body);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let cut: String = line.chars().take(120).collect();
+    if cut.len() < line.len() {
+        format!("{cut}...")
+    } else {
+        cut
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 /// Reads a `ConnectionRespModel` body.
@@ -408,6 +519,7 @@ pub struct LeenClient {
     http: reqwest::Client,
     endpoint: Option<Url>,
     in_flight: Arc<Semaphore>,
+    gate: RateGate,
     metrics: Arc<Metrics>,
 }
 
@@ -419,7 +531,13 @@ pub struct ClientBuildError(#[from] reqwest::Error);
 impl LeenClient {
     /// Builds a client. Redirects are not followed, so the key is never sent elsewhere.
     pub fn new(config: LeenClientConfig, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        // A loopback endpoint (a local proxy, tests) is never reached through a proxy
+        // from HTTP_PROXY/HTTPS_PROXY: that would send the key off the machine.
+        if config.endpoint.as_ref().is_some_and(is_loopback) {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .timeout(config.request_timeout)
             .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
             .redirect(reqwest::redirect::Policy::none())
@@ -429,20 +547,25 @@ impl LeenClient {
             http,
             endpoint: config.endpoint,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            gate: RateGate::default(),
             metrics,
         })
     }
 
-    /// The URL of one connection in the given region (or at the configured endpoint).
-    pub fn connection_url(&self, region: Region, organization: Uuid, connection: Uuid) -> String {
-        let base = self
-            .endpoint
+    /// The base URL of the given region (or the configured endpoint), including `/v1`.
+    pub fn base_url(&self, region: Region) -> &str {
+        self.endpoint
             .as_ref()
             .map(|u| u.as_str())
-            .unwrap_or(region.base_url());
+            .unwrap_or(region.base_url())
+            .trim_end_matches('/')
+    }
+
+    /// The URL of one connection in the given region (or at the configured endpoint).
+    pub fn connection_url(&self, region: Region, organization: Uuid, connection: Uuid) -> String {
         format!(
             "{}/provisioning/organizations/{organization}/connections/{connection}",
-            base.trim_end_matches('/')
+            self.base_url(region)
         )
     }
 
@@ -478,29 +601,56 @@ impl LeenClient {
         connection: Uuid,
         key: &ApiKey,
     ) -> LeenOutcome {
+        let limit = LimitKey::new(self.base_url(region), key.expose());
+        let admission = self.gate.admit(limit);
+        if let Admission::Wait(rest) = admission {
+            // Another call of this limit was answered 429: this one is not sent at all.
+            self.metrics.leen_request_held(op);
+            return LeenOutcome::RateLimited {
+                retry_after: Some(rest),
+            };
+        }
         // The semaphore is never closed, so acquire cannot fail; if it ever did, going on
         // without a permit is the lesser harm.
         let _permit = self.in_flight.acquire().await.ok();
         let started = std::time::Instant::now();
         let url = self.connection_url(region, organization, connection);
-        let outcome = self.send(op, &url, key).await;
-        // A hostile or buggy server could echo the key back; it must not reach status.
-        let outcome = outcome.map_text(|s| s.replace(key.expose(), "<redacted>"));
+        let expected = Expected {
+            organization,
+            connection,
+        };
+        let outcome = self.send(op, &url, key, expected).await;
+        // Transport errors could quote what the server sent; the key must not reach status.
+        let outcome = outcome.map_text(|s| s.replace(key.expose(), REDACTED));
         self.metrics
             .observe_leen_request(op, outcome.http_status(), started.elapsed());
+        let retry_after = match &outcome {
+            LeenOutcome::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
+        self.gate.report(
+            limit,
+            admission,
+            retry_after.is_some(),
+            retry_after.flatten(),
+            rand::random::<f64>(),
+        );
         outcome
     }
 
-    async fn send(&self, op: Operation, url: &str, key: &ApiKey) -> LeenOutcome {
-        let mut header = match HeaderValue::from_str(key.expose()) {
-            Ok(h) => h,
-            Err(_) => {
-                return LeenOutcome::Unauthorized {
-                    status: 0,
-                    detail: "the API key holds characters that cannot be sent in a header"
-                        .to_string(),
-                };
-            }
+    async fn send(
+        &self,
+        op: Operation,
+        url: &str,
+        key: &ApiKey,
+        expected: Expected,
+    ) -> LeenOutcome {
+        // ApiKey::new admits only keys that are valid header values.
+        let Ok(mut header) = HeaderValue::from_str(key.expose()) else {
+            return LeenOutcome::Unavailable {
+                status: None,
+                error: "the API key cannot be sent in a header".to_string(),
+            };
         };
         header.set_sensitive(true);
         let request = self
@@ -523,12 +673,48 @@ impl LeenClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = read_bounded(&mut response).await;
+        // A hostile or buggy server could echo the key back: redact it in the raw body,
+        // before any normalisation or truncation could split it.
+        let body = read_bounded(&mut response)
+            .await
+            .map(|b| redact(b, key.expose().as_bytes()));
         classify(
+            expected,
             status.as_u16(),
             retry_after.as_deref(),
             body.as_ref().map(Vec::as_slice).map_err(Clone::clone),
         )
+    }
+}
+
+/// What replaces the API key wherever a server echoed it.
+pub const REDACTED: &str = "<redacted>";
+
+/// Replaces every occurrence of `secret` in `body` with [`REDACTED`].
+pub fn redact(body: Vec<u8>, secret: &[u8]) -> Vec<u8> {
+    if secret.is_empty() || body.len() < secret.len() {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(secret) {
+            out.extend_from_slice(REDACTED.as_bytes());
+            i += secret.len();
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

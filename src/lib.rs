@@ -12,6 +12,7 @@ pub mod decision;
 pub mod events;
 pub mod fake;
 pub mod leader;
+pub mod rate_gate;
 pub mod leen;
 pub mod resource;
 pub mod telemetry;

@@ -73,9 +73,20 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
             settings.metrics_addr
         )
     })?;
-    let client = kube::Client::try_default().await.map_err(|e| {
+    let config = kube::Config::infer().await.map_err(|e| {
         format!("no Kubernetes API to talk to (KUBECONFIG or in-cluster config): {e}")
     })?;
+    // Watches keep kube's long read timeout; every other call must answer within
+    // KUBE_CALL_TIMEOUT, so that a stalled API server cannot hold a reconciliation (or the
+    // leader's renewal) forever.
+    let mut call_config = config.clone();
+    call_config.read_timeout = Some(KUBE_CALL_TIMEOUT);
+    call_config.write_timeout = Some(KUBE_CALL_TIMEOUT);
+    call_config.connect_timeout = Some(KUBE_CALL_TIMEOUT.min(Duration::from_secs(10)));
+    let watch_client = kube::Client::try_from(config)
+        .map_err(|e| format!("building the Kubernetes client failed: {e}"))?;
+    let client = kube::Client::try_from(call_config)
+        .map_err(|e| format!("building the Kubernetes client failed: {e}"))?;
     let leen = LeenClient::new(
         LeenClientConfig {
             endpoint: settings.leen_endpoint.clone(),
@@ -148,7 +159,8 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
         ready.set(false);
     }
     let controller = controller::run(
-        ctx,
+        ctx.clone(),
+        watch_client,
         settings.watch_namespace.clone(),
         settings.max_concurrent_reconciles,
         ready,
@@ -168,6 +180,10 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
         }
         None => controller.await,
     }
+    let unwritten = ctx.events.flush(EVENT_FLUSH_DEADLINE).await;
+    if unwritten > 0 {
+        tracing::warn!(unwritten, "stopped with Events still queued");
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(format!("telemetry server failed: {e}")),
@@ -176,6 +192,12 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     info!("stopped");
     Ok(())
 }
+
+/// Longest a Kubernetes API call (other than a watch) may take.
+const KUBE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest the operator waits at shutdown for queued Events to be written.
+const EVENT_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// This replica's identity in the Lease: the pod name, else host name and process id.
 fn identity() -> String {

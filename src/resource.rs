@@ -7,8 +7,41 @@ use serde::{Deserialize, Serialize};
 /// Finalizer the controller puts on every `LeenConnection`.
 pub const FINALIZER: &str = "leen.dev/delete-connection";
 
-/// Type of the one condition the controller maintains.
+/// Finalizer the controller puts on a key Secret while a `Delete` resource needs it, so
+/// that a prune or `helm uninstall` that takes the Secret along cannot strand a deletion.
+pub const SECRET_FINALIZER: &str = "leen.dev/secret-in-use";
+
+/// Labels the controller sets on every resource it has bound: the region, organization
+/// and connection. They let the controller answer "does another resource bind this
+/// connection?" from its metadata cache, and let people ask the same with `kubectl -l`.
+pub const REGION_LABEL: &str = "leen.dev/region";
+/// See [`REGION_LABEL`].
+pub const ORGANIZATION_LABEL: &str = "leen.dev/organization-id";
+/// See [`REGION_LABEL`].
+pub const CONNECTION_LABEL: &str = "leen.dev/connection-id";
+
+/// Annotation the controller sets on a `Delete` resource that reads its key from a Secret:
+/// the Secret's name. It tells the Secret's protection which resources need it.
+pub const KEY_SECRET_ANNOTATION: &str = "leen.dev/api-key-secret";
+
+/// Type of the condition the controller maintains.
 pub const READY_CONDITION: &str = "Ready";
+
+/// DNS-1123 subdomain: the names Kubernetes objects such as Secrets may have.
+pub const DNS1123_SUBDOMAIN: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Whether `name` is a DNS-1123 subdomain of at most 253 characters.
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
+}
 
 const UUID_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
@@ -82,7 +115,9 @@ pub struct LeenConnectionSpec {
     /// Leen region that hosts the organization: us (https://api.leen.dev/v1),
     /// eu (https://api.eu-c1.leen.dev/v1) or apac (https://api.ap-se2.leen.dev/v1).
     /// The operator's LEEN_ENDPOINT setting, when given, replaces every region's URL.
+    /// Immutable: a resource is bound to its region as to its ids.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
     pub region: Region,
 
     /// Secret in the resource's own namespace that holds the Leen API key. When absent,
@@ -99,7 +134,7 @@ pub struct LeenConnectionSpec {
 }
 
 /// Leen region hosting the organization.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Region {
     /// United States: https://api.leen.dev/v1
@@ -120,6 +155,15 @@ impl Region {
             Region::Apac => "https://api.ap-se2.leen.dev/v1",
         }
     }
+
+    /// The name used in the spec: us, eu or apac.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Region::Us => "us",
+            Region::Eu => "eu",
+            Region::Apac => "apac",
+        }
+    }
 }
 
 /// What happens to the Leen connection when the resource is deleted.
@@ -136,8 +180,9 @@ pub enum DeletionPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeySecretRef {
-    /// Name of the Secret, in the same namespace as the LeenConnection.
-    #[schemars(length(min = 1, max = 253))]
+    /// Name of the Secret, in the same namespace as the LeenConnection (a DNS-1123
+    /// subdomain).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
     pub name: String,
     /// Key within the Secret's data that holds the API key.
     #[serde(default = "default_api_key_key")]
@@ -233,10 +278,14 @@ pub struct HealthDetail {
     pub endpoint: Option<String>,
 }
 
-/// The ids a resource is bound to.
+/// The region and ids a resource is bound to.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BoundConnection {
+    /// Leen region (absent in records written before regions were bound; the controller
+    /// fills it in from the spec on its next read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
     /// Leen organization UUID.
     pub organization_id: String,
     /// Leen connection UUID.

@@ -54,6 +54,7 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_errors: Family<ReasonLabels, Counter>,
     leen_requests: Family<RequestLabels, Counter>,
+    leen_requests_held: Family<OperationLabels, Counter>,
     leen_request_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     kube_writes: Family<WriteLabels, Counter>,
     deletions: Family<ReasonLabels, Counter>,
@@ -81,6 +82,12 @@ impl Default for Metrics {
             "leen_requests",
             "Requests to Leen by operation and HTTP status code (\"none\": no answer)",
             leen_requests.clone(),
+        );
+        let leen_requests_held = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "leen_requests_held",
+            "Calls to Leen not sent because their rate limit was paused by a 429, by operation",
+            leen_requests_held.clone(),
         );
         let leen_request_duration =
             Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -121,6 +128,7 @@ impl Default for Metrics {
             reconciles,
             reconcile_errors,
             leen_requests,
+            leen_requests_held,
             leen_request_duration,
             kube_writes,
             deletions,
@@ -158,6 +166,15 @@ impl Metrics {
                 operation: op.as_str(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one call held back by the rate gate.
+    pub fn leen_request_held(&self, op: Operation) {
+        self.leen_requests_held
+            .get_or_create(&OperationLabels {
+                operation: op.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one write to the Kubernetes API.
