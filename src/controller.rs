@@ -429,7 +429,9 @@ async fn ensure_metadata(
         return Ok(obj);
     }
     let mut metadata = serde_json::Map::new();
-    metadata.insert("resourceVersion".into(), json!(obj.resource_version()));
+    if let Some(rv) = obj.resource_version() {
+        metadata.insert("resourceVersion".into(), json!(rv));
+    }
     if !labels.is_empty() {
         metadata.insert("labels".into(), Value::Object(labels));
     }

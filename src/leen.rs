@@ -768,18 +768,24 @@ fn describe_transport_error(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
 
+    const EXPECTED: Expected = Expected {
+        organization: Uuid::from_u128(0x6f1c2d4e_0000_4000_8000_000000000001),
+        connection: Uuid::from_u128(0x0b9e7a52_0000_4000_8000_000000000002),
+    };
+
     #[test]
     fn api_key_never_prints() {
         let key = ApiKey::new("s3cr3t-key\n").expect("non-empty");
         assert_eq!(key.expose(), "s3cr3t-key");
         assert!(!format!("{key:?} {key} {key:#?}").contains("s3cr3t"));
-        assert!(ApiKey::new("  \n").is_none());
+        assert_eq!(ApiKey::new("  \n"), Err(KeyError::Empty));
+        assert_eq!(ApiKey::new("a\u{7}b"), Err(KeyError::NotAHeaderValue));
     }
 
     #[test]
     fn classifies_every_status_class() {
         let conn = br#"{"id":"0b9e7a52-0000-4000-8000-000000000002","state":"DELETED","health":{"name":"HEALTHY","status":"HEALTHY","description":"ok","resolution_owner":"LEEN","details":null}}"#;
-        match classify(200, None, Ok(conn)) {
+        match classify(EXPECTED, 200, None, Ok(conn)) {
             LeenOutcome::Success(c) => {
                 assert_eq!(c.state.as_deref(), Some("DELETED"));
                 assert!(c.health.expect("health").details.is_empty());
@@ -787,17 +793,17 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
-            classify(404, None, Ok(br#"{"detail":"Connection Not Found"}"#)),
+            classify(EXPECTED, 404, None, Ok(br#"{"detail":"Connection Not Found"}"#)),
             LeenOutcome::NotFound {
                 detail: "Connection Not Found".into()
             }
         );
         assert!(matches!(
-            classify(403, None, Ok(b"")),
+            classify(EXPECTED, 403, None, Ok(b"")),
             LeenOutcome::Unauthorized { status: 403, .. }
         ));
         assert_eq!(
-            classify(
+            classify(EXPECTED, 
                 422,
                 None,
                 Ok(br#"{"detail":[{"loc":["path","connection_id"],"msg":"value is not a valid uuid","type":"type_error.uuid"}]}"#)
@@ -807,38 +813,72 @@ mod tests {
             }
         );
         assert_eq!(
-            classify(429, Some("7"), Ok(b"")),
+            classify(EXPECTED, 429, Some("7"), Ok(b"")),
             LeenOutcome::RateLimited {
                 retry_after: Some(Duration::from_secs(7))
             }
         );
         assert_eq!(
-            classify(429, Some("soon"), Ok(b"")),
+            classify(EXPECTED, 429, Some("soon"), Ok(b"")),
             LeenOutcome::RateLimited { retry_after: None }
         );
         assert!(matches!(
-            classify(503, None, Ok(b"<html>down</html>")),
+            classify(EXPECTED, 503, None, Ok(b"<html>down</html>")),
             LeenOutcome::Unavailable {
                 status: Some(503),
                 ..
             }
         ));
         assert!(matches!(
-            classify(200, None, Ok(b"{not json")),
+            classify(EXPECTED, 200, None, Ok(b"{not json")),
             LeenOutcome::InvalidResponse { status: 200, .. }
         ));
         assert!(matches!(
-            classify(200, None, Ok(b"[1,2]")),
+            classify(EXPECTED, 200, None, Ok(b"[1,2]")),
             LeenOutcome::InvalidResponse { status: 200, .. }
         ));
         assert!(matches!(
-            classify(200, None, Err(BodyError::TooLarge)),
+            classify(EXPECTED, 200, None, Err(BodyError::TooLarge)),
             LeenOutcome::InvalidResponse { status: 200, .. }
         ));
         assert!(matches!(
-            classify(409, None, Ok(b"conflict")),
+            classify(EXPECTED, 409, None, Ok(b"conflict")),
             LeenOutcome::Unexpected { status: 409, .. }
         ));
+    }
+
+    #[test]
+    fn only_the_expected_connection_confirms() {
+        let ok = br#"{"id":"0B9E7A52-0000-4000-8000-000000000002","organization_id":"6f1c2d4e-0000-4000-8000-000000000001"}"#;
+        assert!(matches!(classify(EXPECTED, 200, None, Ok(ok)), LeenOutcome::Success(_)));
+        for (status, body, says) in [
+            (200, &b"{}"[..], "without a connection id"),
+            (200, br#"{"id":"0b9e7a52-0000-4000-8000-000000000003"}"#, "about connection 0b9e7a52-0000-4000-8000-000000000003, not 0b9e7a52-0000-4000-8000-000000000002"),
+            (200, br#"{"id":"0b9e7a52-0000-4000-8000-000000000002","organization_id":"6f1c2d4e-0000-4000-8000-000000000009"}"#, "of organization 6f1c2d4e-0000-4000-8000-000000000009"),
+            (200, b"[]", "not a JSON object"),
+            (202, br#"{"detail":"scheduled"}"#, "Leen answered 202, not 200"),
+            (204, b"", "Leen answered 204, not 200"),
+        ] {
+            match classify(EXPECTED, status, None, Ok(body)) {
+                LeenOutcome::InvalidResponse { error, .. } => assert!(error.contains(says), "{error}"),
+                other => panic!("{status} {body:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            classify(EXPECTED, 404, None, Ok(b"<html>404 Not Found</html>")),
+            LeenOutcome::Unexpected { status: 404, .. }
+        ));
+        assert!(matches!(
+            classify(EXPECTED, 404, None, Ok(br#"{"detail":null}"#)),
+            LeenOutcome::Unexpected { status: 404, .. }
+        ));
+    }
+
+    #[test]
+    fn redaction_happens_on_the_raw_body() {
+        let body = b"{\"detail\": \"bad key s3cr3t   k3y\"}".to_vec();
+        let out = redact(body, b"s3cr3t   k3y");
+        assert_eq!(out, b"{\"detail\": \"bad key <redacted>\"}".to_vec());
     }
 
     #[test]

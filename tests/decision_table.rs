@@ -7,12 +7,12 @@ use chrono::{TimeZone, Utc};
 use leen_operator::{
     decision::{
         DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason, RetryPolicy,
-        decide_deletion, decide_sync, deletion_shortcut, validate_ids,
+        decide_deletion, decide_sync, deletion_shortcut, validate_binding,
     },
-    leen::{Connection, Health, LeenOutcome},
+    leen::{Connection, Expected, Health, LeenOutcome, classify},
     resource::{
         BoundConnection, DeletionPolicy, DeletionRecord, LeenConnection, LeenConnectionSpec,
-        LeenConnectionStatus,
+        LeenConnectionStatus, Region,
     },
 };
 
@@ -56,233 +56,170 @@ fn inputs(policy: &RetryPolicy) -> DecisionInputs<'_> {
         sync_interval: Duration::from_secs(300),
         sync_failures: 0,
         policy,
+        also_bound_by: Vec::new(),
     }
 }
 
-struct Row {
-    name: &'static str,
-    policy: DeletionPolicy,
-    leen: Option<LeenOutcome>,
-    observation: Option<Observation>,
-    reason: Reason,
-    finalizer: FinalizerAction,
-    warning: bool,
-    requeue: Option<Duration>,
+const OTHER_ID: &str = "0b9e7a52-0000-4000-8000-000000000003";
+const OTHER_ORG: &str = "6f1c2d4e-0000-4000-8000-000000000009";
+
+/// What happened when the controller went to delete: Leen's HTTP answer, or a situation in
+/// which no call is made.
+enum Answer {
+    /// Leen answered: status, `Retry-After`, body.
+    Http(u16, Option<&'static str>, &'static str),
+    /// No answer at all (timeout, refused connection).
+    NoAnswer,
+    /// The resource says Orphan.
+    Orphan,
+    /// Another live resource binds the same connection.
+    StillReferenced,
+    /// No key could be read.
+    NoCredentials,
+    /// The spec names another region than the one bound.
+    RegionChanged,
 }
 
+/// When the controller looks again.
+#[derive(Debug, PartialEq)]
+enum Retry {
+    /// Never: the finalizer is gone.
+    Done,
+    /// Exponential backoff from the transient base.
+    Backoff,
+    /// Backoff from the 401/403 base.
+    Unauthorized,
+    /// The slow retry of answers that do not heal by themselves.
+    Slow,
+    /// After Leen's Retry-After.
+    After(u64),
+}
+
+struct Row {
+    answer: Answer,
+    reason: Reason,
+    removed: bool,
+    warning: bool,
+    retry: Retry,
+    /// The message says this.
+    says: &'static str,
+}
+
+fn row(answer: Answer, reason: Reason, removed: bool, warning: bool, retry: Retry, says: &'static str) -> Row {
+    Row { answer, reason, removed, warning, retry, says }
+}
+
+/// The whole deletion table of DESIGN.md, one line a row: from what Leen answered (status,
+/// headers, body) through the real `classify` and `decide_deletion` to what the controller
+/// does.
 #[test]
 fn deletion_table() {
+    use Answer::*;
+    use Retry::*;
+    let deleted = r#"{"id":"0b9e7a52-0000-4000-8000-000000000002","organization_id":"6f1c2d4e-0000-4000-8000-000000000001","state":"DELETED","health":{"name":"HEALTHY","status":"HEALTHY"}}"#;
+    let still_active = r#"{"id":"0b9e7a52-0000-4000-8000-000000000002","state":"ACTIVE"}"#;
+    let other_conn = r#"{"id":"0b9e7a52-0000-4000-8000-000000000003","state":"DELETED"}"#;
+    let other_org = r#"{"id":"0b9e7a52-0000-4000-8000-000000000002","organization_id":"6f1c2d4e-0000-4000-8000-000000000009","state":"DELETED"}"#;
+    let rows = [
+        row(Orphan, Reason::Orphaned, true, false, Done, "left in Leen"),
+        row(StillReferenced, Reason::StillReferenced, true, false, Done, "security/renamed binds the same connection"),
+        row(Http(200, None, deleted), Reason::Deleted, true, false, Done, "state DELETED"),
+        row(Http(200, None, still_active), Reason::Deleted, true, true, Done, "reports state ACTIVE, not DELETED"),
+        row(Http(404, None, r#"{"detail":"Connection Not Found"}"#), Reason::AlreadyDeleted, true, false, Done, "Connection Not Found"),
+        row(Http(200, None, "{}"), Reason::InvalidResponse, false, true, Backoff, "without a connection id"),
+        row(Http(200, None, "[]"), Reason::InvalidResponse, false, true, Backoff, "not a JSON object"),
+        row(Http(200, None, other_conn), Reason::InvalidResponse, false, true, Backoff, OTHER_ID),
+        row(Http(200, None, other_org), Reason::InvalidResponse, false, true, Backoff, OTHER_ORG),
+        row(Http(200, None, "{not json"), Reason::InvalidResponse, false, true, Backoff, "not JSON"),
+        row(Http(202, None, r#"{"detail":"scheduled"}"#), Reason::InvalidResponse, false, true, Backoff, "answered 202, not 200"),
+        row(Http(204, None, ""), Reason::InvalidResponse, false, true, Backoff, "answered 204, not 200"),
+        row(Http(404, None, "<html><body>404 Not Found</body></html>"), Reason::UnexpectedResponse, false, true, Backoff, "proves nothing"),
+        row(Http(404, None, ""), Reason::UnexpectedResponse, false, true, Backoff, "proves nothing"),
+        row(Http(401, None, r#"{"detail":"Invalid API Key"}"#), Reason::Unauthorized, false, true, Unauthorized, "Invalid API Key"),
+        row(Http(403, None, ""), Reason::Unauthorized, false, true, Unauthorized, "403"),
+        row(Http(422, None, r#"{"detail":[{"loc":["path","connection_id"],"msg":"value is not a valid uuid","type":"type_error.uuid"}]}"#), Reason::Rejected, false, true, Slow, "path.connection_id: value is not a valid uuid"),
+        row(Http(429, Some("42"), ""), Reason::RateLimited, false, true, After(42), "429"),
+        row(Http(429, None, ""), Reason::RateLimited, false, true, Backoff, "429"),
+        row(Http(503, None, "<html>down</html>"), Reason::LeenUnavailable, false, true, Backoff, "503"),
+        row(Http(500, None, r#"{"detail":"boom"}"#), Reason::LeenUnavailable, false, true, Backoff, "boom"),
+        row(NoAnswer, Reason::LeenUnavailable, false, true, Backoff, "timed out"),
+        row(Http(409, None, "conflict"), Reason::UnexpectedResponse, false, true, Backoff, "409"),
+        row(Http(302, None, ""), Reason::UnexpectedResponse, false, true, Backoff, "302"),
+        row(NoCredentials, Reason::CredentialsMissing, false, true, Backoff, "not found"),
+        row(RegionChanged, Reason::ImmutableFieldChanged, false, true, Slow, "bound to region us"),
+    ];
     let policy = RetryPolicy::default();
-    let rows = vec![
-        Row {
-            name: "Orphan: no call, removed",
-            policy: DeletionPolicy::Orphan,
-            leen: None,
-            observation: None,
-            reason: Reason::Orphaned,
-            finalizer: FinalizerAction::Remove,
-            warning: false,
-            requeue: None,
-        },
-        Row {
-            name: "200: Deleted, removed",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::Success(Box::new(deleted_connection()))),
-            observation: None,
-            reason: Reason::Deleted,
-            finalizer: FinalizerAction::Remove,
-            warning: false,
-            requeue: None,
-        },
-        Row {
-            name: "404: AlreadyDeleted, removed",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::NotFound {
-                detail: "Connection Not Found".into(),
+    let expected = Expected {
+        organization: ORG.parse().expect("uuid"),
+        connection: ID.parse().expect("uuid"),
+    };
+    for row in rows {
+        let mut obj = resource(match row.answer {
+            Answer::Orphan => DeletionPolicy::Orphan,
+            _ => DeletionPolicy::Delete,
+        });
+        obj.status = Some(LeenConnectionStatus {
+            bound_connection: Some(BoundConnection {
+                region: Some(Region::Us),
+                organization_id: ORG.into(),
+                connection_id: ID.into(),
             }),
-            observation: None,
-            reason: Reason::AlreadyDeleted,
-            finalizer: FinalizerAction::Remove,
-            warning: false,
-            requeue: None,
-        },
-        Row {
-            name: "401: Unauthorized, kept, capped backoff",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::Unauthorized {
-                status: 401,
-                detail: "Invalid API Key".into(),
-            }),
-            observation: None,
-            reason: Reason::Unauthorized,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.unauthorized_base),
-        },
-        Row {
-            name: "403: Unauthorized, kept",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::Unauthorized {
-                status: 403,
-                detail: "forbidden".into(),
-            }),
-            observation: None,
-            reason: Reason::Unauthorized,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.unauthorized_base),
-        },
-        Row {
-            name: "422: Rejected, kept, slow retry",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::Rejected {
-                detail: "path.connection_id: value is not a valid uuid".into(),
-            }),
-            observation: None,
-            reason: Reason::Rejected,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.slow_retry.mul_f64(1.1)),
-        },
-        Row {
-            name: "429 with Retry-After: RateLimited, kept, retried after it",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::RateLimited {
-                retry_after: Some(Duration::from_secs(42)),
-            }),
-            observation: None,
-            reason: Reason::RateLimited,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(Duration::from_secs(42)),
-        },
-        Row {
-            name: "429 without Retry-After: backoff",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::RateLimited { retry_after: None }),
-            observation: None,
-            reason: Reason::RateLimited,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.transient_base),
-        },
-        Row {
-            name: "503: LeenUnavailable, kept",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::Unavailable {
-                status: Some(503),
-                error: "Leen answered 503".into(),
-            }),
-            observation: None,
-            reason: Reason::LeenUnavailable,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.transient_base),
-        },
-        Row {
-            name: "timeout: LeenUnavailable, kept",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::Unavailable {
-                status: None,
-                error: "timed out".into(),
-            }),
-            observation: None,
-            reason: Reason::LeenUnavailable,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.transient_base),
-        },
-        Row {
-            name: "unreadable 200 body: InvalidResponse, kept",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::InvalidResponse {
-                status: 200,
-                error: "not JSON".into(),
-            }),
-            observation: None,
-            reason: Reason::InvalidResponse,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.transient_base),
-        },
-        Row {
-            name: "undocumented 409: UnexpectedResponse, kept",
-            policy: DeletionPolicy::Delete,
-            leen: Some(LeenOutcome::Unexpected {
-                status: 409,
-                detail: "conflict".into(),
-            }),
-            observation: None,
-            reason: Reason::UnexpectedResponse,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.transient_base),
-        },
-        Row {
-            name: "Secret missing: CredentialsMissing, kept",
-            policy: DeletionPolicy::Delete,
-            leen: None,
-            observation: Some(Observation::CredentialsMissing(
+            ..Default::default()
+        });
+        let step = match &row.answer {
+            Answer::Orphan => deletion_shortcut(&obj).expect("Orphan is a shortcut"),
+            Answer::StillReferenced => DeletionStep::StillReferenced {
+                by: "security/renamed".into(),
+            },
+            Answer::NoCredentials => DeletionStep::Observed(Observation::CredentialsMissing(
                 "Secret security/leen-api-key not found".into(),
             )),
-            reason: Reason::CredentialsMissing,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.transient_base),
-        },
-        Row {
-            name: "ids changed: ImmutableFieldChanged, kept",
-            policy: DeletionPolicy::Delete,
-            leen: None,
-            observation: Some(Observation::InvalidSpec {
-                reason: Reason::ImmutableFieldChanged,
-                message: "ids changed".into(),
-            }),
-            reason: Reason::ImmutableFieldChanged,
-            finalizer: FinalizerAction::Keep,
-            warning: true,
-            requeue: Some(policy.slow_retry.mul_f64(1.1)),
-        },
-    ];
-
-    for row in rows {
-        let obj = resource(row.policy);
-        let step = match (deletion_shortcut(&obj), &row.leen, &row.observation) {
-            (Some(step), _, _) => step,
-            (None, Some(outcome), _) => DeletionStep::Observed(Observation::Leen(outcome.clone())),
-            (None, None, Some(obs)) => DeletionStep::Observed(obs.clone()),
-            (None, None, None) => panic!("{}: row needs an answer", row.name),
+            Answer::RegionChanged => {
+                obj.spec.region = Region::Eu;
+                DeletionStep::Observed(validate_binding(&obj).expect_err("region is bound"))
+            }
+            Answer::NoAnswer => DeletionStep::Observed(Observation::Leen(LeenOutcome::Unavailable {
+                status: None,
+                error: "timed out".into(),
+            })),
+            Answer::Http(status, retry_after, body) => DeletionStep::Observed(Observation::Leen(
+                classify(expected, *status, *retry_after, Ok(body.as_bytes())),
+            )),
         };
+        let name = format!("{:?}", step);
         let d = decide_deletion(&obj, &step, &inputs(&policy));
-        let status = &d.status;
-        let ready = status.ready().expect("Ready condition");
-        assert_eq!(ready.status, "False", "{}", row.name);
-        assert_eq!(ready.reason, row.reason.as_str(), "{}", row.name);
-        assert_eq!(ready.observed_generation, Some(3), "{}", row.name);
-        assert_eq!(status.observed_generation, Some(3), "{}", row.name);
-        assert_eq!(d.finalizer, row.finalizer, "{}", row.name);
-        assert_eq!(d.requeue_after, row.requeue, "{}", row.name);
-        let event = d.event.as_ref().expect("every outcome emits an Event");
-        assert_eq!(event.reason, row.reason, "{}", row.name);
-        assert_eq!(event.warning, row.warning, "{}", row.name);
-        assert_eq!(event.action, "DeleteConnection");
-        let record = status.deletion.as_ref().expect("deletion record");
-        assert_eq!(record.attempts, 1, "{}", row.name);
-        assert_eq!(record.outcome.as_deref(), Some(row.reason.as_str()));
+        let ready = d.status.ready().expect("Ready condition");
+        assert_eq!(ready.status, "False", "{name}");
+        assert_eq!(ready.reason, row.reason.as_str(), "{name}");
+        assert!(ready.message.contains(row.says), "{name}: {}", ready.message);
+        assert_eq!(ready.observed_generation, Some(3), "{name}");
         assert_eq!(
-            record.next_retry_time.is_some(),
-            row.finalizer == FinalizerAction::Keep,
-            "{}",
-            row.name
+            d.finalizer,
+            if row.removed { FinalizerAction::Remove } else { FinalizerAction::Keep },
+            "{name}"
         );
-        if row.finalizer == FinalizerAction::Keep {
+        let event = d.event.as_ref().expect("every outcome emits an Event");
+        assert_eq!((event.reason, event.warning), (row.reason, row.warning), "{name}");
+        assert_eq!(event.action, "DeleteConnection");
+        let retry = match d.requeue_after {
+            None => Retry::Done,
+            Some(d) if d == policy.transient_base => Retry::Backoff,
+            Some(d) if d == policy.unauthorized_base => Retry::Unauthorized,
+            Some(d) if d == policy.slow_retry.mul_f64(1.1) => Retry::Slow,
+            Some(d) => Retry::After(d.as_secs()),
+        };
+        assert_eq!(retry, row.retry, "{name}");
+        let record = d.status.deletion.as_ref().expect("deletion record");
+        assert_eq!(record.attempts, 1, "{name}");
+        assert_eq!(record.outcome.as_deref(), Some(row.reason.as_str()));
+        assert_eq!(record.next_retry_time.is_some(), !row.removed, "{name}");
+        if !row.removed {
             assert!(
                 ready.message.contains("deletionPolicy: Orphan"),
-                "{}: a kept finalizer says how to release it: {}",
-                row.name,
+                "{name}: a kept finalizer says how to release it: {}",
                 ready.message
             );
-            assert!(record.last_error.is_some(), "{}", row.name);
+            assert!(record.last_error.is_some(), "{name}");
         }
     }
 }
@@ -334,8 +271,11 @@ fn backoff_grows_and_is_capped() {
         error: "boom".into(),
     }));
     let mut delays = Vec::new();
-    for _ in 0..12 {
-        let d = decide_deletion(&obj, &step, &inputs(&policy));
+    for i in 0..12 {
+        // Attempts further apart than REPEAT_QUIET are each recorded.
+        let mut at = inputs(&policy);
+        at.now += chrono::Duration::minutes(2 * i);
+        let d = decide_deletion(&obj, &step, &at);
         delays.push(d.requeue_after.expect("requeue"));
         obj.status = Some(d.status);
     }
@@ -488,6 +428,7 @@ fn sync_rows() {
         assert_eq!(
             d.status.bound_connection,
             Some(BoundConnection {
+                region: Some(Region::Us),
                 organization_id: ORG.into(),
                 connection_id: ID.into()
             })
@@ -513,12 +454,12 @@ fn unchanged_sync_writes_nothing_and_emits_nothing() {
 }
 
 #[test]
-fn ids_are_validated_and_bound() {
+fn region_and_ids_are_validated_and_bound() {
     let mut obj = resource(DeletionPolicy::Delete);
-    assert!(validate_ids(&obj).is_ok());
+    assert!(validate_binding(&obj).is_ok());
     obj.spec.connection_id = "not-a-uuid".into();
     assert!(matches!(
-        validate_ids(&obj),
+        validate_binding(&obj),
         Err(Observation::InvalidSpec {
             reason: Reason::InvalidSpec,
             ..
@@ -527,16 +468,67 @@ fn ids_are_validated_and_bound() {
     let mut obj = resource(DeletionPolicy::Delete);
     obj.status = Some(LeenConnectionStatus {
         bound_connection: Some(BoundConnection {
+            region: Some(Region::Us),
             organization_id: ORG.into(),
             connection_id: "11111111-0000-4000-8000-000000000000".into(),
         }),
         ..Default::default()
     });
     assert!(matches!(
-        validate_ids(&obj),
+        validate_binding(&obj),
         Err(Observation::InvalidSpec {
             reason: Reason::ImmutableFieldChanged,
             ..
         })
     ));
+}
+
+#[test]
+fn an_identical_failure_soon_after_writes_nothing_and_emits_nothing() {
+    let policy = RetryPolicy::default();
+    let mut obj = resource(DeletionPolicy::Delete);
+    let step = DeletionStep::Observed(Observation::Leen(LeenOutcome::RateLimited {
+        retry_after: Some(Duration::from_secs(5)),
+    }));
+    let first = decide_deletion(&obj, &step, &inputs(&policy));
+    assert!(first.event.is_some());
+    obj.status = Some(first.status.clone());
+    let mut soon = inputs(&policy);
+    soon.now += chrono::Duration::seconds(30);
+    let again = decide_deletion(&obj, &step, &soon);
+    assert_eq!(Some(&again.status), obj.status.as_ref(), "no status write");
+    assert!(again.event.is_none(), "no second Event");
+    assert_eq!(again.finalizer, FinalizerAction::Keep);
+    assert_eq!(again.requeue_after, Some(Duration::from_secs(5)));
+    // Once REPEAT_QUIET has passed, the record is brought up to date.
+    let mut later = inputs(&policy);
+    later.now += chrono::Duration::seconds(61);
+    let later = decide_deletion(&obj, &step, &later);
+    assert_eq!(later.status.deletion.map(|r| r.attempts), Some(2));
+    assert!(later.event.is_some());
+    // A different failure is news at once.
+    let other = DeletionStep::Observed(Observation::Leen(LeenOutcome::Unavailable {
+        status: Some(503),
+        error: "down".into(),
+    }));
+    assert!(decide_deletion(&obj, &other, &soon).event.is_some());
+}
+
+#[test]
+fn a_shared_connection_shows_on_the_live_resource() {
+    let policy = RetryPolicy::default();
+    let obj = resource(DeletionPolicy::Delete);
+    let obs = Observation::Leen(LeenOutcome::Success(Box::new(Connection {
+        state: Some("ACTIVE".into()),
+        ..deleted_connection()
+    })));
+    let mut shared = inputs(&policy);
+    shared.also_bound_by = vec!["apps/renamed".into()];
+    let d = decide_sync(&obj, &obs, &shared);
+    let ready = d.status.ready().expect("Ready");
+    assert_eq!(ready.status, "True");
+    assert!(ready.message.contains("also bound by apps/renamed"), "{}", ready.message);
+    let event = d.event.expect("an Event says it");
+    assert_eq!(event.reason, Reason::SharedConnection);
+    assert!(event.warning);
 }

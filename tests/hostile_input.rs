@@ -1,6 +1,6 @@
 //! Property tests over the Leen response parser and the deletion decision: no bytes Leen
-//! can send make them panic, and nothing but the success rows of the deletion table
-//! (2xx with a readable connection, 404, Orphan) ever removes the finalizer.
+//! can send make them panic, and nothing but Leen's confirmation (200 with the connection
+//! deleted, 404 with Leen's JSON error) ever removes the finalizer.
 
 use std::time::Duration;
 
@@ -10,10 +10,17 @@ use leen_operator::{
         DecisionInputs, DeletionStep, FinalizerAction, Observation, RetryPolicy, decide_deletion,
         deletion_shortcut,
     },
-    leen::{BodyError, LeenOutcome, classify, error_detail, parse_connection, parse_retry_after},
+    leen::{BodyError, Expected, classify, error_detail, parse_connection, parse_retry_after},
     resource::{LeenConnection, LeenConnectionSpec},
 };
 use proptest::prelude::*;
+
+fn expected() -> Expected {
+    Expected {
+        organization: ORG.parse().expect("uuid"),
+        connection: ID.parse().expect("uuid"),
+    }
+}
 
 fn resource() -> LeenConnection {
     let spec: LeenConnectionSpec = serde_json::from_value(serde_json::json!({
@@ -52,7 +59,68 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         0..8,
     )
     .prop_map(|m| serde_json::to_vec(&m).unwrap_or_default());
-    prop_oneof![fields, proptest::collection::vec(any::<u8>(), 0..512)]
+    // Near-valid connections: the right or a wrong id and organization, with or without
+    // the other fields, so that the confirmation rule's branches are all reached.
+    let connection = (
+        prop_oneof![Just(Some(ID)), Just(Some(OTHER)), Just(None)],
+        prop_oneof![Just(Some(ORG)), Just(Some(OTHER)), Just(None)],
+        prop_oneof![Just("DELETED"), Just("ACTIVE"), Just("ARCHIVED")],
+        any::<bool>(),
+    )
+        .prop_map(|(id, org, state, upper)| {
+            let mut m = serde_json::Map::new();
+            if let Some(id) = id {
+                let id = if upper { id.to_uppercase() } else { id.to_string() };
+                m.insert("id".into(), id.into());
+            }
+            if let Some(org) = org {
+                m.insert("organization_id".into(), org.into());
+            }
+            m.insert("state".into(), state.into());
+            serde_json::to_vec(&m).unwrap_or_default()
+        });
+    let error_bodies = prop_oneof![
+        Just(br#"{"detail":"Connection Not Found"}"#.to_vec()),
+        Just(br#"{"detail":[{"loc":["path"],"msg":"x"}]}"#.to_vec()),
+        Just(br#"{"detail":null}"#.to_vec()),
+        Just(b"<html>404 Not Found</html>".to_vec()),
+        Just(b"[]".to_vec()),
+        Just(b"\"text\"".to_vec()),
+        Just(b"7".to_vec()),
+    ];
+    prop_oneof![
+        3 => connection,
+        2 => error_bodies,
+        2 => fields,
+        1 => proptest::collection::vec(any::<u8>(), 0..512),
+    ]
+}
+
+const ID: &str = "0b9e7a52-0000-4000-8000-000000000002";
+const ORG: &str = "6f1c2d4e-0000-4000-8000-000000000001";
+const OTHER: &str = "11111111-0000-4000-8000-000000000000";
+
+/// DESIGN.md's confirmation rule, stated on its own: 200 with a JSON object whose id is the
+/// connection (and organization_id, when present, the organization), or 404 with a JSON
+/// object holding a non-null detail.
+fn confirms(status: u16, body: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let is = |v: Option<&serde_json::Value>, want: &str| {
+        v.and_then(|v| v.as_str())
+            .is_some_and(|s| s.eq_ignore_ascii_case(want))
+    };
+    match status {
+        200 => {
+            // A body that is not a connection at all (a field of the wrong type) is not one.
+            serde_json::from_slice::<leen_operator::leen::Connection>(body).is_ok()
+                && is(m.get("id"), ID)
+                && (m.get("organization_id").is_none_or(|v| v.is_null()) || is(m.get("organization_id"), ORG))
+        }
+        404 => m.get("detail").is_some_and(|d| !d.is_null()),
+        _ => false,
+    }
 }
 
 fn inputs(policy: &RetryPolicy, jitter: f64) -> DecisionInputs<'_> {
@@ -65,6 +133,7 @@ fn inputs(policy: &RetryPolicy, jitter: f64) -> DecisionInputs<'_> {
         sync_interval: Duration::from_secs(300),
         sync_failures: 0,
         policy,
+        also_bound_by: Vec::new(),
     }
 }
 
@@ -86,7 +155,7 @@ proptest! {
 
     #[test]
     fn only_success_rows_remove_the_finalizer(
-        status in 0u16..1000,
+        status in prop_oneof![3 => Just(200u16), 2 => Just(404u16), 1 => 0u16..1000],
         retry_after in proptest::option::of(".{0,12}"),
         body in body(),
         cut in any::<bool>(),
@@ -94,9 +163,9 @@ proptest! {
         attempts in 0u32..100,
     ) {
         let outcome = if cut {
-            classify(status, retry_after.as_deref(), Err(BodyError::TooLarge))
+            classify(expected(), status, retry_after.as_deref(), Err(BodyError::TooLarge))
         } else {
-            classify(status, retry_after.as_deref(), Ok(&body))
+            classify(expected(), status, retry_after.as_deref(), Ok(&body))
         };
         let mut obj = resource();
         if attempts > 0 {
@@ -112,12 +181,8 @@ proptest! {
         prop_assert!(deletion_shortcut(&obj).is_none());
         let policy = RetryPolicy::default();
         let d = decide_deletion(&obj, &DeletionStep::Observed(Observation::Leen(outcome.clone())), &inputs(&policy, jitter));
-        let success_row = match &outcome {
-            LeenOutcome::Success(_) => (200..300).contains(&status) && !cut,
-            LeenOutcome::NotFound { .. } => status == 404,
-            _ => false,
-        };
-        prop_assert_eq!(d.finalizer == FinalizerAction::Remove, success_row, "{:?} -> {:?}", outcome, d.finalizer);
+        let success_row = !cut && confirms(status, &body);
+        prop_assert_eq!(d.finalizer == FinalizerAction::Remove, success_row, "{} {:?}: {:?} -> {:?}", status, String::from_utf8_lossy(&body), outcome, d.finalizer);
         if d.finalizer == FinalizerAction::Keep {
             let after = d.requeue_after.expect("a kept finalizer is retried");
             prop_assert!(after >= Duration::from_millis(500) && after <= Duration::from_secs(3600), "{:?}", after);

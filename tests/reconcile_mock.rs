@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 use http::{Request, Response, StatusCode};
 use kube::{Client, client::Body};
 use leen_operator::{
+    config::NamespaceSet,
     controller::{Context, reconcile_object},
     fake::{FakeLeen, Fault},
     leen::{ApiKey, LeenClient, LeenClientConfig},
@@ -78,6 +79,12 @@ fn mock(
                 }
             } else if path.contains("/events") {
                 (StatusCode::CREATED, body)
+            } else if method == "PATCH" && body.is_object() {
+                // A merge patch of the object: answer with the patched object, as the API
+                // server does.
+                let mut patched = serde_json::to_value(&obj).unwrap_or_default();
+                merge(&mut patched, &body);
+                (StatusCode::OK, patched)
             } else {
                 (
                     StatusCode::OK,
@@ -95,6 +102,22 @@ fn mock(
     (Client::new(service, "default"), rx)
 }
 
+/// RFC 7386 merge of `patch` into `target`.
+fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
 async fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
     leen_operator::install_crypto_provider();
     let metrics = Arc::new(Metrics::default());
@@ -106,13 +129,15 @@ async fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
         metrics.clone(),
     )
     .expect("client");
-    Arc::new(Context::new(
+    let mut ctx = Context::new(
         client,
         leen,
-        ApiKey::new("mock-key"),
+        ApiKey::new("mock-key").ok(),
         metrics,
         Duration::from_secs(300),
-    ))
+    );
+    ctx.default_key_namespaces = NamespaceSet::All;
+    Arc::new(ctx)
 }
 
 fn deleting(org: Uuid, id: Uuid) -> LeenConnection {
@@ -279,15 +304,19 @@ async fn live_resource_without_finalizer_gets_it_first() {
     let ctx = context(client, &fake).await;
     reconcile_object(Arc::new(obj), ctx)
         .await
-        .expect("finalizer added");
+        .expect("reconciled");
     let seen = drain(&mut rx);
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].path, OBJ);
-    assert!(seen[0].body.to_string().contains(FINALIZER));
-    assert!(
-        fake.requests().is_empty(),
-        "no Leen call before the finalizer is in place"
-    );
+    // One metadata write puts the finalizer and the binding labels in place; only then is
+    // Leen read and the status written.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("PATCH", OBJ));
+    let meta = &seen[0].body["metadata"];
+    assert_eq!(meta["finalizers"], serde_json::json!([FINALIZER]));
+    assert_eq!(meta["labels"]["leen.dev/connection-id"], id.to_string());
+    assert_eq!(meta["labels"]["leen.dev/organization-id"], org.to_string());
+    assert_eq!(meta["labels"]["leen.dev/region"], "us");
+    assert_eq!(seen[1].path, format!("{OBJ}/status"));
+    assert_eq!(fake.count("GET", id), 1);
 }
 
 #[tokio::test]

@@ -395,7 +395,9 @@ impl Operator {
                 std::env::var("LEEN_TEST_LOG")
                     .unwrap_or_else(|_| "info,leen_operator=debug".into()),
             )
-            .env("LEEN_SYNC_INTERVAL", "1h");
+            .env("LEEN_SYNC_INTERVAL", "1h")
+            // The scenarios use the default key in their namespaces (a test may narrow it).
+            .env("LEEN_DEFAULT_KEY_NAMESPACES", "*");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
