@@ -319,9 +319,7 @@ impl Context {
     fn wake(&self, refs: &[String]) {
         for r in refs {
             if let Some((ns, name)) = r.split_once('/') {
-                let _ = self
-                    .wake_connections
-                    .send(ObjectRef::new(name).within(ns));
+                let _ = self.wake_connections.send(ObjectRef::new(name).within(ns));
             }
         }
     }
@@ -445,14 +443,13 @@ async fn ensure_metadata(
     }
     let patch = json!({ "metadata": metadata });
     let updated = api
-        .patch(
-            &obj.name_any(),
-            &field_manager(),
-            &Patch::Merge(&patch),
-        )
+        .patch(&obj.name_any(), &field_manager(), &Patch::Merge(&patch))
         .await?;
-    ctx.metrics
-        .kube_write(if has_finalizer { "metadata" } else { "finalizer_add" });
+    ctx.metrics.kube_write(if has_finalizer {
+        "metadata"
+    } else {
+        "finalizer_add"
+    });
     if let (Some(old), Some(ns)) = (current_secret, obj.namespace())
         && key_secret.as_ref() != Some(&old)
     {
@@ -583,6 +580,7 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
             Ok(Action::await_change())
         }
         FinalizerAction::Keep => {
+            ctx.set_failures(&uid, true);
             write(&obj, &decision, ctx).await?;
             Err(Error::DeletionPending {
                 reason,
@@ -688,7 +686,10 @@ async fn protect_secret(secret: &Secret, ctx: &Context, strict: bool) -> Result<
     }});
     // Through the metadata API: the answer carries no Secret data.
     let api: Api<CachedSecret> = Api::namespaced(ctx.client.clone(), ns);
-    match api.patch(name, &field_manager(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(name, &field_manager(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => {
             ctx.metrics.kube_write("secret_finalizer_add");
             Ok(())
@@ -703,8 +704,15 @@ async fn protect_secret(secret: &Secret, ctx: &Context, strict: bool) -> Result<
 
 /// Keeps `leen.dev/secret-in-use` on a Secret exactly while a `Delete` LeenConnection still
 /// holding its finalizer names it.
-pub async fn reconcile_secret(secret: Arc<CachedSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let Some(index) = secret.finalizers().iter().position(|f| f == SECRET_FINALIZER) else {
+pub async fn reconcile_secret(
+    secret: Arc<CachedSecret>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let Some(index) = secret
+        .finalizers()
+        .iter()
+        .position(|f| f == SECRET_FINALIZER)
+    else {
         return Ok(Action::await_change());
     };
     if !ctx.synced() {
@@ -715,7 +723,10 @@ pub async fn reconcile_secret(secret: Arc<CachedSecret>, ctx: Arc<Context>) -> R
     let name = secret.name_any();
     if let Some(user) = secret_user(&ctx, &ns, &name).await? {
         debug!(secret = %name, namespace = %ns, user = %user, "key Secret still needed");
-        return Ok(Action::requeue(ctx.sync_interval));
+        // Woken when a user goes; the requeue is only a safety net.
+        return Ok(Action::requeue(
+            ctx.sync_interval.min(Duration::from_secs(300)),
+        ));
     }
     // The resourceVersion makes the patch fail, rather than drop another's finalizer, if
     // the list moved meanwhile.
@@ -726,7 +737,10 @@ pub async fn reconcile_secret(secret: Arc<CachedSecret>, ctx: Arc<Context>) -> R
         "finalizers": rest,
     }});
     let api: Api<CachedSecret> = Api::namespaced(ctx.client.clone(), &ns);
-    match api.patch(&name, &field_manager(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(&name, &field_manager(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => {
             ctx.metrics.kube_write("secret_finalizer_remove");
             info!(secret = %name, namespace = %ns, "no LeenConnection needs the key Secret any more; released it");
@@ -749,7 +763,10 @@ async fn secret_user(ctx: &Context, ns: &str, name: &str) -> Result<Option<Strin
         if deleting && !holds {
             continue;
         }
-        if o.annotations().get(KEY_SECRET_ANNOTATION).map(String::as_str) == Some(name)
+        if o.annotations()
+            .get(KEY_SECRET_ANNOTATION)
+            .map(String::as_str)
+            == Some(name)
             && (holds || !deleting)
         {
             return Ok(Some(display_ref(o.as_ref())));
@@ -870,23 +887,38 @@ pub async fn run(
     // Metadata only, for LeenConnections as for Secrets: the controller reads the whole
     // object when it reconciles it, so the cache stays small with many resources, and no
     // Secret's data ever reaches the operator unless it reads a key.
-    let (connections, secrets): (Api<CachedConnection>, Api<CachedSecret>) =
-        match &watch_namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
+    let (connections, secrets): (Api<CachedConnection>, Api<CachedSecret>) = match &watch_namespace
+    {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
     let Some(writer) = ctx.writer.lock().ok().and_then(|mut w| w.take()) else {
         warn!("controller already running on this context");
         return;
     };
     let reader = ctx.connections.clone();
+    let gone_ctx = ctx.clone();
     let main_stream = watcher(connections, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(strip)
         .reflect(writer)
+        .inspect(move |event| {
+            // A resource gone from the cache may have been the last one to need its key
+            // Secret: look at that Secret now that the cache no longer holds it.
+            if let Ok(watcher::Event::Delete(obj)) = event
+                && let (Some(ns), Some(secret)) = (
+                    obj.namespace(),
+                    obj.annotations().get(KEY_SECRET_ANNOTATION),
+                )
+            {
+                let _ = gone_ctx
+                    .wake_secrets
+                    .send(ObjectRef::new(secret).within(&ns));
+            }
+        })
         .touched_objects()
         .predicate_filter(trigger_fingerprint, Default::default());
     let secret_index = ctx.clone();

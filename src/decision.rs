@@ -255,7 +255,8 @@ pub struct DecisionInputs<'a> {
     pub jitter: f64,
     /// How often a live resource is read again from Leen.
     pub sync_interval: Duration,
-    /// Consecutive failed syncs before this one (kept by the controller in memory).
+    /// Consecutive failed syncs or deletion attempts before this one (kept by the
+    /// controller in memory).
     pub sync_failures: u32,
     /// Retry delays.
     pub policy: &'a RetryPolicy,
@@ -340,7 +341,11 @@ pub fn validate_binding(obj: &LeenConnection) -> Result<Binding, Observation> {
 /// The binding a resource holds: the one in status, else its spec's when valid. This is
 /// what the binding labels say.
 pub fn held_binding(obj: &LeenConnection) -> Option<Binding> {
-    if let Some(bound) = obj.status.as_ref().and_then(|s| s.bound_connection.as_ref()) {
+    if let Some(bound) = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.bound_connection.as_ref())
+    {
         return Some(Binding {
             region: bound.region.unwrap_or(obj.spec.region),
             organization: Uuid::parse_str(&bound.organization_id).ok()?,
@@ -451,8 +456,8 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
     let previous_key = previous.map(|c| (c.status.as_str(), c.reason.as_str()));
     let changed = previous_key != Some((if ready { "True" } else { "False" }, reason.as_str()))
         && !(previous_key.is_none() && ready);
-    let newly_shared = shared.is_some()
-        && !previous.is_some_and(|c| c.message.contains(SHARED_MARK));
+    let newly_shared =
+        shared.is_some() && !previous.is_some_and(|c| c.message.contains(SHARED_MARK));
     let event = if changed {
         Some(EventSpec {
             warning: !ready && reason != Reason::ConnectionDeleted,
@@ -565,6 +570,12 @@ pub fn decide_deletion(
     };
 
     let attempts = previous.attempts.saturating_add(1);
+    // Quiet repeats do not advance the record, so the backoff also counts the failures the
+    // controller remembers.
+    let attempt = previous
+        .attempts
+        .max(inputs.sync_failures)
+        .saturating_add(1);
     let message = cap(&message);
     if !reason.releases_finalizer() && is_quiet_repeat(&previous, reason, &message, inputs.now) {
         // The same failure again, shortly after the last recorded one: no new status or
@@ -573,7 +584,11 @@ pub fn decide_deletion(
             status,
             event: None,
             finalizer: FinalizerAction::Keep,
-            requeue_after: Some(inputs.policy.delay(reason, retry_after, attempts, inputs.jitter)),
+            requeue_after: Some(
+                inputs
+                    .policy
+                    .delay(reason, retry_after, attempt, inputs.jitter),
+            ),
         };
     }
     let (finalizer, requeue_after, note) = if reason.releases_finalizer() {
@@ -581,7 +596,7 @@ pub fn decide_deletion(
     } else {
         let delay = inputs
             .policy
-            .delay(reason, retry_after, attempts, inputs.jitter);
+            .delay(reason, retry_after, attempt, inputs.jitter);
         let note = format!(
             "{message}; finalizer kept, retrying in {} (set spec.deletionPolicy: Orphan to release it without deleting in Leen)",
             humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))

@@ -165,6 +165,7 @@ struct FakeState {
     faults: HashMap<Uuid, VecDeque<Fault>>,
     latency: Duration,
     soft_delete: bool,
+    rate_limited: Option<String>,
     requests: Vec<RecordedRequest>,
 }
 
@@ -319,6 +320,12 @@ impl FakeLeen {
         lock(&self.state).soft_delete = soft;
     }
 
+    /// Answers every request with 429 and this `Retry-After` (`Some("")`: without the
+    /// header) until called with `None`.
+    pub fn set_rate_limited(&self, retry_after: Option<&str>) {
+        lock(&self.state).rate_limited = retry_after.map(str::to_string);
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state).requests.clone()
@@ -443,6 +450,15 @@ fn answer(
                 return (fault_response(&fault), fault.status, delay);
             }
         }
+    }
+    if let Some(retry_after) = s.rate_limited.clone() {
+        let mut response = detail(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests");
+        if let Ok(v) = retry_after.parse()
+            && !retry_after.is_empty()
+        {
+            response.headers_mut().insert("retry-after", v);
+        }
+        return (response, 429, delay);
     }
     let rate = s.failure_rate;
     if rate > 0.0

@@ -16,11 +16,11 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::MicroTime,
     jiff::Timestamp,
 };
-use tokio::time::Instant;
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// What to do with the Lease, given what it holds now.
@@ -52,9 +52,8 @@ pub fn lease_action(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration)
     if holder.is_empty() {
         return LeaseAction::TakeOver;
     }
-    let duration = Duration::from_secs(
-        u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15),
-    );
+    let duration =
+        Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(15)).unwrap_or(15));
     if unchanged_for > duration {
         LeaseAction::TakeOver
     } else {
@@ -243,7 +242,9 @@ impl LeaderElector {
                 }
                 Ok(Err(e)) => warn!(error = %e, "leader election: renewing the Lease failed"),
                 Err(_) => {
-                    warn!("leader election: renewing the Lease hung past the renew deadline; stopping");
+                    warn!(
+                        "leader election: renewing the Lease hung past the renew deadline; stopping"
+                    );
                     return;
                 }
             }

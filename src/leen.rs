@@ -793,7 +793,12 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(
-            classify(EXPECTED, 404, None, Ok(br#"{"detail":"Connection Not Found"}"#)),
+            classify(
+                EXPECTED,
+                404,
+                None,
+                Ok(br#"{"detail":"Connection Not Found"}"#)
+            ),
             LeenOutcome::NotFound {
                 detail: "Connection Not Found".into()
             }
@@ -803,7 +808,7 @@ mod tests {
             LeenOutcome::Unauthorized { status: 403, .. }
         ));
         assert_eq!(
-            classify(EXPECTED, 
+            classify(EXPECTED,
                 422,
                 None,
                 Ok(br#"{"detail":[{"loc":["path","connection_id"],"msg":"value is not a valid uuid","type":"type_error.uuid"}]}"#)
@@ -850,7 +855,10 @@ mod tests {
     #[test]
     fn only_the_expected_connection_confirms() {
         let ok = br#"{"id":"0B9E7A52-0000-4000-8000-000000000002","organization_id":"6f1c2d4e-0000-4000-8000-000000000001"}"#;
-        assert!(matches!(classify(EXPECTED, 200, None, Ok(ok)), LeenOutcome::Success(_)));
+        assert!(matches!(
+            classify(EXPECTED, 200, None, Ok(ok)),
+            LeenOutcome::Success(_)
+        ));
         for (status, body, says) in [
             (200, &b"{}"[..], "without a connection id"),
             (200, br#"{"id":"0b9e7a52-0000-4000-8000-000000000003"}"#, "about connection 0b9e7a52-0000-4000-8000-000000000003, not 0b9e7a52-0000-4000-8000-000000000002"),

@@ -12,8 +12,8 @@ pub mod decision;
 pub mod events;
 pub mod fake;
 pub mod leader;
-pub mod rate_gate;
 pub mod leen;
+pub mod rate_gate;
 pub mod resource;
 pub mod telemetry;
 

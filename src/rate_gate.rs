@@ -157,7 +157,14 @@ mod tests {
         let other = LimitKey::new("https://api.leen.dev/v1", "other-key");
         let t0 = Instant::now();
         assert_eq!(gate.admit_at(key, t0), Admission::Go);
-        gate.report_at(key, Admission::Go, true, Some(Duration::from_secs(10)), 0.5, t0);
+        gate.report_at(
+            key,
+            Admission::Go,
+            true,
+            Some(Duration::from_secs(10)),
+            0.5,
+            t0,
+        );
         // Every other call of the limit waits for the rest of the pause; another key does not.
         assert_eq!(
             gate.admit_at(key, t0 + Duration::from_secs(4)),

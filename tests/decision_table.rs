@@ -69,7 +69,7 @@ enum Answer {
     /// Leen answered: status, `Retry-After`, body.
     Http(u16, Option<&'static str>, &'static str),
     /// No answer at all (timeout, refused connection).
-    NoAnswer,
+    Silence,
     /// The resource says Orphan.
     Orphan,
     /// Another live resource binds the same connection.
@@ -105,8 +105,22 @@ struct Row {
     says: &'static str,
 }
 
-fn row(answer: Answer, reason: Reason, removed: bool, warning: bool, retry: Retry, says: &'static str) -> Row {
-    Row { answer, reason, removed, warning, retry, says }
+fn row(
+    answer: Answer,
+    reason: Reason,
+    removed: bool,
+    warning: bool,
+    retry: Retry,
+    says: &'static str,
+) -> Row {
+    Row {
+        answer,
+        reason,
+        removed,
+        warning,
+        retry,
+        says,
+    }
 }
 
 /// The whole deletion table of DESIGN.md, one line a row: from what Leen answered (status,
@@ -122,31 +136,210 @@ fn deletion_table() {
     let other_org = r#"{"id":"0b9e7a52-0000-4000-8000-000000000002","organization_id":"6f1c2d4e-0000-4000-8000-000000000009","state":"DELETED"}"#;
     let rows = [
         row(Orphan, Reason::Orphaned, true, false, Done, "left in Leen"),
-        row(StillReferenced, Reason::StillReferenced, true, false, Done, "security/renamed binds the same connection"),
-        row(Http(200, None, deleted), Reason::Deleted, true, false, Done, "state DELETED"),
-        row(Http(200, None, still_active), Reason::Deleted, true, true, Done, "reports state ACTIVE, not DELETED"),
-        row(Http(404, None, r#"{"detail":"Connection Not Found"}"#), Reason::AlreadyDeleted, true, false, Done, "Connection Not Found"),
-        row(Http(200, None, "{}"), Reason::InvalidResponse, false, true, Backoff, "without a connection id"),
-        row(Http(200, None, "[]"), Reason::InvalidResponse, false, true, Backoff, "not a JSON object"),
-        row(Http(200, None, other_conn), Reason::InvalidResponse, false, true, Backoff, OTHER_ID),
-        row(Http(200, None, other_org), Reason::InvalidResponse, false, true, Backoff, OTHER_ORG),
-        row(Http(200, None, "{not json"), Reason::InvalidResponse, false, true, Backoff, "not JSON"),
-        row(Http(202, None, r#"{"detail":"scheduled"}"#), Reason::InvalidResponse, false, true, Backoff, "answered 202, not 200"),
-        row(Http(204, None, ""), Reason::InvalidResponse, false, true, Backoff, "answered 204, not 200"),
-        row(Http(404, None, "<html><body>404 Not Found</body></html>"), Reason::UnexpectedResponse, false, true, Backoff, "proves nothing"),
-        row(Http(404, None, ""), Reason::UnexpectedResponse, false, true, Backoff, "proves nothing"),
-        row(Http(401, None, r#"{"detail":"Invalid API Key"}"#), Reason::Unauthorized, false, true, Unauthorized, "Invalid API Key"),
-        row(Http(403, None, ""), Reason::Unauthorized, false, true, Unauthorized, "403"),
-        row(Http(422, None, r#"{"detail":[{"loc":["path","connection_id"],"msg":"value is not a valid uuid","type":"type_error.uuid"}]}"#), Reason::Rejected, false, true, Slow, "path.connection_id: value is not a valid uuid"),
-        row(Http(429, Some("42"), ""), Reason::RateLimited, false, true, After(42), "429"),
-        row(Http(429, None, ""), Reason::RateLimited, false, true, Backoff, "429"),
-        row(Http(503, None, "<html>down</html>"), Reason::LeenUnavailable, false, true, Backoff, "503"),
-        row(Http(500, None, r#"{"detail":"boom"}"#), Reason::LeenUnavailable, false, true, Backoff, "boom"),
-        row(NoAnswer, Reason::LeenUnavailable, false, true, Backoff, "timed out"),
-        row(Http(409, None, "conflict"), Reason::UnexpectedResponse, false, true, Backoff, "409"),
-        row(Http(302, None, ""), Reason::UnexpectedResponse, false, true, Backoff, "302"),
-        row(NoCredentials, Reason::CredentialsMissing, false, true, Backoff, "not found"),
-        row(RegionChanged, Reason::ImmutableFieldChanged, false, true, Slow, "bound to region us"),
+        row(
+            StillReferenced,
+            Reason::StillReferenced,
+            true,
+            false,
+            Done,
+            "security/renamed binds the same connection",
+        ),
+        row(
+            Http(200, None, deleted),
+            Reason::Deleted,
+            true,
+            false,
+            Done,
+            "state DELETED",
+        ),
+        row(
+            Http(200, None, still_active),
+            Reason::Deleted,
+            true,
+            true,
+            Done,
+            "reports state ACTIVE, not DELETED",
+        ),
+        row(
+            Http(404, None, r#"{"detail":"Connection Not Found"}"#),
+            Reason::AlreadyDeleted,
+            true,
+            false,
+            Done,
+            "Connection Not Found",
+        ),
+        row(
+            Http(200, None, "{}"),
+            Reason::InvalidResponse,
+            false,
+            true,
+            Backoff,
+            "without a connection id",
+        ),
+        row(
+            Http(200, None, "[]"),
+            Reason::InvalidResponse,
+            false,
+            true,
+            Backoff,
+            "not a JSON object",
+        ),
+        row(
+            Http(200, None, other_conn),
+            Reason::InvalidResponse,
+            false,
+            true,
+            Backoff,
+            OTHER_ID,
+        ),
+        row(
+            Http(200, None, other_org),
+            Reason::InvalidResponse,
+            false,
+            true,
+            Backoff,
+            OTHER_ORG,
+        ),
+        row(
+            Http(200, None, "{not json"),
+            Reason::InvalidResponse,
+            false,
+            true,
+            Backoff,
+            "not JSON",
+        ),
+        row(
+            Http(202, None, r#"{"detail":"scheduled"}"#),
+            Reason::InvalidResponse,
+            false,
+            true,
+            Backoff,
+            "answered 202, not 200",
+        ),
+        row(
+            Http(204, None, ""),
+            Reason::InvalidResponse,
+            false,
+            true,
+            Backoff,
+            "answered 204, not 200",
+        ),
+        row(
+            Http(404, None, "<html><body>404 Not Found</body></html>"),
+            Reason::UnexpectedResponse,
+            false,
+            true,
+            Backoff,
+            "proves nothing",
+        ),
+        row(
+            Http(404, None, ""),
+            Reason::UnexpectedResponse,
+            false,
+            true,
+            Backoff,
+            "proves nothing",
+        ),
+        row(
+            Http(401, None, r#"{"detail":"Invalid API Key"}"#),
+            Reason::Unauthorized,
+            false,
+            true,
+            Unauthorized,
+            "Invalid API Key",
+        ),
+        row(
+            Http(403, None, ""),
+            Reason::Unauthorized,
+            false,
+            true,
+            Unauthorized,
+            "403",
+        ),
+        row(
+            Http(
+                422,
+                None,
+                r#"{"detail":[{"loc":["path","connection_id"],"msg":"value is not a valid uuid","type":"type_error.uuid"}]}"#,
+            ),
+            Reason::Rejected,
+            false,
+            true,
+            Slow,
+            "path.connection_id: value is not a valid uuid",
+        ),
+        row(
+            Http(429, Some("42"), ""),
+            Reason::RateLimited,
+            false,
+            true,
+            After(42),
+            "429",
+        ),
+        row(
+            Http(429, None, ""),
+            Reason::RateLimited,
+            false,
+            true,
+            Backoff,
+            "429",
+        ),
+        row(
+            Http(503, None, "<html>down</html>"),
+            Reason::LeenUnavailable,
+            false,
+            true,
+            Backoff,
+            "503",
+        ),
+        row(
+            Http(500, None, r#"{"detail":"boom"}"#),
+            Reason::LeenUnavailable,
+            false,
+            true,
+            Backoff,
+            "boom",
+        ),
+        row(
+            Silence,
+            Reason::LeenUnavailable,
+            false,
+            true,
+            Backoff,
+            "timed out",
+        ),
+        row(
+            Http(409, None, "conflict"),
+            Reason::UnexpectedResponse,
+            false,
+            true,
+            Backoff,
+            "409",
+        ),
+        row(
+            Http(302, None, ""),
+            Reason::UnexpectedResponse,
+            false,
+            true,
+            Backoff,
+            "302",
+        ),
+        row(
+            NoCredentials,
+            Reason::CredentialsMissing,
+            false,
+            true,
+            Backoff,
+            "not found",
+        ),
+        row(
+            RegionChanged,
+            Reason::ImmutableFieldChanged,
+            false,
+            true,
+            Slow,
+            "bound to region us",
+        ),
     ];
     let policy = RetryPolicy::default();
     let expected = Expected {
@@ -178,10 +371,12 @@ fn deletion_table() {
                 obj.spec.region = Region::Eu;
                 DeletionStep::Observed(validate_binding(&obj).expect_err("region is bound"))
             }
-            Answer::NoAnswer => DeletionStep::Observed(Observation::Leen(LeenOutcome::Unavailable {
-                status: None,
-                error: "timed out".into(),
-            })),
+            Answer::Silence => {
+                DeletionStep::Observed(Observation::Leen(LeenOutcome::Unavailable {
+                    status: None,
+                    error: "timed out".into(),
+                }))
+            }
             Answer::Http(status, retry_after, body) => DeletionStep::Observed(Observation::Leen(
                 classify(expected, *status, *retry_after, Ok(body.as_bytes())),
             )),
@@ -191,15 +386,27 @@ fn deletion_table() {
         let ready = d.status.ready().expect("Ready condition");
         assert_eq!(ready.status, "False", "{name}");
         assert_eq!(ready.reason, row.reason.as_str(), "{name}");
-        assert!(ready.message.contains(row.says), "{name}: {}", ready.message);
+        assert!(
+            ready.message.contains(row.says),
+            "{name}: {}",
+            ready.message
+        );
         assert_eq!(ready.observed_generation, Some(3), "{name}");
         assert_eq!(
             d.finalizer,
-            if row.removed { FinalizerAction::Remove } else { FinalizerAction::Keep },
+            if row.removed {
+                FinalizerAction::Remove
+            } else {
+                FinalizerAction::Keep
+            },
             "{name}"
         );
         let event = d.event.as_ref().expect("every outcome emits an Event");
-        assert_eq!((event.reason, event.warning), (row.reason, row.warning), "{name}");
+        assert_eq!(
+            (event.reason, event.warning),
+            (row.reason, row.warning),
+            "{name}"
+        );
         assert_eq!(event.action, "DeleteConnection");
         let retry = match d.requeue_after {
             None => Retry::Done,
@@ -527,7 +734,11 @@ fn a_shared_connection_shows_on_the_live_resource() {
     let d = decide_sync(&obj, &obs, &shared);
     let ready = d.status.ready().expect("Ready");
     assert_eq!(ready.status, "True");
-    assert!(ready.message.contains("also bound by apps/renamed"), "{}", ready.message);
+    assert!(
+        ready.message.contains("also bound by apps/renamed"),
+        "{}",
+        ready.message
+    );
     let event = d.event.expect("an Event says it");
     assert_eq!(event.reason, Reason::SharedConnection);
     assert!(event.warning);

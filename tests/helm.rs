@@ -230,7 +230,7 @@ fn rbac_is_least_privilege() {
         ("leen.dev", "leenconnections", "get,list,watch,patch"),
         ("leen.dev", "leenconnections/status", "patch"),
         ("leen.dev", "leenconnections/finalizers", "update"),
-        ("", "secrets", "get,list,watch"),
+        ("", "secrets", "get,list,watch,patch"),
         ("events.k8s.io", "events", "create,patch"),
     ]
     .iter()
@@ -528,10 +528,23 @@ async fn operator_works_with_only_the_chart_rbac() {
         .await
         .expect("created");
     wait_for(&api, "c", "Ready=True", is_ready).await;
+    let admin_secrets: Api<Secret> = Api::namespaced(admin.clone(), "apps");
+    wait_secret(
+        &admin_secrets,
+        "leen-key",
+        "the secret-in-use finalizer",
+        secret_protected,
+    )
+    .await;
     api.delete("c", &DeleteParams::default())
         .await
         .expect("delete");
     wait_gone(&api, "c").await;
+    // No one needs the key any more: the chart's RBAC lets the operator release it.
+    wait_secret(&admin_secrets, "leen-key", "the finalizer released", |s| {
+        !secret_protected(s)
+    })
+    .await;
     assert!(!fake.has_connection(org, id));
     assert_eq!(fake.count("DELETE", id), 1);
     assert!(

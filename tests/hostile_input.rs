@@ -70,7 +70,11 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|(id, org, state, upper)| {
             let mut m = serde_json::Map::new();
             if let Some(id) = id {
-                let id = if upper { id.to_uppercase() } else { id.to_string() };
+                let id = if upper {
+                    id.to_uppercase()
+                } else {
+                    id.to_string()
+                };
                 m.insert("id".into(), id.into());
             }
             if let Some(org) = org {
@@ -116,7 +120,8 @@ fn confirms(status: u16, body: &[u8]) -> bool {
             // A body that is not a connection at all (a field of the wrong type) is not one.
             serde_json::from_slice::<leen_operator::leen::Connection>(body).is_ok()
                 && is(m.get("id"), ID)
-                && (m.get("organization_id").is_none_or(|v| v.is_null()) || is(m.get("organization_id"), ORG))
+                && (m.get("organization_id").is_none_or(|v| v.is_null())
+                    || is(m.get("organization_id"), ORG))
         }
         404 => m.get("detail").is_some_and(|d| !d.is_null()),
         _ => false,

@@ -309,7 +309,10 @@ async fn live_resource_without_finalizer_gets_it_first() {
     // One metadata write puts the finalizer and the binding labels in place; only then is
     // Leen read and the status written.
     assert_eq!(seen.len(), 2, "{seen:?}");
-    assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("PATCH", OBJ));
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("PATCH", OBJ)
+    );
     let meta = &seen[0].body["metadata"];
     assert_eq!(meta["finalizers"], serde_json::json!([FINALIZER]));
     assert_eq!(meta["labels"]["leen.dev/connection-id"], id.to_string());

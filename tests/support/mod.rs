@@ -542,6 +542,47 @@ pub async fn wait_for(
     }
 }
 
+/// Waits until the Secret satisfies `pred` (watch-based, bounded by [`WAIT`]).
+pub async fn wait_secret(
+    api: &Api<Secret>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Secret) -> bool,
+) -> Option<Secret> {
+    let cond = move |obj: Option<&Secret>| obj.is_some_and(&pred);
+    match tokio::time::timeout(WAIT, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => panic!("Secret {name}: watch failed waiting for {what}: {e}"),
+        Err(_) => panic!(
+            "Secret {name}: no {what} within {WAIT:?}; finalizers now: {:?}",
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .map(|s| s.metadata.finalizers)
+        ),
+    }
+}
+
+/// Whether a Secret carries `leen.dev/secret-in-use`.
+pub fn secret_protected(s: &Secret) -> bool {
+    s.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == leen_operator::resource::SECRET_FINALIZER)
+}
+
+/// Waits until the Secret is gone.
+pub async fn wait_secret_gone(api: &Api<Secret>, name: &str) {
+    let gone = await_condition(api.clone(), name, |o: Option<&Secret>| o.is_none());
+    match tokio::time::timeout(WAIT, gone).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("Secret {name}: watch failed waiting for deletion: {e}"),
+        Err(_) => panic!("Secret {name}: still present after {WAIT:?}"),
+    }
+}
+
 /// Waits until the object is gone.
 pub async fn wait_gone(api: &Api<LeenConnection>, name: &str) {
     let gone = await_condition(api.clone(), name, |o: Option<&LeenConnection>| o.is_none());
