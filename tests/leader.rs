@@ -100,3 +100,67 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
             >= 1.0
     );
 }
+
+/// A leader whose API server connection stalls (every renew hangs) stops at its renew
+/// deadline, before the standby may take over: never two leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_leader_stops_before_a_standby_acquires() {
+    let Some(cp) = ControlPlane::start().await else {
+        return;
+    };
+    cp.namespace("leen-system").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    let endpoint = fake.base_url();
+    let lease = format!("{LEASE_SECS}s");
+    let env = |name: &'static str| {
+        vec![
+            ("LEEN_ENDPOINT", endpoint.clone()),
+            ("LEEN_LEADER_ELECTION", "true".to_string()),
+            ("LEEN_LEADER_ELECTION_NAMESPACE", "leen-system".to_string()),
+            ("LEEN_LEASE_DURATION", lease.clone()),
+            ("POD_NAME", name.to_string()),
+        ]
+    };
+    let proxy = StallingProxy::start(cp.addr()).await;
+    let via_proxy = cp.dir.path().join("proxy.kubeconfig");
+    cp.write_kubeconfig_via(&format!("https://{}", proxy.addr), &via_proxy);
+    let a_env = env("replica-a");
+    let a_env: Vec<(&str, &str)> = a_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut a = Operator::start_with_kubeconfig(&cp, &via_proxy, &a_env).await;
+    let leases: Api<Lease> = Api::namespaced(cp.client().await, "leen-system");
+    let deadline = Instant::now() + WAIT;
+    while holder(&leases).await.as_deref() != Some("replica-a") {
+        assert!(Instant::now() < deadline, "replica-a never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b_env = env("replica-b");
+    let b_env: Vec<(&str, &str)> = b_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _b = Operator::start(&cp, &b_env).await;
+
+    proxy.stall();
+    let stalled = Instant::now();
+    let (mut a_stopped, mut b_acquired) = (None, None);
+    while a_stopped.is_none() || b_acquired.is_none() {
+        assert!(
+            stalled.elapsed() < WAIT,
+            "a stopped: {a_stopped:?}, b acquired: {b_acquired:?}"
+        );
+        if a_stopped.is_none() && a.exited() {
+            a_stopped = Some(stalled.elapsed());
+        }
+        if b_acquired.is_none() && holder(&leases).await.as_deref() == Some("replica-b") {
+            b_acquired = Some(stalled.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (a_stopped, b_acquired) = (
+        a_stopped.unwrap_or_default(),
+        b_acquired.unwrap_or_default(),
+    );
+    println!("stalled leader stopped after {a_stopped:?}; standby acquired after {b_acquired:?}");
+    assert!(
+        a_stopped < b_acquired,
+        "the stalled leader stopped at {a_stopped:?}, after the standby acquired at {b_acquired:?}"
+    );
+    assert!(a.log_text().contains("renew"), "{}", a.log_text());
+}

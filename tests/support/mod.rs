@@ -260,6 +260,20 @@ impl ControlPlane {
         self.start_apiserver().await;
     }
 
+    /// The API server's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.secure_port))
+    }
+
+    /// Writes a kubeconfig for the admin user that reaches the API server at `server`
+    /// (a proxy in front of it).
+    pub fn write_kubeconfig_via(&self, server: &str, path: &Path) {
+        let cfg = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: envtest\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: admin\ncurrent-context: envtest\n"
+        );
+        std::fs::write(path, cfg).expect("kubeconfig written");
+    }
+
     /// Writes a kubeconfig for a user with a token.
     pub fn write_kubeconfig(&self, user: &str, token: &str, path: &Path) {
         let cfg = format!(
@@ -442,6 +456,13 @@ impl Operator {
     /// Milliseconds from spawn to `/readyz` of the last start.
     pub fn startup(&self) -> std::time::Duration {
         self.startup
+    }
+
+    /// Whether the process has exited by itself.
+    pub fn exited(&mut self) -> bool {
+        self.proc
+            .as_mut()
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(Some(_))))
     }
 
     /// SIGKILLs the operator.
@@ -652,6 +673,82 @@ pub fn record_versions(
         }
         seen
     })
+}
+
+/// A TCP proxy on loopback in front of `upstream` that can be made to stall: it then keeps
+/// every connection open but forwards nothing, as a stuck connection or an API server
+/// under throttling would. Stops when dropped.
+pub struct StallingProxy {
+    /// `127.0.0.1:PORT` to connect to.
+    pub addr: std::net::SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    /// Starts forwarding to `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::{Arc, atomic::AtomicBool};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy binds");
+        let addr = listener.local_addr().expect("proxy addr");
+        let stalled = Arc::new(AtomicBool::new(false));
+        let flag = stalled.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(pump(cr, sw, flag.clone()));
+                    pump(sr, cw, flag).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            stalled,
+            task,
+        }
+    }
+
+    /// From now on nothing is forwarded.
+    pub fn stall(&self) {
+        self.stalled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Stalled: hold the bytes (and the connection) forever.
+        while stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Every `PATH` lookup the harness needs, checked early with a clear message.
