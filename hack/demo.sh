@@ -83,7 +83,7 @@ pids+=($!)
 for _ in $(seq 1 100); do [ -s "$work/fake.out" ] && break; sleep 0.1; done
 endpoint=$(head -n1 "$work/fake.out")
 echo "fake Leen at $endpoint"
-LEEN_ENDPOINT=$endpoint LEEN_API_KEY=demo-key METRICS_ADDR=127.0.0.1:$metrics_port \
+LEEN_ENDPOINT=$endpoint LEEN_API_KEY=demo-key LEEN_DEFAULT_KEY_NAMESPACES=security METRICS_ADDR=127.0.0.1:$metrics_port \
   target/debug/leen-operator >"$work/operator.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$metrics_port/readyz"
