@@ -337,6 +337,10 @@ async fn a_429_pauses_every_deletion_sharing_the_key() {
     let settled = e.fake.requests().len();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let during = e.fake.requests().len() - settled;
+    println!(
+        "429 gate: 20 pending deletions, Retry-After 2 s: {} requests until every resource showed RateLimited, then {during} in 6 s (without the gate: about 20 x 6 / 2 = 60)",
+        settled - before
+    );
     assert!(
         during <= 6,
         "{during} requests in 6 s of 429 with Retry-After 2 for 20 resources (first wave: {})",
