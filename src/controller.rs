@@ -374,7 +374,13 @@ pub async fn reconcile_object(
     ctx.metrics.reconcile();
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
+    let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     let obj = ensure_metadata(obj, &api, &ctx).await?;
+    if !had_finalizer && obj.meta().deletion_timestamp.is_none() {
+        // The finalizer just added changes what the watch sees, and that change brings
+        // the object back at once: read Leen then, once, not now and again.
+        return Ok(Action::await_change());
+    }
     let deleting = obj.meta().deletion_timestamp.is_some();
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     let result = finalizer(&api, FINALIZER, obj, |event| async {
