@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use url::{Host, Url};
 
-use crate::{leen::ApiKey, telemetry::LogFormat};
+use crate::{budget::BudgetConfig, leen::ApiKey, telemetry::LogFormat};
 
 /// Kubernetes operator for Leen Security API connections.
 #[derive(Parser, Debug)]
@@ -97,6 +97,21 @@ pub struct RunArgs {
     /// within it.
     #[arg(long, env = "LEEN_LEASE_DURATION", default_value = "15s")]
     pub lease_duration: String,
+
+    /// Deletion budget: DELETE calls to Leen started per LEEN_DELETION_WINDOW across the
+    /// installation (all replicas, across restarts); 0 disables it. Deletions beyond it are
+    /// held until confirmed (annotation leen.dev/confirm-deletion=true) or orphaned.
+    #[arg(long, env = "LEEN_MAX_DELETIONS", default_value = "25")]
+    pub max_deletions: String,
+
+    /// The deletion budget's sliding window (e.g. 10m).
+    #[arg(long, env = "LEEN_DELETION_WINDOW", default_value = "10m")]
+    pub deletion_window: String,
+
+    /// Whether held deletions proceed on their own once the window frees the budget
+    /// (true|false). Default false: a mistaken prune does not become right by waiting.
+    #[arg(long, env = "LEEN_RESUME_HELD_DELETIONS", default_value = "false")]
+    pub resume_held_deletions: String,
 }
 
 /// A setting that cannot be used; its Display is the one line printed at start-up.
@@ -138,6 +153,8 @@ pub struct Settings {
     pub default_key_namespaces: NamespaceSet,
     /// Leader election, when on.
     pub leader_election: Option<LeaderElectionSettings>,
+    /// The deletion budget.
+    pub budget: BudgetConfig,
 }
 
 /// A set of namespaces, or all of them.
@@ -348,11 +365,59 @@ impl RunArgs {
                 ));
             }
         };
+        let max_deletions = match self.max_deletions.trim().parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                return Err(err(
+                    "LEEN_MAX_DELETIONS",
+                    "max-deletions",
+                    format!(
+                        "{:?} is not a whole number (0 disables the budget)",
+                        self.max_deletions
+                    ),
+                ));
+            }
+        };
+        let window = duration(
+            "LEEN_DELETION_WINDOW",
+            "deletion-window",
+            &self.deletion_window,
+            Duration::from_secs(1),
+        )?;
+        let resume_held = match self.resume_held_deletions.trim() {
+            "true" => true,
+            "false" | "" => false,
+            other => {
+                return Err(err(
+                    "LEEN_RESUME_HELD_DELETIONS",
+                    "resume-held-deletions",
+                    format!("{other:?} is not true or false"),
+                ));
+            }
+        };
+        // The budget Lease lives beside the leader Lease: the operator's own namespace.
+        let budget = BudgetConfig {
+            max_deletions,
+            window,
+            resume_held,
+            namespace: leader_election
+                .as_ref()
+                .map(|l| l.namespace.clone())
+                .or_else(|| non_empty(&self.leader_election_namespace).map(str::to_string))
+                .or_else(|| {
+                    std::env::var("POD_NAMESPACE")
+                        .ok()
+                        .filter(|s| !s.is_empty())
+                })
+                .unwrap_or_else(|| "default".to_string()),
+            name: format!("{}-deletion-budget", self.lease_name.trim()),
+        };
         let default_api_key = non_empty(&self.leen_api_key)
             .map(ApiKey::new)
             .transpose()
             .map_err(|problem| err("LEEN_API_KEY", "leen-api-key", format!("the key {problem}")))?;
         Ok(Settings {
+            budget,
             default_key_namespaces,
             leader_election,
             default_api_key,
@@ -446,5 +511,17 @@ mod tests {
         assert_eq!(s.sync_interval, Duration::from_secs(300));
         assert!(s.watch_namespace.is_none());
         assert_eq!(s.default_key_namespaces, NamespaceSet::Only(vec![]));
+        assert_eq!(s.budget.max_deletions, 25);
+        assert_eq!(s.budget.window, Duration::from_secs(600));
+        assert!(!s.budget.resume_held);
+        assert_eq!(s.budget.name, "leen-operator-deletion-budget");
+        let e = args(&["--max-deletions", "-1"])
+            .settings()
+            .expect_err("bad");
+        assert_eq!(e.env, "LEEN_MAX_DELETIONS");
+        let e = args(&["--deletion-window", "soon"])
+            .settings()
+            .expect_err("bad");
+        assert_eq!(e.env, "LEEN_DELETION_WINDOW");
     }
 }

@@ -7,7 +7,7 @@
 //! objects the controller has not labelled yet are read from the API server.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::{
+    budget::{DeletionBudget, Verdict},
     config::NamespaceSet,
     decision::{
         Binding, Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason,
@@ -43,8 +44,8 @@ use crate::{
     events::EventPublisher,
     leen::{ApiKey, LeenClient, Operation},
     resource::{
-        CONNECTION_LABEL, DeletionPolicy, FINALIZER, KEY_SECRET_ANNOTATION, LeenConnection,
-        ORGANIZATION_LABEL, REGION_LABEL, SECRET_FINALIZER,
+        CONFIRM_DELETION_ANNOTATION, CONNECTION_LABEL, DeletionPolicy, FINALIZER,
+        KEY_SECRET_ANNOTATION, LeenConnection, ORGANIZATION_LABEL, REGION_LABEL, SECRET_FINALIZER,
     },
     telemetry::{Metrics, Readiness},
 };
@@ -131,6 +132,9 @@ pub struct Context {
     pub policy: RetryPolicy,
     /// The metadata cache of LeenConnections (labels and annotations of ours included).
     pub connections: Store<CachedConnection>,
+    /// The deletion budget; `None`: no budget.
+    pub budget: Option<DeletionBudget>,
+    held: Mutex<HashSet<String>>,
     writer: Mutex<Option<Writer<CachedConnection>>>,
     synced: AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
@@ -167,6 +171,8 @@ impl Context {
             sync_interval,
             policy: RetryPolicy::default(),
             connections,
+            budget: None,
+            held: Mutex::default(),
             writer: Mutex::new(Some(writer)),
             synced: AtomicBool::new(false),
             failures: Mutex::default(),
@@ -230,6 +236,18 @@ impl Context {
         }
         if let Some(uid) = uid {
             self.set_failures(uid, false);
+            self.set_held(uid, false);
+        }
+    }
+
+    fn set_held(&self, uid: &str, held: bool) {
+        if let Ok(mut set) = self.held.lock() {
+            if held {
+                set.insert(uid.to_string());
+            } else {
+                set.remove(uid);
+            }
+            self.metrics.set_deletions_held(set.len());
         }
     }
 
@@ -541,6 +559,13 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
         },
     };
     let decision = decide_deletion(&obj, &step, &ctx.inputs(&uid, Vec::new()));
+    ctx.set_held(
+        &uid,
+        matches!(
+            step,
+            DeletionStep::Observed(Observation::DeletionHeld { .. })
+        ),
+    );
     let reason = decision
         .event
         .as_ref()
@@ -607,6 +632,11 @@ async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<O
         Ok(key) => key,
         Err(message) => return Ok(Observation::CredentialsMissing(message)),
     };
+    if op == Operation::Delete
+        && let Some(held) = budget_hold(obj, ctx).await?
+    {
+        return Ok(held);
+    }
     let Binding {
         region,
         organization,
@@ -626,6 +656,62 @@ async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<O
     };
     debug!(name = %obj.name_any(), op = op.as_str(), status = ?outcome.http_status(), "Leen answered");
     Ok(Observation::Leen(outcome))
+}
+
+/// Asks the deletion budget whether this DELETE may start. `Some`: it may not. A confirmed
+/// resource, and a resource whose DELETE already went out once, are not counted.
+async fn budget_hold(obj: &LeenConnection, ctx: &Context) -> Result<Option<Observation>, Error> {
+    let Some(budget) = &ctx.budget else {
+        return Ok(None);
+    };
+    let confirmed = obj
+        .annotations()
+        .get(CONFIRM_DELETION_ANNOTATION)
+        .is_some_and(|v| v.trim() == "true");
+    if confirmed || delete_already_sent(obj) {
+        return Ok(None);
+    }
+    let uid = obj.uid().unwrap_or_default();
+    let Verdict::Held { started, frees_at } = budget.admit(&uid).await? else {
+        return Ok(None);
+    };
+    let config = budget.config();
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let window = humantime::format_duration(config.window);
+    let then = if config.resume_held {
+        format!(
+            "it proceeds on its own when the budget frees at {}",
+            crate::budget::rfc3339(frees_at)
+        )
+    } else {
+        "it waits for a person".to_string()
+    };
+    let message = format!(
+        "deletion budget spent: {started} DELETE calls to Leen started in the last {window} (LEEN_MAX_DELETIONS={}, LEEN_DELETION_WINDOW={window}), so connection {} was not deleted; {then}. If this deletion is meant: kubectl annotate leenconn {name} -n {ns} leen.dev/confirm-deletion=true. If it came from a mistaken prune: kubectl patch leenconn {name} -n {ns} --type merge -p '{{\"spec\":{{\"deletionPolicy\":\"Orphan\"}}}}' releases it without a call, and re-creating it adopts the same connection",
+        config.max_deletions, obj.spec.connection_id
+    );
+    Ok(Some(Observation::DeletionHeld {
+        message,
+        resume_at: config.resume_held.then_some(frees_at),
+    }))
+}
+
+/// Whether a previous attempt of this deletion already went out to Leen (and was counted).
+fn delete_already_sent(obj: &LeenConnection) -> bool {
+    let Some(record) = obj.status.as_ref().and_then(|s| s.deletion.as_ref()) else {
+        return false;
+    };
+    record.last_http_status.is_some()
+        || record
+            .outcome
+            .as_deref()
+            .and_then(Reason::parse)
+            .is_some_and(|r| {
+                matches!(
+                    r,
+                    Reason::LeenUnavailable | Reason::RateLimited | Reason::InvalidResponse
+                )
+            })
 }
 
 /// The API key for a resource: its Secret's key, or the default key. The inner error is
@@ -860,6 +946,10 @@ fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
     obj.meta().generation.hash(&mut h);
     obj.finalizers().hash(&mut h);
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    // Confirming a held deletion is a person's go-ahead: act on it at once.
+    obj.annotations()
+        .get(CONFIRM_DELETION_ANNOTATION)
+        .hash(&mut h);
     Some(h.finish())
 }
 

@@ -53,6 +53,9 @@ pub enum Reason {
     /// Another live LeenConnection binds the same connection (an Event, not a condition
     /// reason): almost always a mistake.
     SharedConnection,
+    /// The deletion budget is spent: no call until confirmed, orphaned, or (when so set)
+    /// the budget frees.
+    DeletionHeld,
 }
 
 impl Reason {
@@ -76,6 +79,7 @@ impl Reason {
             Reason::Orphaned => "Orphaned",
             Reason::StillReferenced => "StillReferenced",
             Reason::SharedConnection => "SharedConnection",
+            Reason::DeletionHeld => "DeletionHeld",
         }
     }
 
@@ -112,6 +116,7 @@ pub const ALL_REASONS: &[Reason] = &[
     Reason::Orphaned,
     Reason::StillReferenced,
     Reason::SharedConnection,
+    Reason::DeletionHeld,
 ];
 
 /// What reading the inputs and (maybe) calling Leen came to.
@@ -121,6 +126,14 @@ pub enum Observation {
     Leen(LeenOutcome),
     /// No API key could be had; Leen was not called.
     CredentialsMissing(String),
+    /// The deletion budget is spent; Leen was not called.
+    DeletionHeld {
+        /// What happened and how to proceed.
+        message: String,
+        /// When the deletion tries again on its own (the budget frees); `None`: only when
+        /// confirmed or orphaned.
+        resume_at: Option<DateTime<Utc>>,
+    },
     /// The spec cannot be acted on; Leen was not called.
     InvalidSpec {
         /// [`Reason::InvalidSpec`] or [`Reason::ImmutableFieldChanged`].
@@ -426,6 +439,10 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
             (false, Reason::CredentialsMissing, message.clone(), None)
         }
         Observation::InvalidSpec { reason, message } => (false, *reason, message.clone(), None),
+        // Only a deletion is ever held.
+        Observation::DeletionHeld { message, .. } => {
+            (false, Reason::DeletionHeld, message.clone(), None)
+        }
     };
 
     // A failed read is retried with backoff, but never later than the next regular sync.
@@ -567,6 +584,13 @@ pub fn decide_deletion(
         DeletionStep::Observed(Observation::InvalidSpec { reason, message }) => {
             (*reason, message.clone(), None, None)
         }
+        DeletionStep::Observed(Observation::DeletionHeld { message, resume_at }) => {
+            let wait = resume_at
+                .and_then(|at| (at - inputs.now).to_std().ok())
+                .map(|d| d.max(Duration::from_secs(1)))
+                .unwrap_or(inputs.sync_interval);
+            (Reason::DeletionHeld, message.clone(), None, Some(wait))
+        }
     };
 
     let attempts = previous.attempts.saturating_add(1);
@@ -597,11 +621,16 @@ pub fn decide_deletion(
         let delay = inputs
             .policy
             .delay(reason, retry_after, attempt, inputs.jitter);
-        let note = format!(
-            "{message}; finalizer kept, retrying in {} (set spec.deletionPolicy: Orphan to release it without deleting in Leen)",
-            humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
-        );
-        (FinalizerAction::Keep, Some(delay), note)
+        if reason == Reason::DeletionHeld {
+            // The message already says how to proceed; the wait is the budget's.
+            (FinalizerAction::Keep, retry_after, message.clone())
+        } else {
+            let note = format!(
+                "{message}; finalizer kept, retrying in {} (set spec.deletionPolicy: Orphan to release it without deleting in Leen)",
+                humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
+            );
+            (FinalizerAction::Keep, Some(delay), note)
+        }
     };
     status.observed_generation = generation;
     status.deletion = Some(DeletionRecord {

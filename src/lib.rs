@@ -6,6 +6,7 @@
 //! [`config`] (flags and environment), [`leader`] (leader election), [`telemetry`] (metrics, logs, health endpoints),
 //! [`fake`] (a fake Leen for tests and the demo).
 
+pub mod budget;
 pub mod config;
 pub mod controller;
 pub mod decision;

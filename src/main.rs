@@ -4,6 +4,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use leen_operator::{
+    budget::DeletionBudget,
     config::{Cli, Command, RunArgs},
     controller::{self, Context},
     leader::{LeaderElector, LeaseConfig},
@@ -115,6 +116,17 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
         settings.sync_interval,
     );
     ctx.default_key_namespaces = settings.default_key_namespaces.clone();
+    if settings.budget.max_deletions > 0 {
+        info!(
+            max_deletions = settings.budget.max_deletions,
+            window = %humantime::format_duration(settings.budget.window),
+            lease = %format!("{}/{}", settings.budget.namespace, settings.budget.name),
+            "deletion budget on"
+        );
+        ctx.budget = Some(DeletionBudget::new(client.clone(), settings.budget.clone()));
+    } else {
+        info!("deletion budget off (LEEN_MAX_DELETIONS=0)");
+    }
     let ctx = Arc::new(ctx);
     let ready = Readiness::default();
 

@@ -24,6 +24,9 @@ pub const CONNECTION_LABEL: &str = "leen.dev/connection-id";
 /// the Secret's name. It tells the Secret's protection which resources need it.
 pub const KEY_SECRET_ANNOTATION: &str = "leen.dev/api-key-secret";
 
+/// Annotation by which a person confirms a deletion the budget held: `"true"`.
+pub const CONFIRM_DELETION_ANNOTATION: &str = "leen.dev/confirm-deletion";
+
 /// Type of the condition the controller maintains.
 pub const READY_CONDITION: &str = "Ready";
 

@@ -59,6 +59,7 @@ pub struct Metrics {
     kube_writes: Family<WriteLabels, Counter>,
     deletions: Family<ReasonLabels, Counter>,
     deletions_pending: Gauge,
+    deletions_held: Gauge,
     events_dropped: Counter,
 }
 
@@ -116,6 +117,12 @@ impl Default for Metrics {
             "LeenConnections being deleted whose finalizer is still held",
             deletions_pending.clone(),
         );
+        let deletions_held = Gauge::default();
+        registry.register(
+            "deletions_held",
+            "Deletions held by the deletion budget (DeletionHeld), waiting for confirmation or Orphan",
+            deletions_held.clone(),
+        );
         let events_dropped = Counter::default();
         registry.register(
             "events_dropped",
@@ -133,6 +140,7 @@ impl Default for Metrics {
             kube_writes,
             deletions,
             deletions_pending,
+            deletions_held,
         }
     }
 }
@@ -199,6 +207,12 @@ impl Metrics {
     /// Sets the number of deletions waiting on Leen.
     pub fn set_deletions_pending(&self, n: usize) {
         self.deletions_pending
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the number of deletions held by the budget.
+    pub fn set_deletions_held(&self, n: usize) {
+        self.deletions_held
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 

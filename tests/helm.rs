@@ -247,6 +247,49 @@ fn rbac_is_least_privilege() {
         })
         .expect("lease role");
     assert_eq!(lease_role["metadata"]["namespace"], "leen-system");
+    let budget_role = objs
+        .iter()
+        .find(|o| {
+            o["kind"] == "Role"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("deletion-budget"))
+        })
+        .expect("deletion budget role");
+    assert_eq!(budget_role["metadata"]["namespace"], "leen-system");
+    assert_eq!(
+        budget_role["rules"][1]["resourceNames"][0].as_str(),
+        Some("leen-leen-operator-deletion-budget")
+    );
+}
+
+#[test]
+fn deletion_budget_values_reach_the_operator() {
+    let Some(helm) = helm_bin() else { return };
+    let deploy_env = |sets: &[&str]| {
+        let objs = set(&helm, sets);
+        let deploy = find(&objs, "Deployment").expect("deployment").clone();
+        [
+            "LEEN_MAX_DELETIONS",
+            "LEEN_DELETION_WINDOW",
+            "LEEN_RESUME_HELD_DELETIONS",
+        ]
+        .map(|n| {
+            env_var(&deploy, n).expect("env")["value"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_default()
+        })
+    };
+    assert_eq!(deploy_env(&[]), ["25", "10m", "false"]);
+    assert_eq!(
+        deploy_env(&[
+            "deletionBudget.maxDeletions=5",
+            "deletionBudget.window=1h",
+            "deletionBudget.resumeHeld=true"
+        ]),
+        ["5", "1h", "true"]
+    );
 }
 
 #[test]
@@ -342,6 +385,19 @@ fn other_options_change_the_output() {
         )
     );
     let objs = set(&helm, &["leaderElection.enabled=false"]);
+    let roles: Vec<&str> = objs
+        .iter()
+        .filter(|o| o["kind"] == "Role")
+        .filter_map(|o| o["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(roles, ["leen-leen-operator-deletion-budget"]);
+    let objs = set(
+        &helm,
+        &[
+            "leaderElection.enabled=false",
+            "deletionBudget.maxDeletions=0",
+        ],
+    );
     assert!(!objs.iter().any(|o| o["kind"] == "Role"));
     let objs = set(
         &helm,

@@ -1,0 +1,244 @@
+//! The deletion budget against a real kube-apiserver + etcd and the fake Leen: at most
+//! LEEN_MAX_DELETIONS DELETE calls per window across the installation, the rest held until
+//! confirmed or orphaned; the count survives a restart and is shared by replicas.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use leen_operator::resource::LeenConnection;
+use support::*;
+
+fn held(o: &LeenConnection) -> bool {
+    ready_reason(o).as_deref() == Some("DeletionHeld")
+}
+
+/// Polls for the whole period that `holds` stays true; panics at the first time it does not.
+async fn consistently(what: &str, period: Duration, holds: impl AsyncFn() -> bool) {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        assert!(holds().await, "{what} stopped holding");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn deletes(e: &Scenario) -> usize {
+    e.fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .count()
+}
+
+/// Waits until every named resource is either gone or held; returns the held ones.
+async fn settle(api: &Api<LeenConnection>, names: &[String]) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut held_now = Vec::new();
+        let mut open = 0;
+        for name in names {
+            match api.get_opt(name).await.expect("get") {
+                None => {}
+                Some(o) if held(&o) => held_now.push(name.clone()),
+                Some(_) => open += 1,
+            }
+        }
+        if open == 0 {
+            return held_now;
+        }
+        assert!(Instant::now() < deadline, "{open} neither gone nor held");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn annotate_confirm(api: &Api<LeenConnection>, name: &str) {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"metadata": {"annotations": {"leen.dev/confirm-deletion": "true"}}}),
+        ),
+    )
+    .await
+    .expect("annotated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_budget_deletions_are_held_until_confirmed_or_orphaned() {
+    let Some(e) = scenario(
+        "prune",
+        &[("LEEN_MAX_DELETIONS", "3"), ("LEEN_DELETION_WINDOW", "10m")],
+    )
+    .await
+    else {
+        return;
+    };
+    let items = create_many(&e.api, &e.fake, "c", 5, 5).await;
+    for (name, _, _) in &items {
+        wait_for(&e.api, name, "Ready=True", is_ready).await;
+    }
+    let names: Vec<String> = items.iter().map(|(n, _, _)| n.clone()).collect();
+    e.cp.kubectl(&["delete", "leenconn", "--all", "-n", "prune", "--wait=false"]);
+    let held_names = settle(&e.api, &names).await;
+    assert_eq!(held_names.len(), 2, "{held_names:?}");
+    consistently("exactly 3 DELETEs", Duration::from_secs(2), async || {
+        deletes(&e) == 3
+    })
+    .await;
+    assert_eq!(e.fake.live_connections().len(), 2);
+    let obj = e.api.get(&held_names[0]).await.expect("held");
+    assert!(has_finalizer(&obj));
+    let message = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.ready())
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("leen.dev/confirm-deletion=true") && message.contains("Orphan"),
+        "{message}"
+    );
+    let warnings = e.events("DeletionHeld").await;
+    assert!(
+        warnings
+            .iter()
+            .all(|ev| ev.type_.as_deref() == Some("Warning"))
+            && !warnings.is_empty()
+    );
+    assert_eq!(e.op.metric("leen_operator_deletions_held", &[]).await, 2.0);
+
+    // A person confirms one: it proceeds at once.
+    annotate_confirm(&e.api, &held_names[0]).await;
+    wait_gone(&e.api, &held_names[0]).await;
+    assert_eq!(deletes(&e), 4);
+    // The other was a mistake: Orphan releases it without a call.
+    e.set_policy(&held_names[1], "Orphan").await;
+    wait_gone(&e.api, &held_names[1]).await;
+    assert_eq!(deletes(&e), 4);
+    assert_eq!(e.fake.live_connections().len(), 1);
+    assert_eq!(e.op.metric("leen_operator_deletions_held", &[]).await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_count_survives_a_restart() {
+    let Some(mut e) = scenario("restart", &[("LEEN_MAX_DELETIONS", "2")]).await else {
+        return;
+    };
+    for name in ["a", "b", "c"] {
+        e.ready_connection(name).await;
+    }
+    delete(&e.api, "a").await;
+    delete(&e.api, "b").await;
+    wait_gone(&e.api, "a").await;
+    wait_gone(&e.api, "b").await;
+    e.op.restart().await;
+    delete(&e.api, "c").await;
+    wait_for(&e.api, "c", "DeletionHeld", held).await;
+    assert_eq!(deletes(&e), 2, "a restart does not reset the budget");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_budget() {
+    // Two operators, one namespace each, one installation (the same budget Lease).
+    let Some(e) = scenario(
+        "left",
+        &[("LEEN_MAX_DELETIONS", "3"), ("WATCH_NAMESPACE", "left")],
+    )
+    .await
+    else {
+        return;
+    };
+    e.cp.namespace("right").await;
+    let endpoint = e.fake.base_url();
+    let _right = Operator::start(
+        &e.cp,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("LEEN_API_KEY", DEFAULT_KEY),
+            ("LEEN_MAX_DELETIONS", "3"),
+            ("WATCH_NAMESPACE", "right"),
+        ],
+    )
+    .await;
+    let right: Api<LeenConnection> = Api::namespaced(e.client.clone(), "right");
+    let left_items = create_many(&e.api, &e.fake, "l", 3, 3).await;
+    let right_items = create_many(&right, &e.fake, "r", 3, 3).await;
+    for (name, _, _) in &left_items {
+        wait_for(&e.api, name, "Ready=True", is_ready).await;
+    }
+    for (name, _, _) in &right_items {
+        wait_for(&right, name, "Ready=True", is_ready).await;
+    }
+    e.cp.kubectl(&["delete", "leenconn", "--all", "-n", "left", "--wait=false"]);
+    e.cp.kubectl(&["delete", "leenconn", "--all", "-n", "right", "--wait=false"]);
+    let left_names: Vec<String> = left_items.iter().map(|(n, _, _)| n.clone()).collect();
+    let right_names: Vec<String> = right_items.iter().map(|(n, _, _)| n.clone()).collect();
+    let held_total =
+        settle(&e.api, &left_names).await.len() + settle(&right, &right_names).await.len();
+    assert_eq!(held_total, 3);
+    consistently(
+        "exactly 3 DELETEs between both replicas",
+        Duration::from_secs(2),
+        async || deletes(&e) == 3,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_deletions_resume_when_so_chosen() {
+    let Some(e) = scenario(
+        "resume",
+        &[
+            ("LEEN_MAX_DELETIONS", "1"),
+            ("LEEN_DELETION_WINDOW", "3s"),
+            ("LEEN_RESUME_HELD_DELETIONS", "true"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    e.ready_connection("a").await;
+    e.ready_connection("b").await;
+    e.cp.kubectl(&[
+        "delete",
+        "leenconn",
+        "--all",
+        "-n",
+        "resume",
+        "--wait=false",
+    ]);
+    let names = ["a".to_string(), "b".to_string()];
+    assert_eq!(settle(&e.api, &names).await.len(), 1, "one held");
+    // Once the window has moved on, it proceeds by itself.
+    wait_gone(&e.api, "a").await;
+    wait_gone(&e.api, "b").await;
+    assert_eq!(deletes(&e), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_turns_the_budget_off() {
+    let Some(e) = scenario("nobudget", &[("LEEN_MAX_DELETIONS", "0")]).await else {
+        return;
+    };
+    let items = create_many(&e.api, &e.fake, "c", 30, 10).await;
+    for (name, _, _) in &items {
+        wait_for(&e.api, name, "Ready=True", is_ready).await;
+    }
+    e.cp.kubectl(&[
+        "delete",
+        "leenconn",
+        "--all",
+        "-n",
+        "nobudget",
+        "--wait=false",
+    ]);
+    for (name, _, _) in &items {
+        wait_gone(&e.api, name).await;
+    }
+    assert_eq!(deletes(&e), 30);
+}
