@@ -110,6 +110,24 @@ async fn beyond_the_budget_deletions_are_held_until_confirmed_or_orphaned() {
             && !warnings.is_empty()
     );
     assert_eq!(e.op.metric("leen_operator_deletions_held", &[]).await, 2.0);
+    // The README's runbook command lists exactly the held ones.
+    let listed = e.cp.kubectl(&[
+        "get",
+        "leenconn",
+        "-A",
+        "--no-headers",
+        "-o",
+        "custom-columns=NS:.metadata.namespace,NAME:.metadata.name,REASON:.status.conditions[?(@.type==\"Ready\")].reason",
+    ]);
+    let mut listed: Vec<&str> = listed
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("DeletionHeld"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    listed.sort();
+    let mut expected: Vec<&str> = held_names.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
 
     // A person confirms one: it proceeds at once.
     annotate_confirm(&e.api, &held_names[0]).await;

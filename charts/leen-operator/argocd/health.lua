@@ -27,7 +27,7 @@ end
 
 if obj.metadata.deletionTimestamp ~= nil then
   if transient[ready.reason] or ready.reason == "Deleted" or ready.reason == "AlreadyDeleted"
-      or ready.reason == "Orphaned" or ready.status == "True" then
+      or ready.reason == "Orphaned" or ready.reason == "StillReferenced" or ready.status == "True" then
     hs.status = "Progressing"
   else
     hs.status = "Degraded"
