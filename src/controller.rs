@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -1018,9 +1018,24 @@ pub async fn run(
         .touched_objects()
         .predicate_filter(trigger_fingerprint, Default::default());
     let secret_index = ctx.clone();
+    let seen_secrets = Mutex::new(HashMap::<ObjectRef<CachedSecret>, Vec<String>>::new());
     let secret_stream = watcher(secrets.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
-        .touched_objects();
+        .touched_objects()
+        .try_filter(move |secret| {
+            // Wake users on a new Secret or a changed one, but not on a change of its
+            // finalizers alone (our own secret-in-use patch): that is no news to them.
+            let key = ObjectRef::from_obj(secret);
+            let finalizers = secret.finalizers().to_vec();
+            let news = seen_secrets
+                .lock()
+                .map(|mut seen| match seen.insert(key, finalizers.clone()) {
+                    Some(before) => before == finalizers,
+                    None => true,
+                })
+                .unwrap_or(true);
+            futures::future::ready(news)
+        });
     let wake_connections = ctx
         .wake_connections_rx
         .lock()

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use crate::{
     leen::{Connection, LeenOutcome},
     resource::{
-        BoundConnection, Condition, ConnectionHealth, DeletionPolicy, DeletionRecord, HealthDetail,
-        LeenConnection, LeenConnectionStatus, READY_CONDITION, Region, is_dns1123_subdomain,
+        BoundConnection, Condition, ConnectionHealth, DeletionPolicy, DeletionRecord,
+        HEALTHY_CONDITION, HealthDetail, LeenConnection, LeenConnectionStatus, READY_CONDITION,
+        RECONCILING_CONDITION, Region, STALLED_CONDITION, is_dns1123_subdomain,
     },
 };
 
@@ -56,6 +57,12 @@ pub enum Reason {
     /// The deletion budget is spent: no call until confirmed, orphaned, or (when so set)
     /// the budget frees.
     DeletionHeld,
+    /// Leen reports the connection PENDING: not active yet.
+    Pending,
+    /// Leen reports the connection PAUSED.
+    Paused,
+    /// Leen reports a state this operator does not know.
+    UnknownState,
 }
 
 impl Reason {
@@ -80,12 +87,44 @@ impl Reason {
             Reason::StillReferenced => "StillReferenced",
             Reason::SharedConnection => "SharedConnection",
             Reason::DeletionHeld => "DeletionHeld",
+            Reason::Pending => "Pending",
+            Reason::Paused => "Paused",
+            Reason::UnknownState => "UnknownState",
         }
     }
 
     /// The reason a word names, if any.
     pub fn parse(word: &str) -> Option<Self> {
         ALL_REASONS.iter().copied().find(|r| r.as_str() == word)
+    }
+
+    /// Whether only a person can make progress (kstatus `Stalled`).
+    pub fn is_stalled(self) -> bool {
+        matches!(
+            self,
+            Reason::Rejected
+                | Reason::Unauthorized
+                | Reason::CredentialsMissing
+                | Reason::InvalidSpec
+                | Reason::ImmutableFieldChanged
+                | Reason::DeletionHeld
+        )
+    }
+
+    /// Whether retrying heals it without anyone acting (Leen down, rate limits, odd answers).
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Reason::LeenUnavailable
+                | Reason::RateLimited
+                | Reason::InvalidResponse
+                | Reason::UnexpectedResponse
+        )
+    }
+
+    /// Whether it is a failure (a Warning Event), rather than a state of the connection.
+    pub fn is_failure(self) -> bool {
+        self.is_stalled() || self.is_transient() || self == Reason::NotFound
     }
 
     /// Whether a deletion that ended with this reason is finished.
@@ -117,6 +156,9 @@ pub const ALL_REASONS: &[Reason] = &[
     Reason::StillReferenced,
     Reason::SharedConnection,
     Reason::DeletionHeld,
+    Reason::Pending,
+    Reason::Paused,
+    Reason::UnknownState,
 ];
 
 /// What reading the inputs and (maybe) calling Leen came to.
@@ -411,20 +453,43 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
                 .as_ref()
                 .and_then(|h| h.status.as_deref())
                 .unwrap_or("unknown");
-            if state == "DELETED" {
-                (
-                    false,
-                    Reason::ConnectionDeleted,
-                    format!("Leen reports connection {} DELETED", obj.spec.connection_id),
-                    None,
-                )
-            } else {
-                (
+            let id = &obj.spec.connection_id;
+            match state {
+                "ACTIVE" => (
                     true,
                     Reason::Synced,
                     format!("Leen reports state {state}, health {health}"),
                     None,
-                )
+                ),
+                "DELETED" => (
+                    false,
+                    Reason::ConnectionDeleted,
+                    format!("Leen reports connection {id} DELETED"),
+                    None,
+                ),
+                "PENDING" => (
+                    false,
+                    Reason::Pending,
+                    format!(
+                        "Leen reports connection {id} PENDING (health {health}): not active yet"
+                    ),
+                    None,
+                ),
+                "PAUSED" => (
+                    false,
+                    Reason::Paused,
+                    format!("Leen reports connection {id} PAUSED (health {health})"),
+                    None,
+                ),
+                other => (
+                    false,
+                    Reason::UnknownState,
+                    format!(
+                        "Leen reports connection {id} in state {}, which this operator does not know",
+                        clip(other)
+                    ),
+                    None,
+                ),
             }
         }
         Observation::Leen(outcome) => {
@@ -466,6 +531,28 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
         message = format!("{message}; {note}");
     }
     set_ready(&mut status, ready, reason, &message, generation, inputs.now);
+    if let Observation::Leen(LeenOutcome::Success(_)) = obs {
+        set_healthy(&mut status, generation, inputs.now);
+    } else if status.condition(HEALTHY_CONDITION).is_none() {
+        set_condition(
+            &mut status,
+            HEALTHY_CONDITION,
+            "Unknown",
+            "NotRead",
+            "the connection has not been read from Leen yet",
+            generation,
+            inputs.now,
+        );
+    }
+    set_progress(
+        &mut status,
+        ready,
+        reason,
+        false,
+        &message,
+        generation,
+        inputs.now,
+    );
 
     // Events mark changes; a resource that stays in one state does not repeat them, and a
     // first successful read is no news (it shows in `kubectl get`).
@@ -477,7 +564,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
         shared.is_some() && !previous.is_some_and(|c| c.message.contains(SHARED_MARK));
     let event = if changed {
         Some(EventSpec {
-            warning: !ready && reason != Reason::ConnectionDeleted,
+            warning: !ready && reason.is_failure(),
             reason,
             action: "SyncConnection",
             note: message,
@@ -643,6 +730,15 @@ pub fn decide_deletion(
             .map(|d| rfc3339(inputs.now + chrono::Duration::from_std(d).unwrap_or_default())),
     });
     set_ready(&mut status, false, reason, &note, generation, inputs.now);
+    set_progress(
+        &mut status,
+        false,
+        reason,
+        !reason.releases_finalizer(),
+        &note,
+        generation,
+        inputs.now,
+    );
     Decision {
         status,
         event: Some(EventSpec {
@@ -785,21 +881,155 @@ fn set_ready(
     now: DateTime<Utc>,
 ) {
     let value = if ready { "True" } else { "False" };
+    set_condition(
+        status,
+        READY_CONDITION,
+        value,
+        reason.as_str(),
+        message,
+        generation,
+        now,
+    );
+}
+
+/// Sets one condition in place (its lastTransitionTime moves only when its status does).
+fn set_condition(
+    status: &mut LeenConnectionStatus,
+    type_: &str,
+    value: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
     let last_transition_time = status
-        .ready()
+        .condition(type_)
         .filter(|c| c.status == value)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| rfc3339(now));
     let condition = Condition {
-        type_: READY_CONDITION.to_string(),
+        type_: type_.to_string(),
         status: value.to_string(),
-        reason: reason.as_str().to_string(),
-        message: message.to_string(),
+        reason: reason.to_string(),
+        message: cap(message),
         last_transition_time,
         observed_generation: generation,
     };
-    status.conditions.retain(|c| c.type_ != READY_CONDITION);
-    status.conditions.push(condition);
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => *c = condition,
+        None => status.conditions.push(condition),
+    }
+}
+
+/// `Healthy` from the health Leen last returned: True for HEALTHY, else False with the
+/// health name as reason and the description and resolution owner as message.
+fn set_healthy(status: &mut LeenConnectionStatus, generation: Option<i64>, now: DateTime<Utc>) {
+    let (value, reason, message) = match status.health.as_ref() {
+        None => (
+            "Unknown",
+            "NoHealthReported".to_string(),
+            "Leen returned no health for the connection".to_string(),
+        ),
+        Some(h) if h.status.as_deref() == Some("HEALTHY") => (
+            "True",
+            "HEALTHY".to_string(),
+            h.description
+                .clone()
+                .unwrap_or_else(|| "Leen reports the connection healthy".to_string()),
+        ),
+        Some(h) => {
+            let name = h
+                .name
+                .as_deref()
+                .or(h.status.as_deref())
+                .unwrap_or("UNHEALTHY");
+            let description = h.description.as_deref().unwrap_or("no description");
+            let message = match h.resolution_owner.as_deref() {
+                Some(owner) => format!(
+                    "{name}: {description}; resolution owner {owner}{}",
+                    owner_hint(owner)
+                ),
+                None => format!("{name}: {description}"),
+            };
+            ("False", condition_reason(name), message)
+        }
+    };
+    set_condition(
+        status,
+        HEALTHY_CONDITION,
+        value,
+        &reason,
+        &message,
+        generation,
+        now,
+    );
+}
+
+fn owner_hint(owner: &str) -> &'static str {
+    match owner {
+        "CUSTOMER" => " (the customer must act, e.g. update the vendor credentials)",
+        "VENDOR" => " (the vendor must act)",
+        "LEEN" => " (Leen must act)",
+        _ => "",
+    }
+}
+
+/// A condition reason from Leen's text: metav1's reason shape, letters, digits and `_`.
+fn condition_reason(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect();
+    match cleaned.chars().next() {
+        Some(c) if c.is_ascii_alphabetic() => cleaned.trim_end_matches('_').to_string(),
+        _ => "Unhealthy".to_string(),
+    }
+}
+
+/// The kstatus pair: `Stalled` when only a person can make progress, `Reconciling` while
+/// the controller is still working towards the spec (transient retries, a connection not
+/// active yet, a deletion in progress).
+fn set_progress(
+    status: &mut LeenConnectionStatus,
+    ready: bool,
+    reason: Reason,
+    deleting: bool,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let stalled = reason.is_stalled();
+    let reconciling =
+        !ready && !stalled && (deleting || reason.is_transient() || reason == Reason::Pending);
+    let (r_value, r_message) = if reconciling {
+        ("True", message)
+    } else {
+        ("False", "")
+    };
+    set_condition(
+        status,
+        RECONCILING_CONDITION,
+        r_value,
+        reason.as_str(),
+        r_message,
+        generation,
+        now,
+    );
+    let (s_value, s_message) = if stalled {
+        ("True", message)
+    } else {
+        ("False", "")
+    };
+    set_condition(
+        status,
+        STALLED_CONDITION,
+        s_value,
+        reason.as_str(),
+        s_message,
+        generation,
+        now,
+    );
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

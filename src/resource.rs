@@ -27,8 +27,14 @@ pub const KEY_SECRET_ANNOTATION: &str = "leen.dev/api-key-secret";
 /// Annotation by which a person confirms a deletion the budget held: `"true"`.
 pub const CONFIRM_DELETION_ANNOTATION: &str = "leen.dev/confirm-deletion";
 
-/// Type of the condition the controller maintains.
+/// Condition: the connection exists in Leen and is what the spec asks.
 pub const READY_CONDITION: &str = "Ready";
+/// Condition: Leen's health of the connection.
+pub const HEALTHY_CONDITION: &str = "Healthy";
+/// kstatus condition: the controller is still working towards the spec.
+pub const RECONCILING_CONDITION: &str = "Reconciling";
+/// kstatus condition: the controller cannot make progress without a person.
+pub const STALLED_CONDITION: &str = "Stalled";
 
 /// DNS-1123 subdomain: the names Kubernetes objects such as Secrets may have.
 pub const DNS1123_SUBDOMAIN: &str =
@@ -243,7 +249,8 @@ pub struct LeenConnectionStatus {
     /// Record of the calls made to delete the connection, present once deletion started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion: Option<DeletionRecord>,
-    /// Current conditions; the controller maintains `Ready`.
+    /// Current conditions: `Ready` (the connection exists and is what the spec asks), `Healthy`
+    /// (Leen's health), and the kstatus pair `Reconciling` and `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -344,7 +351,12 @@ pub struct Condition {
 impl LeenConnectionStatus {
     /// The Ready condition, if set.
     pub fn ready(&self) -> Option<&Condition> {
-        self.conditions.iter().find(|c| c.type_ == READY_CONDITION)
+        self.condition(READY_CONDITION)
+    }
+
+    /// The condition of this type, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
     }
 }
 

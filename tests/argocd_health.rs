@@ -130,6 +130,34 @@ fn maps_conditions_to_argo_health() {
             "Degraded",
         ),
     ];
+    let kstatus = |stalled: &str, reconciling: &str, reason: &str| {
+        json!({"observedGeneration": 1, "conditions": [
+            {"type": "Ready", "status": "False", "reason": reason, "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1},
+            {"type": "Stalled", "status": stalled, "reason": reason, "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1},
+            {"type": "Reconciling", "status": reconciling, "reason": reason, "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]})
+    };
+    let cases = cases.into_iter().chain([
+        (
+            conn(1, Some(kstatus("True", "False", "DeletionHeld")), true),
+            "Degraded",
+        ),
+        (
+            conn(1, Some(kstatus("False", "True", "Pending")), false),
+            "Progressing",
+        ),
+        (
+            conn(1, Some(kstatus("False", "True", "LeenUnavailable")), true),
+            "Progressing",
+        ),
+        (
+            conn(1, Some(kstatus("True", "False", "Unauthorized")), false),
+            "Degraded",
+        ),
+        (
+            conn(1, Some(kstatus("False", "False", "Paused")), false),
+            "Suspended",
+        ),
+    ]);
     for (obj, expected) in cases {
         let Some((status, message)) = health(&obj) else {
             return;

@@ -743,3 +743,157 @@ fn a_shared_connection_shows_on_the_live_resource() {
     assert_eq!(event.reason, Reason::SharedConnection);
     assert!(event.warning);
 }
+
+fn condition<'a>(status: &'a LeenConnectionStatus, type_: &str) -> (&'a str, &'a str) {
+    let c = status
+        .condition(type_)
+        .unwrap_or_else(|| panic!("{type_} condition in {status:?}"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+/// The four conditions, as Flux, Argo CD's kstatus users and `kubectl wait` read them.
+#[test]
+fn conditions_table() {
+    let policy = RetryPolicy::default();
+    let live = resource(DeletionPolicy::Delete);
+    let read = |state: &str, health: Option<Health>| {
+        Observation::Leen(LeenOutcome::Success(Box::new(Connection {
+            state: Some(state.into()),
+            health,
+            ..Default::default()
+        })))
+    };
+    let healthy = Health {
+        name: Some("HEALTHY".into()),
+        status: Some("HEALTHY".into()),
+        ..Default::default()
+    };
+    let unauthorized = Health {
+        name: Some("UNAUTHORIZED".into()),
+        status: Some("UNHEALTHY".into()),
+        description: Some("Vendor credentials are invalid".into()),
+        resolution_owner: Some("CUSTOMER".into()),
+        details: vec![],
+    };
+    // (observation, Ready, Healthy, Reconciling, Stalled)
+    let rows = [
+        (
+            read("ACTIVE", Some(healthy.clone())),
+            ("True", "Synced"),
+            ("True", "HEALTHY"),
+            "False",
+            "False",
+        ),
+        (
+            read("ACTIVE", Some(unauthorized.clone())),
+            ("True", "Synced"),
+            ("False", "UNAUTHORIZED"),
+            "False",
+            "False",
+        ),
+        (
+            read("PENDING", Some(healthy.clone())),
+            ("False", "Pending"),
+            ("True", "HEALTHY"),
+            "True",
+            "False",
+        ),
+        (
+            read("PAUSED", Some(healthy.clone())),
+            ("False", "Paused"),
+            ("True", "HEALTHY"),
+            "False",
+            "False",
+        ),
+        (
+            read("ARCHIVED", None),
+            ("False", "UnknownState"),
+            ("Unknown", "NoHealthReported"),
+            "False",
+            "False",
+        ),
+        (
+            Observation::Leen(LeenOutcome::Unavailable {
+                status: Some(503),
+                error: "down".into(),
+            }),
+            ("False", "LeenUnavailable"),
+            ("Unknown", "NotRead"),
+            "True",
+            "False",
+        ),
+        (
+            Observation::Leen(LeenOutcome::Unauthorized {
+                status: 401,
+                detail: "Invalid API Key".into(),
+            }),
+            ("False", "Unauthorized"),
+            ("Unknown", "NotRead"),
+            "False",
+            "True",
+        ),
+        (
+            Observation::CredentialsMissing("no key".into()),
+            ("False", "CredentialsMissing"),
+            ("Unknown", "NotRead"),
+            "False",
+            "True",
+        ),
+    ];
+    for (obs, ready, healthy_c, reconciling, stalled) in rows {
+        let d = decide_sync(&live, &obs, &inputs(&policy));
+        let s = &d.status;
+        assert_eq!(condition(s, "Ready"), ready, "{obs:?}");
+        assert_eq!(condition(s, "Healthy"), healthy_c, "{obs:?}");
+        assert_eq!(condition(s, "Reconciling").0, reconciling, "{obs:?}");
+        assert_eq!(condition(s, "Stalled").0, stalled, "{obs:?}");
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3)),
+            "observedGeneration on each: {:?}",
+            s.conditions
+        );
+    }
+    // The unhealthy message names the health, its description and who must act.
+    let d = decide_sync(&live, &read("ACTIVE", Some(unauthorized)), &inputs(&policy));
+    let message = &d.status.condition("Healthy").expect("Healthy").message;
+    assert!(
+        message.contains("UNAUTHORIZED")
+            && message.contains("Vendor credentials are invalid")
+            && message.contains("CUSTOMER"),
+        "{message}"
+    );
+
+    // While deleting: Reconciling until done, Stalled when a person must act.
+    let deleting = |step: DeletionStep| decide_deletion(&live, &step, &inputs(&policy)).status;
+    let s = deleting(DeletionStep::Observed(Observation::Leen(
+        LeenOutcome::Unavailable {
+            status: None,
+            error: "timed out".into(),
+        },
+    )));
+    assert_eq!(
+        (condition(&s, "Reconciling").0, condition(&s, "Stalled").0),
+        ("True", "False")
+    );
+    let s = deleting(DeletionStep::Observed(Observation::DeletionHeld {
+        message: "held".into(),
+        resume_at: None,
+    }));
+    assert_eq!(
+        (condition(&s, "Reconciling").0, condition(&s, "Stalled")),
+        ("False", ("True", "DeletionHeld"))
+    );
+    let s = deleting(DeletionStep::Observed(Observation::Leen(
+        LeenOutcome::Success(Box::new(Connection {
+            id: Some(ID.into()),
+            state: Some("DELETED".into()),
+            ..Default::default()
+        })),
+    )));
+    assert_eq!(
+        (condition(&s, "Reconciling").0, condition(&s, "Stalled").0),
+        ("False", "False")
+    );
+}

@@ -254,7 +254,13 @@ async fn rotated_key_unblocks_unauthorized_deletion() {
 
     e.fake.remove_api_key("old-key");
     delete(&e.api, "c").await;
-    let obj = wait_for(&e.api, "c", "Unauthorized", reason_is("Unauthorized")).await;
+    let obj = wait_for(&e.api, "c", "an Unauthorized deletion", |o| {
+        o.status
+            .as_ref()
+            .and_then(|s| s.deletion.as_ref())
+            .is_some_and(|d| d.outcome.as_deref() == Some("Unauthorized"))
+    })
+    .await;
     assert!(has_finalizer(&obj));
     let attempts = obj
         .status

@@ -15,13 +15,26 @@ if obj.metadata.generation ~= nil and obj.status.observedGeneration ~= nil
   return hs
 end
 
-local ready = nil
+local cond = {}
 for _, c in ipairs(obj.status.conditions) do
-  if c.type == "Ready" then ready = c end
+  cond[c.type] = c
 end
+local ready = cond["Ready"]
 if ready == nil then
   hs.status = "Progressing"
   hs.message = "No Ready condition yet"
+  return hs
+end
+
+-- kstatus: Stalled (a person must act) is Degraded, Reconciling is Progressing.
+if cond["Stalled"] ~= nil and cond["Stalled"].status == "True" then
+  hs.status = "Degraded"
+  hs.message = "Stalled: " .. (cond["Stalled"].reason or "") .. ": " .. (cond["Stalled"].message or "")
+  return hs
+end
+if cond["Reconciling"] ~= nil and cond["Reconciling"].status == "True" then
+  hs.status = "Progressing"
+  hs.message = (cond["Reconciling"].reason or "") .. ": " .. (cond["Reconciling"].message or "")
   return hs
 end
 
@@ -38,7 +51,9 @@ end
 
 if ready.status == "True" then
   hs.status = "Healthy"
-elseif transient[ready.reason] then
+elseif ready.reason == "Paused" then
+  hs.status = "Suspended"
+elseif transient[ready.reason] or ready.reason == "Pending" then
   hs.status = "Progressing"
 else
   hs.status = "Degraded"
