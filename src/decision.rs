@@ -911,7 +911,12 @@ fn set_condition(
         type_: type_.to_string(),
         status: value.to_string(),
         reason: reason.to_string(),
-        message: cap(message),
+        // Never empty: see set_progress.
+        message: if message.is_empty() {
+            reason.to_string()
+        } else {
+            cap(message)
+        },
         last_transition_time,
         observed_generation: generation,
     };
@@ -1002,10 +1007,15 @@ fn set_progress(
     let stalled = reason.is_stalled();
     let reconciling =
         !ready && !stalled && (deleting || reason.is_transient() || reason == Reason::Pending);
+    // Never an empty message: the API server reads an empty string in a merge patch of
+    // a list element as null, which the schema refuses.
     let (r_value, r_message) = if reconciling {
         ("True", message)
     } else {
-        ("False", "")
+        (
+            "False",
+            "not working towards the spec: nothing is pending, or a person must act",
+        )
     };
     set_condition(
         status,
@@ -1019,7 +1029,7 @@ fn set_progress(
     let (s_value, s_message) = if stalled {
         ("True", message)
     } else {
-        ("False", "")
+        ("False", "no person needs to act")
     };
     set_condition(
         status,
