@@ -515,9 +515,7 @@ mod tests {
         assert_eq!(s.budget.window, Duration::from_secs(600));
         assert!(!s.budget.resume_held);
         assert_eq!(s.budget.name, "leen-operator-deletion-budget");
-        let e = args(&["--max-deletions", "-1"])
-            .settings()
-            .expect_err("bad");
+        let e = args(&["--max-deletions=-1"]).settings().expect_err("bad");
         assert_eq!(e.env, "LEEN_MAX_DELETIONS");
         let e = args(&["--deletion-window", "soon"])
             .settings()

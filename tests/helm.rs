@@ -121,6 +121,8 @@ fn defaults_render_a_restricted_cluster_wide_install() {
             "CustomResourceDefinition",
             "Deployment",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Service",
             "ServiceAccount"
