@@ -47,7 +47,7 @@ use crate::{
         CONFIRM_DELETION_ANNOTATION, CONNECTION_LABEL, DeletionPolicy, FINALIZER,
         KEY_SECRET_ANNOTATION, LeenConnection, ORGANIZATION_LABEL, REGION_LABEL, SECRET_FINALIZER,
     },
-    telemetry::{Metrics, Readiness},
+    telemetry::{Metrics, Readiness, ResourceSummary},
 };
 
 /// Field manager of the controller's writes.
@@ -135,6 +135,7 @@ pub struct Context {
     /// The deletion budget; `None`: no budget.
     pub budget: Option<DeletionBudget>,
     held: Mutex<HashSet<String>>,
+    summaries: Mutex<HashMap<String, ResourceSummary>>,
     writer: Mutex<Option<Writer<CachedConnection>>>,
     synced: AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
@@ -173,6 +174,7 @@ impl Context {
             connections,
             budget: None,
             held: Mutex::default(),
+            summaries: Mutex::default(),
             writer: Mutex::new(Some(writer)),
             synced: AtomicBool::new(false),
             failures: Mutex::default(),
@@ -237,7 +239,46 @@ impl Context {
         if let Some(uid) = uid {
             self.set_failures(uid, false);
             self.set_held(uid, false);
+            if let Ok(mut map) = self.summaries.lock() {
+                map.remove(uid);
+            }
         }
+    }
+
+    /// Records what the gauges by state, health and reason count for a resource.
+    fn summarize(&self, uid: &str, status: &crate::resource::LeenConnectionStatus) {
+        let label = |s: Option<&str>| {
+            s.map(|s| s.chars().take(64).collect::<String>())
+                .unwrap_or_else(|| "unknown".to_string())
+        };
+        let ready = status.ready();
+        let summary = ResourceSummary {
+            state: label(status.state.as_deref()),
+            health: label(status.health.as_ref().and_then(|h| h.name.as_deref())),
+            ready: ready.is_some_and(|c| c.status == "True"),
+            reason: label(ready.map(|c| c.reason.as_str())),
+        };
+        if let Ok(mut map) = self.summaries.lock() {
+            map.insert(uid.to_string(), summary);
+        }
+    }
+
+    fn publish_gauges(&self) {
+        if let Ok(map) = self.summaries.lock() {
+            self.metrics.set_resources(map.values());
+        }
+        let now = chrono::Utc::now();
+        let oldest = self
+            .connections
+            .state_filter(|o| {
+                o.meta().deletion_timestamp.is_some()
+                    && o.finalizers().iter().any(|f| f == FINALIZER)
+            })
+            .iter()
+            .filter_map(|o| o.meta().deletion_timestamp.as_ref().map(|t| t.0))
+            .min();
+        let age = oldest.map_or(0, |t| now.timestamp().saturating_sub(t.as_second()));
+        self.metrics.set_oldest_pending_deletion(age);
     }
 
     fn set_held(&self, uid: &str, held: bool) {
@@ -529,6 +570,7 @@ async fn apply(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error>
     // that a missing connection is not polled every few seconds).
     let ready = decision.status.ready().is_some_and(|c| c.status == "True");
     ctx.set_failures(&uid, !ready);
+    ctx.summarize(&uid, &decision.status);
     let was_shared = obj
         .status
         .as_ref()
@@ -612,6 +654,7 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
         }
         FinalizerAction::Keep => {
             ctx.set_failures(&uid, true);
+            ctx.summarize(&uid, &decision.status);
             write(&obj, &decision, ctx).await?;
             Err(Error::DeletionPending {
                 reason,
@@ -1071,6 +1114,7 @@ pub async fn run(
                 })
                 .len();
             ready_ctx.metrics.set_deletions_pending(pending);
+            ready_ctx.publish_gauges();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

@@ -292,6 +292,29 @@ impl FakeLeen {
         );
     }
 
+    /// Sets the health of a connection.
+    pub fn set_health(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        name: &str,
+        description: &str,
+        resolution_owner: &str,
+    ) {
+        if let Some(c) = lock(&self.state)
+            .connections
+            .get_mut(&(organization_id, id))
+        {
+            c["health"] = json!({
+                "name": name,
+                "status": if name == "HEALTHY" { "HEALTHY" } else { "UNHEALTHY" },
+                "description": description,
+                "resolution_owner": resolution_owner,
+                "details": []
+            });
+        }
+    }
+
     /// Whether the connection still exists (and is not DELETED).
     pub fn has_connection(&self, organization_id: Uuid, id: Uuid) -> bool {
         lock(&self.state)

@@ -142,7 +142,7 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     };
     let server = tokio::spawn(telemetry::serve(
         listener,
-        metrics,
+        metrics.clone(),
         ready.clone(),
         stopped(stop_rx.clone()),
     ));
@@ -170,6 +170,7 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
         }
         ready.set(false);
     }
+    metrics.set_leader(true);
     let controller = controller::run(
         ctx.clone(),
         watch_client,

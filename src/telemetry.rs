@@ -40,6 +40,39 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HealthLabels {
+    health: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    ready: &'static str,
+    reason: String,
+}
+
+/// What the gauges by state, health and Ready reason count for one resource.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResourceSummary {
+    /// Leen's state (PENDING, ACTIVE, PAUSED, DELETED), or "unknown".
+    pub state: String,
+    /// Leen's health name (HEALTHY, UNAUTHORIZED, ...), or "unknown".
+    pub health: String,
+    /// Whether Ready is True.
+    pub ready: bool,
+    /// The Ready reason.
+    pub reason: String,
+}
+
+/// Most distinct label values one gauge family holds; further ones count as "other", so
+/// that a Leen that invents values cannot blow up the series count.
+pub const MAX_LABEL_VALUES: usize = 32;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WriteLabels {
     write: &'static str,
 }
@@ -60,6 +93,11 @@ pub struct Metrics {
     deletions: Family<ReasonLabels, Counter>,
     deletions_pending: Gauge,
     deletions_held: Gauge,
+    oldest_pending_deletion: Gauge,
+    connections_by_state: Family<StateLabels, Gauge>,
+    connections_by_health: Family<HealthLabels, Gauge>,
+    connections_by_ready: Family<ReadyLabels, Gauge>,
+    leader: Gauge,
     events_dropped: Counter,
 }
 
@@ -123,6 +161,36 @@ impl Default for Metrics {
             "Deletions held by the deletion budget (DeletionHeld), waiting for confirmation or Orphan",
             deletions_held.clone(),
         );
+        let oldest_pending_deletion = Gauge::default();
+        registry.register(
+            "oldest_pending_deletion_seconds",
+            "Age of the oldest deletion still holding its finalizer (0: none pending)",
+            oldest_pending_deletion.clone(),
+        );
+        let connections_by_state = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "connections_by_state",
+            "LeenConnections by the state Leen last returned (at most 32 values, then \"other\")",
+            connections_by_state.clone(),
+        );
+        let connections_by_health = Family::<HealthLabels, Gauge>::default();
+        registry.register(
+            "connections_by_health",
+            "LeenConnections by the health name Leen last returned (at most 32 values, then \"other\")",
+            connections_by_health.clone(),
+        );
+        let connections_by_ready = Family::<ReadyLabels, Gauge>::default();
+        registry.register(
+            "connections_by_ready_reason",
+            "LeenConnections by Ready status and reason",
+            connections_by_ready.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (leads, or runs without leader election), else 0",
+            leader.clone(),
+        );
         let events_dropped = Counter::default();
         registry.register(
             "events_dropped",
@@ -141,6 +209,11 @@ impl Default for Metrics {
             deletions,
             deletions_pending,
             deletions_held,
+            oldest_pending_deletion,
+            connections_by_state,
+            connections_by_health,
+            connections_by_ready,
+            leader,
         }
     }
 }
@@ -208,6 +281,57 @@ impl Metrics {
     pub fn set_deletions_pending(&self, n: usize) {
         self.deletions_pending
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the age in seconds of the oldest pending deletion.
+    pub fn set_oldest_pending_deletion(&self, seconds: i64) {
+        self.oldest_pending_deletion.set(seconds.max(0));
+    }
+
+    /// Sets whether this replica leads.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Recounts the gauges by state, health and Ready reason.
+    pub fn set_resources<'a>(&self, resources: impl Iterator<Item = &'a ResourceSummary>) {
+        use std::collections::HashMap;
+        let mut states: HashMap<String, i64> = HashMap::new();
+        let mut healths: HashMap<String, i64> = HashMap::new();
+        let mut readies: HashMap<(&'static str, String), i64> = HashMap::new();
+        let bounded = |map: &HashMap<String, i64>, v: &str| {
+            if map.contains_key(v) || map.len() < MAX_LABEL_VALUES - 1 {
+                v.to_string()
+            } else {
+                "other".to_string()
+            }
+        };
+        for r in resources {
+            let state = bounded(&states, &r.state);
+            *states.entry(state).or_default() += 1;
+            let health = bounded(&healths, &r.health);
+            *healths.entry(health).or_default() += 1;
+            let ready = if r.ready { "True" } else { "False" };
+            *readies.entry((ready, r.reason.clone())).or_default() += 1;
+        }
+        self.connections_by_state.clear();
+        for (state, n) in states {
+            self.connections_by_state
+                .get_or_create(&StateLabels { state })
+                .set(n);
+        }
+        self.connections_by_health.clear();
+        for (health, n) in healths {
+            self.connections_by_health
+                .get_or_create(&HealthLabels { health })
+                .set(n);
+        }
+        self.connections_by_ready.clear();
+        for ((ready, reason), n) in readies {
+            self.connections_by_ready
+                .get_or_create(&ReadyLabels { ready, reason })
+                .set(n);
+        }
     }
 
     /// Sets the number of deletions held by the budget.
