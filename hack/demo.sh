@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # One-command local demo on this machine, no cluster needed: a real kube-apiserver + etcd
-# (from $KUBEBUILDER_ASSETS), the project's fake Leen, and the operator. It creates a
+# (found by hack/assets.sh), the project's fake Leen, and the operator. It creates a
 # LeenConnection, shows it Ready, deletes it, and prints what the finalizer recorded and
 # the DELETE that Leen received. Everything is stopped and removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "demo: $*" >&2; exit 1; }
-[ -n "${KUBEBUILDER_ASSETS:-}" ] || die "set KUBEBUILDER_ASSETS to a folder holding kube-apiserver and etcd: export KUBEBUILDER_ASSETS=\$(../shared/envtest/setup.sh), or setup-envtest use -p path"
 for tool in kubectl openssl curl cargo; do
   command -v "$tool" >/dev/null || die "$tool is not installed"
 done
+KUBEBUILDER_ASSETS=$(hack/assets.sh) || exit 1
 [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -e "$KUBEBUILDER_ASSETS/etcd" ] || die "$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd"
 
 echo "== building"
