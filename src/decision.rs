@@ -447,12 +447,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
     let (ready, reason, mut message, retry_after) = match obs {
         Observation::Leen(LeenOutcome::Success(conn)) => {
             mirror(&mut status, conn);
-            let state = conn.state.as_deref().unwrap_or("unknown");
-            let health = conn
-                .health
-                .as_ref()
-                .and_then(|h| h.status.as_deref())
-                .unwrap_or("unknown");
+            let (state, health) = state_and_health(conn);
             let id = &obj.spec.connection_id;
             match state {
                 "ACTIVE" => (
@@ -634,12 +629,7 @@ pub fn decide_deletion(
         }
         DeletionStep::Observed(Observation::Leen(LeenOutcome::Success(conn))) => {
             mirror(&mut status, conn);
-            let state = conn.state.as_deref().unwrap_or("unknown");
-            let health = conn
-                .health
-                .as_ref()
-                .and_then(|h| h.status.as_deref())
-                .unwrap_or("unknown");
+            let (state, health) = state_and_health(conn);
             let message = if state == "DELETED" {
                 format!("Leen deleted connection {id}: state {state}, health {health}")
             } else {
@@ -842,6 +832,17 @@ fn failure(outcome: &LeenOutcome, id: &str) -> (Reason, String) {
             format!("Leen answered an unexpected {status}: {detail}"),
         ),
     }
+}
+
+/// Leen's state and health status of a connection, "unknown" where it gave none.
+fn state_and_health(conn: &Connection) -> (&str, &str) {
+    let state = conn.state.as_deref().unwrap_or("unknown");
+    let health = conn
+        .health
+        .as_ref()
+        .and_then(|h| h.status.as_deref())
+        .unwrap_or("unknown");
+    (state, health)
 }
 
 /// Copies Leen's view of the connection into status, every string and list capped.

@@ -17,15 +17,6 @@ fn held(o: &LeenConnection) -> bool {
     ready_reason(o).as_deref() == Some("DeletionHeld")
 }
 
-/// Polls for the whole period that `holds` stays true; panics at the first time it does not.
-async fn consistently(what: &str, period: Duration, holds: impl AsyncFn() -> bool) {
-    let until = Instant::now() + period;
-    while Instant::now() < until {
-        assert!(holds().await, "{what} stopped holding");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn deletes(e: &Scenario) -> usize {
     e.fake
         .requests()

@@ -236,13 +236,7 @@ async fn rotated_key_unblocks_unauthorized_deletion() {
     let Some(e) = scenario("rotate", &[]).await else {
         return;
     };
-    e.fake.add_api_key("old-key");
-    secret(&e.client, "rotate", "leen-key", "apiKey", "old-key").await;
-    let (org, id) = e.seeded();
-    let mut obj = connection("c", org, id);
-    obj.spec.api_key_secret_ref =
-        serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
-    e.create(obj).await;
+    let (org, id) = e.create_with_secret("c", "leen-key", "old-key").await;
     wait_for(&e.api, "c", "Ready=True", is_ready).await;
     assert!(
         e.fake

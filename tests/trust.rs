@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -20,15 +20,6 @@ use support::*;
 
 fn reason_is(reason: &'static str) -> impl Fn(&LeenConnection) -> bool {
     move |o| ready_reason(o).as_deref() == Some(reason)
-}
-
-/// Polls for the whole period that `holds` stays true; panics at the first time it does not.
-async fn consistently(what: &str, period: Duration, holds: impl AsyncFn() -> bool) {
-    let until = Instant::now() + period;
-    while Instant::now() < until {
-        assert!(holds().await, "{what} stopped holding");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,13 +182,7 @@ async fn a_key_secret_pruned_with_its_resource_outlives_the_deletion() {
     let Some(mut e) = scenario("app", &[]).await else {
         return;
     };
-    e.fake.add_api_key("tenant-key");
-    secret(&e.client, "app", "leen-key", "apiKey", "tenant-key").await;
-    let (org, id) = e.seeded();
-    let mut obj = connection("c", org, id);
-    obj.spec.api_key_secret_ref =
-        serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
-    e.create(obj).await;
+    let (org, id) = e.create_with_secret("c", "leen-key", "tenant-key").await;
     wait_for(&e.api, "c", "Ready=True", is_ready).await;
     let secrets: Api<Secret> = Api::namespaced(e.client.clone(), "app");
     wait_secret(
@@ -242,13 +227,7 @@ async fn an_orphan_resource_does_not_hold_its_secret() {
     let Some(e) = scenario("orphans", &[]).await else {
         return;
     };
-    e.fake.add_api_key("tenant-key");
-    secret(&e.client, "orphans", "leen-key", "apiKey", "tenant-key").await;
-    let (org, id) = e.seeded();
-    let mut obj = connection("c", org, id);
-    obj.spec.api_key_secret_ref =
-        serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
-    e.create(obj).await;
+    e.create_with_secret("c", "leen-key", "tenant-key").await;
     wait_for(&e.api, "c", "Ready=True", is_ready).await;
     let secrets: Api<Secret> = Api::namespaced(e.client.clone(), "orphans");
     wait_secret(

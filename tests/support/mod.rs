@@ -753,6 +753,16 @@ async fn pump(
     }
 }
 
+/// Polls for the whole period that `holds` stays true; panics at the first time it does
+/// not. A negative assertion ("no DELETE was sent") done right: not one sample after a sleep.
+pub async fn consistently(what: &str, period: Duration, holds: impl AsyncFn() -> bool) {
+    let until = Instant::now() + period;
+    while Instant::now() < until {
+        assert!(holds().await, "{what} stopped holding");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every `PATH` lookup the harness needs, checked early with a clear message.
 pub fn require_tools() {
     for tool in ["openssl", "kubectl"] {
@@ -845,6 +855,24 @@ impl Scenario {
     /// published after the status write a test usually waits on.
     pub async fn events(&self, reason: &str) -> Vec<Event> {
         events(&self.client, self.ns, reason).await
+    }
+
+    /// Creates Secret `secret` (key `apiKey` = `key`, which the fake Leen accepts) and a
+    /// LeenConnection `name` for a new connection that reads its key from it.
+    pub async fn create_with_secret(
+        &self,
+        name: &str,
+        secret_name: &str,
+        key: &str,
+    ) -> (Uuid, Uuid) {
+        self.fake.add_api_key(key);
+        secret(&self.client, self.ns, secret_name, "apiKey", key).await;
+        let (org, id) = self.seeded();
+        let mut obj = connection(name, org, id);
+        obj.spec.api_key_secret_ref =
+            serde_json::from_value(serde_json::json!({ "name": secret_name })).ok();
+        self.create(obj).await;
+        (org, id)
     }
 
     /// Sets spec.deletionPolicy.
