@@ -1045,14 +1045,17 @@ pub async fn run(
         .modify(strip)
         .reflect(writer)
         .inspect(move |event| {
-            // A resource gone from the cache may have been the last one to need its key
-            // Secret: look at that Secret now that the cache no longer holds it.
-            if let Ok(watcher::Event::Delete(obj)) = event
-                && let (Some(ns), Some(secret)) = (
-                    obj.namespace(),
-                    obj.annotations().get(KEY_SECRET_ANNOTATION),
-                )
-            {
+            let Ok(watcher::Event::Delete(obj)) = event else {
+                return;
+            };
+            // Gone, however it went (a finalizer removed by hand too): forget it.
+            gone_ctx.forget(&ObjectRef::from_obj(obj), obj.uid().as_deref());
+            // It may have been the last one to need its key Secret: look at that Secret
+            // now that the cache no longer holds it.
+            if let (Some(ns), Some(secret)) = (
+                obj.namespace(),
+                obj.annotations().get(KEY_SECRET_ANNOTATION),
+            ) {
                 let _ = gone_ctx
                     .wake_secrets
                     .send(ObjectRef::new(secret).within(&ns));
