@@ -307,13 +307,6 @@ impl Context {
             .unwrap_or_default()
     }
 
-    /// How many resources kept in memory (for tests of the cleanup).
-    pub fn remembered(&self) -> usize {
-        let failures = self.failures.lock().map(|m| m.len()).unwrap_or(0);
-        let secrets = self.secret_refs.lock().map(|m| m.len()).unwrap_or(0);
-        failures + secrets
-    }
-
     fn inputs(&self, uid: &str, also_bound_by: Vec<String>) -> DecisionInputs<'_> {
         DecisionInputs {
             now: chrono::Utc::now(),
@@ -713,6 +706,20 @@ async fn budget_hold(obj: &LeenConnection, ctx: &Context) -> Result<Option<Obser
         .is_some_and(|v| v.trim() == "true");
     if confirmed || delete_already_sent(obj) {
         return Ok(None);
+    }
+    let record = obj.status.as_ref().and_then(|s| s.deletion.as_ref());
+    if !budget.config().resume_held
+        && let Some(record) = record.filter(|r| r.outcome.as_deref() == Some("DeletionHeld"))
+    {
+        // Held once, held until a person decides: a mistaken prune does not become right
+        // because the window moved on.
+        return Ok(Some(Observation::DeletionHeld {
+            message: record
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "deletion held by the deletion budget".to_string()),
+            resume_at: None,
+        }));
     }
     let uid = obj.uid().unwrap_or_default();
     let Verdict::Held { started, frees_at } = budget.admit(&uid).await? else {

@@ -230,6 +230,37 @@ async fn held_deletions_resume_when_so_chosen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_held_deletion_waits_for_a_person_after_the_window() {
+    let Some(mut e) = scenario(
+        "wait",
+        &[("LEEN_MAX_DELETIONS", "1"), ("LEEN_DELETION_WINDOW", "2s")],
+    )
+    .await
+    else {
+        return;
+    };
+    e.ready_connection("a").await;
+    e.ready_connection("b").await;
+    e.cp.kubectl(&["delete", "leenconn", "--all", "-n", "wait", "--wait=false"]);
+    let names = ["a".to_string(), "b".to_string()];
+    let held_names = settle(&e.api, &names).await;
+    assert_eq!(held_names.len(), 1);
+    // The window moves on, and a restart reconciles every resource again: the held one
+    // still waits.
+    e.ready_connection("c").await;
+    e.op.restart().await;
+    consistently(
+        "the held deletion waits",
+        Duration::from_secs(5),
+        async || deletes(&e) == 1,
+    )
+    .await;
+    annotate_confirm(&e.api, &held_names[0]).await;
+    wait_gone(&e.api, &held_names[0]).await;
+    assert_eq!(deletes(&e), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_turns_the_budget_off() {
     let Some(e) = scenario("nobudget", &[("LEEN_MAX_DELETIONS", "0")]).await else {
         return;
