@@ -811,37 +811,52 @@ async fn resolve_key(obj: &LeenConnection, ctx: &Context) -> Result<Result<ApiKe
 /// `strict`: a failed patch fails the reconciliation (a live resource, retried); a
 /// deletion goes on without it.
 async fn protect_secret(secret: &Secret, ctx: &Context, strict: bool) -> Result<(), Error> {
-    let finalizers = secret.metadata.finalizers.clone().unwrap_or_default();
-    if finalizers.iter().any(|f| f == SECRET_FINALIZER)
-        || secret.metadata.deletion_timestamp.is_some()
-    {
-        return Ok(());
-    }
     let (Some(ns), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) else {
         return Ok(());
     };
-    let mut wanted = finalizers;
-    wanted.push(SECRET_FINALIZER.to_string());
-    let patch = json!({"metadata": {
-        "resourceVersion": secret.metadata.resource_version,
-        "finalizers": wanted,
-    }});
-    // Through the metadata API: the answer carries no Secret data.
+    // Through the metadata API: the answers carry no Secret data.
     let api: Api<CachedSecret> = Api::namespaced(ctx.client.clone(), ns);
-    match api
-        .patch(name, &field_manager(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            ctx.metrics.kube_write("secret_finalizer_add");
-            Ok(())
+    let mut finalizers = secret.metadata.finalizers.clone().unwrap_or_default();
+    let mut deleting = secret.metadata.deletion_timestamp.is_some();
+    let mut version = secret.metadata.resource_version.clone();
+    // Several users of one Secret may add it at once: on a conflict, look again.
+    for _ in 0..3 {
+        if deleting || finalizers.iter().any(|f| f == SECRET_FINALIZER) {
+            return Ok(());
         }
-        Err(e) if !strict => {
-            warn!(secret = %name, namespace = %ns, error = %e, "could not protect the key Secret");
-            Ok(())
+        let mut wanted = finalizers.clone();
+        wanted.push(SECRET_FINALIZER.to_string());
+        let patch = json!({"metadata": {"resourceVersion": version, "finalizers": wanted}});
+        match api
+            .patch(name, &field_manager(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                ctx.metrics.kube_write("secret_finalizer_add");
+                return Ok(());
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let Some(now) = api.get_opt(name).await? else {
+                    return Ok(());
+                };
+                finalizers = now.finalizers().to_vec();
+                deleting = now.meta().deletion_timestamp.is_some();
+                version = now.resource_version();
+            }
+            // Without the right to patch Secrets (an RBAC older than this operator) the
+            // key still works; only the protection is missing: say so, do not fail.
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                warn!(secret = %name, namespace = %ns, "may not patch the key Secret: it is not protected by leen.dev/secret-in-use (grant patch on secrets)");
+                return Ok(());
+            }
+            Err(e) if !strict => {
+                warn!(secret = %name, namespace = %ns, error = %e, "could not protect the key Secret");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(e.into()),
     }
+    Ok(())
 }
 
 /// Keeps `leen.dev/secret-in-use` on a Secret exactly while a `Delete` LeenConnection still
