@@ -606,8 +606,11 @@ impl LeenClient {
         if let Admission::Wait(rest) = admission {
             // Another call of this limit was answered 429: this one is not sent at all.
             self.metrics.leen_request_held(op);
+            // Spread over half the pause again, so that the held calls do not all come
+            // back in the same instant (the probe goes first in any case).
+            let spread = rest.mul_f64(rand::random::<f64>() * 0.5);
             return LeenOutcome::RateLimited {
-                retry_after: Some(rest),
+                retry_after: Some(rest + spread),
             };
         }
         // The semaphore is never closed, so acquire cannot fail; if it ever did, going on
