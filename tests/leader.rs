@@ -73,7 +73,7 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
         0.0,
         "the standby never calls Leen"
     );
-    assert!(b.log_text().contains("standing by"), "{}", b.log_text());
+    b.wait_log("standing by").await;
 
     // Kill the leader without a chance to release the Lease.
     a.kill();

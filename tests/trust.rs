@@ -351,15 +351,8 @@ async fn the_default_key_is_for_no_namespace_unless_chosen() {
         reason_is("CredentialsMissing"),
     )
     .await;
-    let message = obj
-        .status
-        .and_then(|s| s.ready().map(|c| c.message.clone()));
-    assert!(
-        message
-            .as_deref()
-            .is_some_and(|m| m.contains("LEEN_DEFAULT_KEY_NAMESPACES")),
-        "{message:?}"
-    );
+    let message = ready_message(&obj);
+    assert!(message.contains("LEEN_DEFAULT_KEY_NAMESPACES"), "{message}");
     assert_eq!(e.fake.count("GET", id), 0);
 }
 
@@ -368,12 +361,7 @@ async fn a_key_that_cannot_be_a_header_is_credentials_missing() {
     let Some(e) = scenario("badkey", &[]).await else {
         return;
     };
-    secret(&e.client, "badkey", "leen-key", "apiKey", "abc\u{1}def").await;
-    let (org, id) = e.seeded();
-    let mut obj = connection("c", org, id);
-    obj.spec.api_key_secret_ref =
-        serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
-    e.create(obj).await;
+    e.create_with_secret("c", "leen-key", "abc\u{1}def").await;
     let obj = wait_for(
         &e.api,
         "c",
@@ -381,14 +369,10 @@ async fn a_key_that_cannot_be_a_header_is_credentials_missing() {
         reason_is("CredentialsMissing"),
     )
     .await;
-    let message = obj
-        .status
-        .and_then(|s| s.ready().map(|c| c.message.clone()));
+    let message = ready_message(&obj);
     assert!(
-        message
-            .as_deref()
-            .is_some_and(|m| m.contains("HTTP header") && !m.contains("abc")),
-        "{message:?}"
+        message.contains("HTTP header") && !message.contains("abc"),
+        "{message}"
     );
     assert!(e.fake.requests().is_empty());
 }

@@ -483,6 +483,19 @@ impl Operator {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (bounded by [`WAIT`]) until its log contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log_text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the operator log: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Its `/metrics` text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.metrics_url))
@@ -638,6 +651,15 @@ pub fn ready_reason(obj: &LeenConnection) -> Option<String> {
         .as_ref()
         .and_then(|s| s.ready())
         .map(|c| c.reason.clone())
+}
+
+/// The message of the Ready condition ("" when none).
+pub fn ready_message(obj: &LeenConnection) -> String {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.ready())
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
 }
 
 /// Whether Ready is True.
