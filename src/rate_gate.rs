@@ -48,7 +48,8 @@ pub enum Admission {
 #[derive(Debug, Default)]
 struct Limit {
     paused_until: Option<Instant>,
-    probing: bool,
+    /// When the probe in flight started, if one is.
+    probing: Option<Instant>,
     /// Consecutive 429s, for the pause without `Retry-After`.
     strikes: u32,
 }
@@ -62,6 +63,9 @@ pub struct RateGate {
 /// How long a probe may take before another call may probe instead (a probe whose task
 /// was dropped never reports).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a call waits while another probes: a probe takes about one request.
+const WHILE_PROBING: Duration = Duration::from_secs(1);
 
 impl RateGate {
     /// Asks to make one call under `key`.
@@ -79,11 +83,12 @@ impl RateGate {
         match limit.paused_until {
             None => Admission::Go,
             Some(until) if now < until => Admission::Wait(until - now),
-            Some(_) if limit.probing => Admission::Wait(Duration::from_secs(1)),
+            // Should the probe never report (its task dropped), another probes later.
+            Some(_) if limit.probing.is_some_and(|at| now < at + PROBE_TIMEOUT) => {
+                Admission::Wait(WHILE_PROBING)
+            }
             Some(_) => {
-                limit.probing = true;
-                // Should the probe never report, let another probe after a while.
-                limit.paused_until = Some(now + PROBE_TIMEOUT);
+                limit.probing = Some(now);
                 Admission::Probe
             }
         }
@@ -129,7 +134,7 @@ impl RateGate {
             // Several calls in flight may all be answered 429: the latest end wins.
             limit.paused_until = Some(limit.paused_until.map_or(until, |u| u.max(until)));
             if admission == Admission::Probe {
-                limit.probing = false;
+                limit.probing = None;
                 limit.paused_until = Some(until);
             }
         } else if admission == Admission::Probe {
@@ -174,7 +179,11 @@ mod tests {
         // After it, exactly one probe; the others keep waiting for its answer.
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(gate.admit_at(key, t1), Admission::Probe);
-        assert!(matches!(gate.admit_at(key, t1), Admission::Wait(_)));
+        // The others wait a moment for its answer, not for the probe's time-out.
+        assert_eq!(
+            gate.admit_at(key, t1 + Duration::from_millis(10)),
+            Admission::Wait(WHILE_PROBING)
+        );
         // The probe is rate limited again: a new pause, a new probe after it.
         gate.report_at(key, Admission::Probe, true, None, 1.0, t1);
         assert_eq!(
@@ -185,6 +194,28 @@ mod tests {
         assert_eq!(gate.admit_at(key, t2), Admission::Probe);
         gate.report_at(key, Admission::Probe, false, None, 1.0, t2);
         assert_eq!(gate.admit_at(key, t2), Admission::Go);
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_is_replaced_after_its_time_out() {
+        let gate = RateGate::default();
+        let key = LimitKey::new("https://api.leen.dev/v1", "k");
+        let t0 = Instant::now();
+        gate.report_at(
+            key,
+            Admission::Go,
+            true,
+            Some(Duration::from_secs(1)),
+            0.5,
+            t0,
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(gate.admit_at(key, t1), Admission::Probe);
+        assert_eq!(
+            gate.admit_at(key, t1 + PROBE_TIMEOUT - Duration::from_millis(1)),
+            Admission::Wait(WHILE_PROBING)
+        );
+        assert_eq!(gate.admit_at(key, t1 + PROBE_TIMEOUT), Admission::Probe);
     }
 
     #[test]
