@@ -263,21 +263,23 @@ impl Context {
         }
     }
 
+    /// The gauges computed from state: counts by state, health and reason, and, from the
+    /// cache in one pass, the pending deletions and the age of the oldest (nothing to leak
+    /// when a resource goes).
     fn publish_gauges(&self) {
         if let Ok(map) = self.summaries.lock() {
             self.metrics.set_resources(map.values());
         }
-        let now = chrono::Utc::now();
-        let oldest = self
-            .connections
-            .state_filter(|o| {
-                o.meta().deletion_timestamp.is_some()
-                    && o.finalizers().iter().any(|f| f == FINALIZER)
-            })
+        let pending = self.connections.state_filter(|o| {
+            o.meta().deletion_timestamp.is_some() && o.finalizers().iter().any(|f| f == FINALIZER)
+        });
+        self.metrics.set_deletions_pending(pending.len());
+        let oldest = pending
             .iter()
             .filter_map(|o| o.meta().deletion_timestamp.as_ref().map(|t| t.0))
             .min();
-        let age = oldest.map_or(0, |t| now.timestamp().saturating_sub(t.as_second()));
+        let now = chrono::Utc::now().timestamp();
+        let age = oldest.map_or(0, |t| now.saturating_sub(t.as_second()));
         self.metrics.set_oldest_pending_deletion(age);
     }
 
@@ -731,7 +733,7 @@ async fn budget_hold(obj: &LeenConnection, ctx: &Context) -> Result<Option<Obser
     let then = if config.resume_held {
         format!(
             "it proceeds on its own when the budget frees at {}",
-            crate::budget::rfc3339(frees_at)
+            crate::decision::rfc3339(frees_at)
         )
     } else {
         "it waits for a person".to_string()
@@ -1130,15 +1132,7 @@ pub async fn run(
                 Err(_) => {}
             }
         }
-        // Deletions pending, counted from the cache: nothing to leak when a resource goes.
         loop {
-            let pending = ready_reader
-                .state_filter(|o| {
-                    o.meta().deletion_timestamp.is_some()
-                        && o.finalizers().iter().any(|f| f == FINALIZER)
-                })
-                .len();
-            ready_ctx.metrics.set_deletions_pending(pending);
             ready_ctx.publish_gauges();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

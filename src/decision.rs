@@ -1043,6 +1043,7 @@ fn set_progress(
     );
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+/// RFC 3339 in whole seconds, as status and messages show times.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
