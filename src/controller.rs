@@ -36,16 +36,18 @@ use tracing::{debug, info, warn};
 use crate::{
     budget::{DeletionBudget, Verdict},
     config::NamespaceSet,
+    credentials::Credentials,
     decision::{
-        Binding, Decision, DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason,
-        RetryPolicy, decide_deletion, decide_sync, deletion_shortcut, held_binding,
-        validate_binding,
+        Binding, Decision, DecisionInputs, DeletionStep, EventSpec, FinalizerAction, Observation,
+        Reason, RetryPolicy, bind_status, create_identifier, decide_deletion, decide_sync,
+        deletion_shortcut, held_binding, plan_update, validate_binding,
     },
     events::EventPublisher,
-    leen::{ApiKey, LeenClient, Operation},
+    leen::{ApiKey, Connection, CreateRequest, LeenClient, LeenOutcome, Operation},
     resource::{
-        CONFIRM_DELETION_ANNOTATION, CONNECTION_LABEL, DeletionPolicy, FINALIZER,
-        KEY_SECRET_ANNOTATION, LeenConnection, ORGANIZATION_LABEL, REGION_LABEL, SECRET_FINALIZER,
+        CONFIRM_DELETION_ANNOTATION, CONNECTION_LABEL, CreationRecord, CredentialsStatus,
+        CredentialsTest, DeletionPolicy, FINALIZER, KEY_SECRET_ANNOTATION, LeenConnection,
+        LeenConnectionStatus, ORGANIZATION_LABEL, REGION_LABEL, Region, SECRET_FINALIZER,
     },
     telemetry::{Metrics, Readiness, ResourceSummary},
 };
@@ -139,7 +141,7 @@ pub struct Context {
     writer: Mutex<Option<Writer<CachedConnection>>>,
     synced: AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
-    secret_refs: Mutex<HashMap<ObjectRef<CachedConnection>, String>>,
+    secret_refs: Mutex<HashMap<ObjectRef<CachedConnection>, Vec<String>>>,
     wake_connections: mpsc::UnboundedSender<ObjectRef<CachedConnection>>,
     wake_connections_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedConnection>>>>,
     wake_secrets: mpsc::UnboundedSender<ObjectRef<CachedSecret>>,
@@ -216,17 +218,24 @@ impl Context {
         }
     }
 
-    /// Records which Secret a resource reads its key from, so that a change of that
-    /// Secret reconciles it at once.
+    /// Records which Secrets a resource reads (API key, vendor credentials), so that a
+    /// change of one of them reconciles it at once.
     fn remember_secret(&self, key: ObjectRef<CachedConnection>, obj: &LeenConnection) {
+        let names: Vec<String> = [
+            obj.spec.api_key_secret_ref.as_ref().map(|r| r.name.clone()),
+            obj.spec
+                .credentials_secret_ref
+                .as_ref()
+                .map(|r| r.name.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         if let Ok(mut map) = self.secret_refs.lock() {
-            match &obj.spec.api_key_secret_ref {
-                Some(r) => {
-                    map.insert(key, r.name.clone());
-                }
-                None => {
-                    map.remove(&key);
-                }
+            if names.is_empty() {
+                map.remove(&key);
+            } else {
+                map.insert(key, names);
             }
         }
     }
@@ -302,7 +311,7 @@ impl Context {
             .lock()
             .map(|map| {
                 map.iter()
-                    .filter(|(k, s)| k.namespace == ns && **s == name)
+                    .filter(|(k, s)| k.namespace == ns && s.contains(&name))
                     .map(|(k, _)| k.clone())
                     .collect()
             })
@@ -317,6 +326,7 @@ impl Context {
             sync_failures: self.failures(uid),
             policy: &self.policy,
             also_bound_by,
+            credentials_test_error: None,
         }
     }
 
@@ -553,25 +563,52 @@ pub fn error_policy(obj: Arc<CachedConnection>, error: &Error, ctx: Arc<Context>
     Action::requeue(delay)
 }
 
-/// A live resource: read the connection from Leen and mirror it.
+/// A live resource: observe the connection (creating it first when the spec asks and
+/// nothing is bound), bring it to the spec (state, credentials), then mirror it.
 async fn apply(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error> {
     let uid = obj.uid().unwrap_or_default();
-    let obs = observe(&obj, ctx, Operation::Get).await?;
-    let also_bound_by = held_binding(&obj)
-        .map(|b| ctx.labelled_binders(&obj, &b))
+    // `base` is the resource as last written (the create writes on the way); `view` adds
+    // what was learnt but not written yet (a credentials test), for the decision.
+    let mut base = (*obj).clone();
+    let mut test = None;
+    let obs = observe_live(&mut base, ctx, &mut test).await?;
+    let also_bound_by = held_binding(&base)
+        .map(|b| ctx.labelled_binders(&base, &b))
         .unwrap_or_default();
-    let decision = decide_sync(&obj, &obs, &ctx.inputs(&uid, also_bound_by.clone()));
+    let mut inputs = ctx.inputs(&uid, also_bound_by.clone());
+    let mut view = base.clone();
+    match test {
+        Some(Ok(result)) => {
+            if let Some(c) = view.status.as_mut().and_then(|s| s.credentials.as_mut()) {
+                c.last_test = Some(result);
+            }
+        }
+        Some(Err(error)) => inputs.credentials_test_error = Some(error),
+        None => {}
+    }
+    let decision = decide_sync(&view, &obs, &inputs);
     // Every read that does not end Ready counts towards the backoff (a NotFound too, so
     // that a missing connection is not polled every few seconds).
     let ready = decision.status.ready().is_some_and(|c| c.status == "True");
     ctx.set_failures(&uid, !ready);
     ctx.summarize(&uid, &decision.status);
-    let was_shared = obj
+    let was_shared = base
         .status
         .as_ref()
         .and_then(|s| s.ready())
         .is_some_and(|c| c.message.contains("also bound by"));
-    write(&obj, &decision, ctx).await?;
+    let newly_bound = held_binding(&obj).is_none() && held_binding(&base).is_some();
+    write(&base, &decision, ctx).await?;
+    if newly_bound {
+        // A created connection: its binding labels now, not at the next sync.
+        let api: Api<LeenConnection> = Api::namespaced(
+            ctx.client.clone(),
+            &base.namespace().ok_or(Error::NoNamespace)?,
+        );
+        if let Some(fresh) = api.get_opt(&base.name_any()).await? {
+            ensure_metadata(Arc::new(fresh), &api, ctx).await?;
+        }
+    }
     if !also_bound_by.is_empty() && !was_shared {
         // The others should show it too.
         ctx.wake(&also_bound_by);
@@ -581,20 +618,351 @@ async fn apply(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error>
         .map_or_else(Action::await_change, Action::requeue))
 }
 
+/// Observes a live resource's connection, creating it when nothing is bound yet and
+/// updating it (state, credentials) to the spec. `obj` is the controller's working copy:
+/// the status writes made on the way (create intent, new binding) are applied to it.
+async fn observe_live(
+    obj: &mut LeenConnection,
+    ctx: &Context,
+    test: &mut Option<Result<CredentialsTest, String>>,
+) -> Result<Observation, Error> {
+    let binding = match validate_binding(obj) {
+        Ok(b) => b,
+        Err(obs) => return Ok(obs),
+    };
+    let key = match resolve_key(obj, ctx).await? {
+        Ok(key) => key,
+        Err(message) => return Ok(Observation::CredentialsMissing(message)),
+    };
+    let credentials = match read_credentials(obj, ctx).await? {
+        Ok(c) => c,
+        Err(obs) => return Ok(obs),
+    };
+    let (binding, outcome) = match binding {
+        Some(binding) => {
+            let outcome = ctx
+                .leen
+                .get_connection(
+                    binding.region,
+                    binding.organization,
+                    binding.connection,
+                    &key,
+                )
+                .await;
+            (binding, outcome)
+        }
+        None => match create(obj, ctx, &key, credentials.as_ref()).await? {
+            Ok(created) => created,
+            Err(obs) => return Ok(obs),
+        },
+    };
+    let LeenOutcome::Success(conn) = outcome else {
+        return Ok(Observation::Leen(outcome));
+    };
+    let outcome = update(obj, ctx, &binding, &key, credentials.as_ref(), conn).await?;
+    if matches!(outcome, LeenOutcome::Success(_)) {
+        *test = test_credentials(obj, ctx, &binding, &key).await;
+    }
+    Ok(Observation::Leen(outcome))
+}
+
+/// Creates the connection (Crossplane's external-create-pending pattern): the intent is
+/// written to status before the POST; a create that may have gone out before (the intent
+/// is there) is first looked for by identifier, never repeated blindly. On success the
+/// binding is written before anything else is done with the new connection.
+async fn create(
+    obj: &mut LeenConnection,
+    ctx: &Context,
+    key: &ApiKey,
+    credentials: Option<&Credentials>,
+) -> Result<Result<(Binding, LeenOutcome), Observation>, Error> {
+    let (Ok(organization), Some(vendor)) = (
+        uuid::Uuid::parse_str(&obj.spec.organization_id),
+        obj.spec.vendor.clone(),
+    ) else {
+        // validate_binding admits neither case.
+        return Ok(Err(Observation::InvalidSpec {
+            reason: Reason::InvalidSpec,
+            message: "spec.vendor is required when spec.connectionId is unset".to_string(),
+        }));
+    };
+    let region = obj.spec.region;
+    let identifier = create_identifier(obj);
+    let mut status = obj.status.clone().unwrap_or_default();
+    let pending = status.creation.clone();
+    if pending.is_some() {
+        match ctx
+            .leen
+            .find_connection(region, organization, &identifier, key)
+            .await
+        {
+            Ok(Some(found)) => {
+                let binding = found_binding(region, organization, &found);
+                bind_status(&mut status, &binding);
+                write_status(obj, status, ctx).await?;
+                let note = format!(
+                    "found connection {} by identifier {identifier:?}: a create whose answer was lost; bound to it instead of creating another",
+                    binding.connection
+                );
+                info!(name = %obj.name_any(), namespace = ?obj.namespace(), connection = %binding.connection, "create recovered by identifier");
+                publish(ctx, obj, Reason::CreateRecovered, false, note);
+                return Ok(Ok((binding, LeenOutcome::Success(Box::new(found)))));
+            }
+            Ok(None) => {}
+            Err(outcome) => return Ok(Err(Observation::Leen(outcome))),
+        }
+    }
+    // The intent first: if the answer is lost, the next attempt looks before it creates.
+    let attempts = pending.as_ref().map_or(0, |p| p.attempts).saturating_add(1);
+    status.creation = Some(CreationRecord {
+        identifier: identifier.clone(),
+        started_at: pending
+            .and_then(|p| p.started_at)
+            .or_else(|| Some(crate::decision::rfc3339(chrono::Utc::now()))),
+        attempts,
+    });
+    write_status(obj, status.clone(), ctx).await?;
+    let request = CreateRequest {
+        vendor,
+        credentials: credentials.cloned(),
+        identifier: identifier.clone(),
+        options: obj.spec.options.clone(),
+    };
+    let created = match ctx
+        .leen
+        .create_connection(region, organization, &request, key)
+        .await
+    {
+        Ok(created) => created,
+        Err(outcome) => return Ok(Err(Observation::Leen(outcome))),
+    };
+    let binding = found_binding(region, organization, &created);
+    bind_status(&mut status, &binding);
+    if let Some(c) = credentials {
+        status.credentials = Some(applied(c, obj));
+    }
+    write_status(obj, status, ctx).await?;
+    info!(name = %obj.name_any(), namespace = ?obj.namespace(), connection = %binding.connection, "connection created");
+    publish(
+        ctx,
+        obj,
+        Reason::Created,
+        false,
+        format!(
+            "created {} connection {} (identifier {identifier:?})",
+            request.vendor, binding.connection
+        ),
+    );
+    Ok(Ok((binding, LeenOutcome::Success(Box::new(created)))))
+}
+
+/// The binding of a connection Leen returned from a create or the list (its id was checked
+/// to be a UUID there).
+fn found_binding(region: Region, organization: uuid::Uuid, conn: &Connection) -> Binding {
+    Binding {
+        region,
+        organization,
+        connection: conn
+            .id
+            .as_deref()
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .unwrap_or_default(),
+    }
+}
+
+/// What status records of credentials just sent.
+fn applied(credentials: &Credentials, obj: &LeenConnection) -> CredentialsStatus {
+    CredentialsStatus {
+        applied_hash: Some(credentials.salted_hash(&obj.uid().unwrap_or_default())),
+        applied_time: Some(crate::decision::rfc3339(chrono::Utc::now())),
+        last_test: None,
+    }
+}
+
+/// Brings a connection Leen returned to the spec with one PATCH: `spec.state` (only
+/// between ACTIVE and PAUSED) and credentials that changed since last sent. The answer
+/// to the PATCH is the new observation.
+async fn update(
+    obj: &mut LeenConnection,
+    ctx: &Context,
+    binding: &Binding,
+    key: &ApiKey,
+    credentials: Option<&Credentials>,
+    conn: Box<Connection>,
+) -> Result<LeenOutcome, Error> {
+    let plan = plan_update(obj, &conn, credentials);
+    if plan.state.is_none() && plan.credentials.is_none() {
+        return Ok(LeenOutcome::Success(conn));
+    }
+    let outcome = ctx
+        .leen
+        .update_connection(
+            binding.region,
+            binding.organization,
+            binding.connection,
+            &plan,
+            key,
+        )
+        .await;
+    if !matches!(outcome, LeenOutcome::Success(_)) {
+        return Ok(outcome);
+    }
+    if let Some(state) = plan.state {
+        let was = conn.state.as_deref().unwrap_or("unknown");
+        publish(
+            ctx,
+            obj,
+            Reason::StateCorrected,
+            false,
+            format!(
+                "Leen reported connection {} {was}, spec.state asks {state}: set it to {state}",
+                binding.connection
+            ),
+        );
+    }
+    if let Some(c) = &plan.credentials {
+        let mut status = obj.status.clone().unwrap_or_default();
+        status.credentials = Some(applied(c, obj));
+        write_status(obj, status, ctx).await?;
+        publish(
+            ctx,
+            obj,
+            Reason::CredentialsApplied,
+            false,
+            format!(
+                "sent the changed credentials of Secret {} to connection {}; testing them",
+                obj.spec
+                    .credentials_secret_ref
+                    .as_ref()
+                    .map(|r| r.name.as_str())
+                    .unwrap_or_default(),
+                binding.connection
+            ),
+        );
+    }
+    Ok(outcome)
+}
+
+/// Asks Leen to test credentials sent but not tested yet. `None`: nothing to test;
+/// `Err`: why the test could not be had.
+async fn test_credentials(
+    obj: &LeenConnection,
+    ctx: &Context,
+    binding: &Binding,
+    key: &ApiKey,
+) -> Option<Result<CredentialsTest, String>> {
+    obj.spec.credentials_secret_ref.as_ref()?;
+    let credentials = obj.status.as_ref()?.credentials.as_ref()?;
+    let hash = credentials.applied_hash.clone()?;
+    if credentials
+        .last_test
+        .as_ref()
+        .is_some_and(|t| t.applied_hash.as_deref() == Some(hash.as_str()))
+    {
+        return None;
+    }
+    Some(
+        match ctx
+            .leen
+            .test_connection(
+                binding.region,
+                binding.organization,
+                binding.connection,
+                key,
+            )
+            .await
+        {
+            Ok(check) => Ok(CredentialsTest {
+                valid: check.valid,
+                message: check.message,
+                time: Some(crate::decision::rfc3339(chrono::Utc::now())),
+                applied_hash: Some(hash),
+            }),
+            Err(outcome) => Err(crate::decision::describe_failure(&outcome)),
+        },
+    )
+}
+
+/// Reads the vendor credentials Secret, when the spec names one. The inner error is the
+/// observation (missing or malformed) that stops any call.
+async fn read_credentials(
+    obj: &LeenConnection,
+    ctx: &Context,
+) -> Result<Result<Option<Credentials>, Observation>, Error> {
+    let Some(secret_ref) = &obj.spec.credentials_secret_ref else {
+        return Ok(Ok(None));
+    };
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let where_ = format!("vendor credentials Secret {ns}/{}", secret_ref.name);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = match secrets.get_opt(&secret_ref.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Ok(Err(Observation::CredentialsMissing(format!(
+                "{where_} not found; nothing was sent to Leen"
+            ))));
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Ok(Err(Observation::CredentialsMissing(format!(
+                "the operator may not read {where_}: {}",
+                status.message
+            ))));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(
+        Credentials::from_secret_data(&secret.data.unwrap_or_default())
+            .map(Some)
+            .map_err(|e| Observation::InvalidSpec {
+                reason: Reason::CredentialsMalformed,
+                message: format!("{where_} {e}; nothing was sent to Leen"),
+            }),
+    )
+}
+
+/// Writes `status` as the resource's status now (a merge patch against what `obj` holds)
+/// and keeps it in the working copy.
+async fn write_status(
+    obj: &mut LeenConnection,
+    status: LeenConnectionStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if obj.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = serde_json::to_value(&obj.status).unwrap_or_default();
+    let new = serde_json::to_value(&status).unwrap_or_default();
+    let patch = json!({ "status": merge_patch(&old, &new) });
+    api.patch_status(&obj.name_any(), &field_manager(), &Patch::Merge(patch))
+        .await?;
+    ctx.metrics.kube_write("status");
+    obj.status = Some(status);
+    Ok(())
+}
+
+/// Publishes a Normal or Warning Event on the resource, outside a decision.
+fn publish(ctx: &Context, obj: &LeenConnection, reason: Reason, warning: bool, note: String) {
+    let event = EventSpec {
+        warning,
+        reason,
+        action: "SyncConnection",
+        note,
+    };
+    ctx.events.publish(&event, obj.object_ref(&()), false);
+}
+
 /// A resource being deleted: the deletion table.
 async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Error> {
     let uid = obj.uid().unwrap_or_default();
-    let binding = held_binding(&obj);
+    let mut working = (*obj).clone();
     let step = match deletion_shortcut(&obj) {
         Some(step) => step,
-        None => match &binding {
-            Some(b) => match ctx.other_binder(&obj, b).await? {
-                Some(by) => DeletionStep::StillReferenced { by },
-                None => DeletionStep::Observed(observe(&obj, ctx, Operation::Delete).await?),
-            },
-            None => DeletionStep::Observed(observe(&obj, ctx, Operation::Delete).await?),
-        },
+        None => deletion_step(&mut working, ctx).await?,
     };
+    let obj = Arc::new(working);
+    let binding = held_binding(&obj);
     let decision = decide_deletion(&obj, &step, &ctx.inputs(&uid, Vec::new()));
     ctx.set_held(
         &uid,
@@ -659,11 +1027,64 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
     }
 }
 
+/// What a deletion that no shortcut settles comes to: another live resource still binds
+/// the connection, nothing was ever created, or the DELETE call. A create that may have
+/// gone out without its answer is looked for by identifier first, and deleted if found.
+async fn deletion_step(obj: &mut LeenConnection, ctx: &Context) -> Result<DeletionStep, Error> {
+    if let Ok(None) = validate_binding(obj) {
+        let identifier = create_identifier(obj);
+        let Some(creation) = obj.status.as_ref().and_then(|s| s.creation.clone()) else {
+            // The intent is written before any create goes out: none, nothing was created.
+            return Ok(DeletionStep::NotCreated { identifier });
+        };
+        let key = match resolve_key(obj, ctx).await? {
+            Ok(key) => key,
+            Err(message) => {
+                return Ok(DeletionStep::Observed(Observation::CredentialsMissing(
+                    message,
+                )));
+            }
+        };
+        let Ok(organization) = uuid::Uuid::parse_str(&obj.spec.organization_id) else {
+            return Ok(DeletionStep::NotCreated { identifier });
+        };
+        let region = obj.spec.region;
+        match ctx
+            .leen
+            .find_connection(region, organization, &creation.identifier, &key)
+            .await
+        {
+            Ok(None) => return Ok(DeletionStep::NotCreated { identifier }),
+            Err(outcome) => return Ok(DeletionStep::Observed(Observation::Leen(outcome))),
+            Ok(Some(found)) => {
+                let binding = found_binding(region, organization, &found);
+                let mut status = obj.status.clone().unwrap_or_default();
+                bind_status(&mut status, &binding);
+                write_status(obj, status, ctx).await?;
+            }
+        }
+    }
+    if let Some(b) = held_binding(obj)
+        && let Some(by) = ctx.other_binder(obj, &b).await?
+    {
+        return Ok(DeletionStep::StillReferenced { by });
+    }
+    Ok(DeletionStep::Observed(
+        observe(obj, ctx, Operation::Delete).await?,
+    ))
+}
+
 /// Reads the inputs (binding, API key) and calls Leen. Kubernetes API failures other than
 /// a missing or unreadable Secret are errors; everything else is an observation.
 async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<Observation, Error> {
     let binding = match validate_binding(obj) {
-        Ok(b) => b,
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return Ok(Observation::InvalidSpec {
+                reason: Reason::InvalidSpec,
+                message: "no connection is bound to this resource".to_string(),
+            });
+        }
         Err(obs) => return Ok(obs),
     };
     let key = match resolve_key(obj, ctx).await? {
@@ -680,17 +1101,14 @@ async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<O
         organization,
         connection,
     } = binding;
-    let outcome = match op {
-        Operation::Get => {
-            ctx.leen
-                .get_connection(region, organization, connection, &key)
-                .await
-        }
-        Operation::Delete => {
-            ctx.leen
-                .delete_connection(region, organization, connection, &key)
-                .await
-        }
+    let outcome = if op == Operation::Delete {
+        ctx.leen
+            .delete_connection(region, organization, connection, &key)
+            .await
+    } else {
+        ctx.leen
+            .get_connection(region, organization, connection, &key)
+            .await
     };
     debug!(name = %obj.name_any(), op = op.as_str(), status = ?outcome.http_status(), "Leen answered");
     Ok(Observation::Leen(outcome))
@@ -740,7 +1158,8 @@ async fn budget_hold(obj: &LeenConnection, ctx: &Context) -> Result<Option<Obser
     };
     let message = format!(
         "deletion budget spent: {started} DELETE calls to Leen started in the last {window} (LEEN_MAX_DELETIONS={}, LEEN_DELETION_WINDOW={window}), so connection {} was not deleted; {then}. If this deletion is meant: kubectl annotate leenconn {name} -n {ns} leen.dev/confirm-deletion=true. If it came from a mistaken prune: kubectl patch leenconn {name} -n {ns} --type merge -p '{{\"spec\":{{\"deletionPolicy\":\"Orphan\"}}}}' releases it without a call, and re-creating it adopts the same connection",
-        config.max_deletions, obj.spec.connection_id
+        config.max_deletions,
+        crate::decision::connection_name(obj)
     );
     Ok(Some(Observation::DeletionHeld {
         message,

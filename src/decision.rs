@@ -8,11 +8,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use crate::{
-    leen::{Connection, LeenOutcome},
+    credentials::Credentials,
+    leen::{Connection, LeenOutcome, UpdateRequest},
     resource::{
-        BoundConnection, Condition, ConnectionHealth, DeletionPolicy, DeletionRecord,
-        HEALTHY_CONDITION, HealthDetail, LeenConnection, LeenConnectionStatus, READY_CONDITION,
-        RECONCILING_CONDITION, Region, STALLED_CONDITION, is_dns1123_subdomain,
+        BoundConnection, CREDENTIALS_VALID_CONDITION, Condition, ConnectionHealth, DeletionPolicy,
+        DeletionRecord, DesiredState, HEALTHY_CONDITION, HealthDetail, LeenConnection,
+        LeenConnectionStatus, READY_CONDITION, RECONCILING_CONDITION, Region, STALLED_CONDITION,
+        is_dns1123_subdomain,
     },
 };
 
@@ -63,6 +65,23 @@ pub enum Reason {
     Paused,
     /// Leen reports a state this operator does not know.
     UnknownState,
+    /// An OAuth vendor's connection waits for a person's consent at
+    /// status.oauth2AuthorizeUrl.
+    AwaitingAuthorization,
+    /// Leen reports ACTIVE or PAUSED, spec.state asks the other; being corrected.
+    StateDrift,
+    /// The operator created the connection (an Event).
+    Created,
+    /// A create whose answer was lost was found again by identifier (an Event).
+    CreateRecovered,
+    /// spec.state was enforced on a connection found in the other state (an Event).
+    StateCorrected,
+    /// Changed vendor credentials were sent to Leen (an Event).
+    CredentialsApplied,
+    /// The vendor credentials Secret holds something that cannot be credentials.
+    CredentialsMalformed,
+    /// The resource never got a connection: its deletion has nothing to delete.
+    NotCreated,
 }
 
 impl Reason {
@@ -90,6 +109,14 @@ impl Reason {
             Reason::Pending => "Pending",
             Reason::Paused => "Paused",
             Reason::UnknownState => "UnknownState",
+            Reason::AwaitingAuthorization => "AwaitingAuthorization",
+            Reason::StateDrift => "StateDrift",
+            Reason::Created => "Created",
+            Reason::CreateRecovered => "CreateRecovered",
+            Reason::StateCorrected => "StateCorrected",
+            Reason::CredentialsApplied => "CredentialsApplied",
+            Reason::CredentialsMalformed => "CredentialsMalformed",
+            Reason::NotCreated => "NotCreated",
         }
     }
 
@@ -105,6 +132,7 @@ impl Reason {
             Reason::Rejected
                 | Reason::Unauthorized
                 | Reason::CredentialsMissing
+                | Reason::CredentialsMalformed
                 | Reason::InvalidSpec
                 | Reason::ImmutableFieldChanged
                 | Reason::DeletionHeld
@@ -131,7 +159,11 @@ impl Reason {
     pub fn releases_finalizer(self) -> bool {
         matches!(
             self,
-            Reason::Deleted | Reason::AlreadyDeleted | Reason::Orphaned | Reason::StillReferenced
+            Reason::Deleted
+                | Reason::AlreadyDeleted
+                | Reason::Orphaned
+                | Reason::StillReferenced
+                | Reason::NotCreated
         )
     }
 }
@@ -159,6 +191,14 @@ pub const ALL_REASONS: &[Reason] = &[
     Reason::Pending,
     Reason::Paused,
     Reason::UnknownState,
+    Reason::AwaitingAuthorization,
+    Reason::StateDrift,
+    Reason::Created,
+    Reason::CreateRecovered,
+    Reason::StateCorrected,
+    Reason::CredentialsApplied,
+    Reason::CredentialsMalformed,
+    Reason::NotCreated,
 ];
 
 /// What reading the inputs and (maybe) calling Leen came to.
@@ -190,6 +230,12 @@ pub enum Observation {
 pub enum DeletionStep {
     /// deletionPolicy Orphan: no call, no credentials.
     Orphan,
+    /// The resource never got a connection: nothing was created, or the create that may
+    /// have gone out is not in Leen's list.
+    NotCreated {
+        /// The identifier looked for.
+        identifier: String,
+    },
     /// Another live LeenConnection binds the same region, organization and connection:
     /// no call; the connection stays for the other resource.
     StillReferenced {
@@ -317,6 +363,8 @@ pub struct DecisionInputs<'a> {
     pub policy: &'a RetryPolicy,
     /// Other live resources (`namespace/name`) that bind the same connection.
     pub also_bound_by: Vec<String>,
+    /// Why Leen's test of the credentials last sent could not be had, when it failed.
+    pub credentials_test_error: Option<String>,
 }
 
 /// An identical failure repeated within this time does not rewrite the status or emit an
@@ -341,9 +389,11 @@ pub struct Binding {
     pub connection: Uuid,
 }
 
-/// The region and ids of a resource, checked: both ids are UUIDs, the key Secret's name
-/// is a DNS-1123 name, and region and ids are the ones the resource was first bound to.
-pub fn validate_binding(obj: &LeenConnection) -> Result<Binding, Observation> {
+/// The region and ids of a resource, checked: both ids are UUIDs, Secret names are DNS-1123
+/// names, a resource to be created names a vendor, and region and ids are the ones the
+/// resource was first bound to. `Ok(None)`: nothing is bound yet and the spec asks the
+/// operator to create the connection.
+pub fn validate_binding(obj: &LeenConnection) -> Result<Option<Binding>, Observation> {
     let invalid = |message: String| Observation::InvalidSpec {
         reason: Reason::InvalidSpec,
         message,
@@ -352,45 +402,88 @@ pub fn validate_binding(obj: &LeenConnection) -> Result<Binding, Observation> {
         Uuid::parse_str(value).map_err(|_| invalid(format!("spec.{field} {value:?} is not a UUID")))
     };
     let organization = parse("organizationId", &obj.spec.organization_id)?;
-    let connection = parse("connectionId", &obj.spec.connection_id)?;
-    if let Some(r) = &obj.spec.api_key_secret_ref
-        && !is_dns1123_subdomain(&r.name)
+    let spec_connection = obj
+        .spec
+        .connection_id
+        .as_deref()
+        .map(|id| parse("connectionId", id))
+        .transpose()?;
+    for (field, name) in [
+        (
+            "apiKeySecretRef",
+            obj.spec.api_key_secret_ref.as_ref().map(|r| &r.name),
+        ),
+        (
+            "credentialsSecretRef",
+            obj.spec.credentials_secret_ref.as_ref().map(|r| &r.name),
+        ),
+    ] {
+        if let Some(name) = name
+            && !is_dns1123_subdomain(name)
+        {
+            return Err(invalid(format!(
+                "spec.{field}.name {name:?} is not a Secret name (a DNS-1123 subdomain)"
+            )));
+        }
+    }
+    if let Some(vendor) = &obj.spec.vendor
+        && !is_vendor_name(vendor)
     {
         return Err(invalid(format!(
-            "spec.apiKeySecretRef.name {:?} is not a Secret name (a DNS-1123 subdomain)",
-            r.name
+            "spec.vendor {:?} is not a Leen vendor name (upper case letters, digits and _, starting with a letter)",
+            clip(vendor)
         )));
     }
-    let binding = Binding {
+    let bound = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.bound_connection.as_ref());
+    let Some(bound) = bound else {
+        return match spec_connection {
+            Some(connection) => Ok(Some(Binding {
+                region: obj.spec.region,
+                organization,
+                connection,
+            })),
+            None if obj.spec.vendor.is_none() => Err(invalid(
+                "spec.vendor is required when spec.connectionId is unset (the operator creates the connection); set connectionId to adopt an existing one".to_string(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let same = |a: &str, b: &Uuid| Uuid::parse_str(a).is_ok_and(|a| a == *b);
+    let bound_connection = Uuid::parse_str(&bound.connection_id).ok();
+    let connection = spec_connection.or(bound_connection);
+    let same_region = bound.region.is_none_or(|r| r == obj.spec.region);
+    let same_connection = connection.is_some_and(|c| same(&bound.connection_id, &c));
+    if !same(&bound.organization_id, &organization) || !same_connection || !same_region {
+        let bound_region = bound.region.unwrap_or(obj.spec.region);
+        let named = connection.map_or_else(|| "none".to_string(), |c| c.to_string());
+        return Err(Observation::InvalidSpec {
+            reason: Reason::ImmutableFieldChanged,
+            message: format!(
+                "spec names region {} organization {organization} connection {named}, but this resource is bound to region {} organization {} connection {}; region and ids are immutable: restore them, or create a new LeenConnection",
+                obj.spec.region.as_str(),
+                bound_region.as_str(),
+                bound.organization_id,
+                bound.connection_id
+            ),
+        });
+    }
+    Ok(connection.map(|connection| Binding {
         region: obj.spec.region,
         organization,
         connection,
-    };
-    if let Some(bound) = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.bound_connection.as_ref())
-    {
-        let same = |a: &str, b: &Uuid| Uuid::parse_str(a).is_ok_and(|a| a == *b);
-        let same_region = bound.region.is_none_or(|r| r == binding.region);
-        if !same(&bound.organization_id, &organization)
-            || !same(&bound.connection_id, &connection)
-            || !same_region
-        {
-            let bound_region = bound.region.unwrap_or(binding.region);
-            return Err(Observation::InvalidSpec {
-                reason: Reason::ImmutableFieldChanged,
-                message: format!(
-                    "spec names region {} organization {organization} connection {connection}, but this resource is bound to region {} organization {} connection {}; region and ids are immutable: restore them, or create a new LeenConnection",
-                    binding.region.as_str(),
-                    bound_region.as_str(),
-                    bound.organization_id,
-                    bound.connection_id
-                ),
-            });
-        }
-    }
-    Ok(binding)
+    }))
+}
+
+/// Whether `name` has the shape of a Leen vendor name: `^[A-Z][A-Z0-9_]*$`.
+pub fn is_vendor_name(name: &str) -> bool {
+    name.len() <= 128
+        && name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The binding a resource holds: the one in status, else its spec's when valid. This is
@@ -407,7 +500,50 @@ pub fn held_binding(obj: &LeenConnection) -> Option<Binding> {
             connection: Uuid::parse_str(&bound.connection_id).ok()?,
         });
     }
-    validate_binding(obj).ok()
+    validate_binding(obj).ok().flatten()
+}
+
+/// The connection id a resource stands for, for messages: the bound one, else the spec's.
+pub fn connection_name(obj: &LeenConnection) -> String {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.bound_connection.as_ref())
+        .map(|b| b.connection_id.clone())
+        .or_else(|| obj.spec.connection_id.clone())
+        .unwrap_or_else(|| "(not created)".to_string())
+}
+
+/// The identifier a create sends: the one recorded when the create started, else the
+/// spec's, else `<namespace>/<name>/<uid>` (stable, and unique to this resource).
+pub fn create_identifier(obj: &LeenConnection) -> String {
+    if let Some(recorded) = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.creation.as_ref())
+        .map(|c| c.identifier.clone())
+    {
+        return recorded;
+    }
+    obj.spec.identifier.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}/{}",
+            obj.metadata.namespace.as_deref().unwrap_or(""),
+            obj.metadata.name.as_deref().unwrap_or(""),
+            obj.metadata.uid.as_deref().unwrap_or("")
+        )
+    })
+}
+
+/// Binds a status to a connection (created, found again, or adopted): the binding record,
+/// `connectionId`, and no create in progress any more.
+pub fn bind_status(status: &mut LeenConnectionStatus, binding: &Binding) {
+    status.bound_connection = Some(BoundConnection {
+        region: Some(binding.region),
+        organization_id: binding.organization.to_string(),
+        connection_id: binding.connection.to_string(),
+    });
+    status.connection_id = Some(binding.connection.to_string());
+    status.creation = None;
 }
 
 /// What deleting the resource comes to before reading any input: Orphan, or a deletion
@@ -429,40 +565,56 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
     let mut status = current.clone();
     let generation = obj.metadata.generation;
     status.observed_generation = generation;
-    if !matches!(obs, Observation::InvalidSpec { .. }) {
+    if !matches!(obs, Observation::InvalidSpec { .. })
+        && let Some(binding) = held_binding(obj)
+    {
         match status.bound_connection.as_mut() {
-            None => {
-                status.bound_connection = Some(BoundConnection {
-                    region: Some(obj.spec.region),
-                    organization_id: obj.spec.organization_id.clone(),
-                    connection_id: obj.spec.connection_id.clone(),
-                });
-            }
+            None => bind_status(&mut status, &binding),
             // Bound before regions were recorded: the region is the spec's.
             Some(bound) if bound.region.is_none() => bound.region = Some(obj.spec.region),
             Some(_) => {}
         }
+        status.connection_id = Some(binding.connection.to_string());
     }
+    let id = connection_name(obj);
+    let id = status.connection_id.clone().unwrap_or(id);
+    let desired = obj.spec.state.map(DesiredState::leen_state);
 
     let (ready, reason, mut message, retry_after) = match obs {
         Observation::Leen(LeenOutcome::Success(conn)) => {
             mirror(&mut status, conn);
             let (state, health) = state_and_health(conn);
-            let id = &obj.spec.connection_id;
-            match state {
-                "ACTIVE" => (
+            match (state, desired) {
+                ("ACTIVE", Some("PAUSED")) | ("PAUSED", Some("ACTIVE")) => (
+                    false,
+                    Reason::StateDrift,
+                    format!(
+                        "Leen reports connection {id} {state}, spec.state asks {}; correcting",
+                        desired.unwrap_or_default()
+                    ),
+                    None,
+                ),
+                ("ACTIVE", _) => (
                     true,
                     Reason::Synced,
                     format!("Leen reports state {state}, health {health}"),
                     None,
                 ),
-                "DELETED" => (
+                ("DELETED", _) => (
                     false,
                     Reason::ConnectionDeleted,
                     format!("Leen reports connection {id} DELETED"),
                     None,
                 ),
-                "PENDING" => (
+                ("PENDING", _) if status.oauth2_authorize_url.is_some() => (
+                    false,
+                    Reason::AwaitingAuthorization,
+                    format!(
+                        "connection {id} waits for the vendor's consent: open the URL in status.oauth2AuthorizeUrl"
+                    ),
+                    None,
+                ),
+                ("PENDING", _) => (
                     false,
                     Reason::Pending,
                     format!(
@@ -470,13 +622,19 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
                     ),
                     None,
                 ),
-                "PAUSED" => (
+                ("PAUSED", Some("PAUSED")) => (
+                    true,
+                    Reason::Paused,
+                    format!("connection {id} is PAUSED, as spec.state asks (health {health})"),
+                    None,
+                ),
+                ("PAUSED", _) => (
                     false,
                     Reason::Paused,
                     format!("Leen reports connection {id} PAUSED (health {health})"),
                     None,
                 ),
-                other => (
+                (other, _) => (
                     false,
                     Reason::UnknownState,
                     format!(
@@ -488,7 +646,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
             }
         }
         Observation::Leen(outcome) => {
-            let (reason, message) = failure(outcome, &obj.spec.connection_id);
+            let (reason, message) = failure(outcome, &id);
             let retry_after = match outcome {
                 LeenOutcome::RateLimited { retry_after } => *retry_after,
                 _ => None,
@@ -521,7 +679,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
             )
             .min(inputs.sync_interval)
     };
-    let shared = shared_note(&obj.spec.connection_id, &inputs.also_bound_by);
+    let shared = shared_note(&id, &inputs.also_bound_by);
     if let Some(note) = &shared {
         message = format!("{message}; {note}");
     }
@@ -539,6 +697,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
             inputs.now,
         );
     }
+    set_credentials_valid(&mut status, obj, obs, inputs, generation);
     set_progress(
         &mut status,
         ready,
@@ -592,7 +751,7 @@ pub fn decide_deletion(
 ) -> Decision {
     let mut status = obj.status.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
-    let id = &obj.spec.connection_id;
+    let id = &connection_name(obj);
     let previous = status.deletion.clone().unwrap_or_default();
 
     let mut warn_anyway = false;
@@ -601,6 +760,14 @@ pub fn decide_deletion(
             Reason::StillReferenced,
             format!(
                 "{by} binds the same connection {id}: it was not deleted in Leen and stays for {by}"
+            ),
+            None,
+            None,
+        ),
+        DeletionStep::NotCreated { identifier } => (
+            Reason::NotCreated,
+            format!(
+                "no connection was created for this resource (Leen lists none with identifier {identifier:?}): nothing to delete"
             ),
             None,
             None,
@@ -798,6 +965,35 @@ fn clip(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
+/// What to PATCH to bring a connection Leen returned to the spec: `spec.state` when Leen
+/// reports the other of ACTIVE and PAUSED (PENDING and DELETED are not Leen's to be
+/// toggled), and credentials whose salted hash differs from the one last sent.
+pub fn plan_update(
+    obj: &LeenConnection,
+    conn: &Connection,
+    credentials: Option<&Credentials>,
+) -> UpdateRequest {
+    let state = obj.spec.state.map(DesiredState::leen_state).filter(|want| {
+        let now = conn.state.as_deref().unwrap_or_default();
+        matches!(now, "ACTIVE" | "PAUSED") && now != *want
+    });
+    let applied = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.credentials.as_ref())
+        .and_then(|c| c.applied_hash.as_deref());
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    let credentials = credentials
+        .filter(|c| applied != Some(c.salted_hash(uid).as_str()))
+        .cloned();
+    UpdateRequest { credentials, state }
+}
+
+/// One line for a failed call, as status shows it.
+pub fn describe_failure(outcome: &LeenOutcome) -> String {
+    failure(outcome, "").1
+}
+
 /// Reason and message of a failed call.
 fn failure(outcome: &LeenOutcome, id: &str) -> (Reason, String) {
     match outcome {
@@ -864,6 +1060,7 @@ fn mirror(status: &mut LeenConnectionStatus, conn: &Connection) {
             .collect(),
     });
     status.vendor = cap_opt(&conn.vendor);
+    status.oauth2_authorize_url = cap_opt(&conn.oauth2_authorize_url);
     status.is_active = conn.is_active;
     status.identifier = cap_opt(&conn.identifier);
     status.refresh_interval_secs = conn.refresh_interval_secs;
@@ -971,6 +1168,75 @@ fn set_healthy(status: &mut LeenConnectionStatus, generation: Option<i64>, now: 
     );
 }
 
+/// `CredentialsValid` for a resource that names a credentials Secret: Leen's test of the
+/// credentials last sent (True/False), Unknown until tested or when the test failed, False
+/// when the Secret cannot be read. Absent without a credentials Secret.
+fn set_credentials_valid(
+    status: &mut LeenConnectionStatus,
+    obj: &LeenConnection,
+    obs: &Observation,
+    inputs: &DecisionInputs,
+    generation: Option<i64>,
+) {
+    if obj.spec.credentials_secret_ref.is_none() {
+        status
+            .conditions
+            .retain(|c| c.type_ != CREDENTIALS_VALID_CONDITION);
+        return;
+    }
+    let applied = status
+        .credentials
+        .as_ref()
+        .and_then(|c| c.applied_hash.clone());
+    let test = status
+        .credentials
+        .as_ref()
+        .and_then(|c| c.last_test.clone())
+        .filter(|t| applied.is_some() && t.applied_hash == applied);
+    let (value, reason, message) = match (obs, &inputs.credentials_test_error, test) {
+        (Observation::CredentialsMissing(m), _, _) => ("False", "CredentialsMissing", m.clone()),
+        (
+            Observation::InvalidSpec {
+                reason: Reason::CredentialsMalformed,
+                message,
+            },
+            _,
+            _,
+        ) => ("False", "CredentialsMalformed", message.clone()),
+        (_, Some(error), _) => (
+            "Unknown",
+            "TestFailed",
+            format!("Leen's test of the credentials failed: {error}"),
+        ),
+        (_, None, Some(t)) if t.valid => (
+            "True",
+            "Valid",
+            t.message
+                .unwrap_or_else(|| "Leen found the credentials valid".to_string()),
+        ),
+        (_, None, Some(t)) => (
+            "False",
+            "Invalid",
+            t.message
+                .unwrap_or_else(|| "Leen found the credentials invalid".to_string()),
+        ),
+        (_, None, None) => (
+            "Unknown",
+            "NotTested",
+            "the credentials have not been sent and tested yet".to_string(),
+        ),
+    };
+    set_condition(
+        status,
+        CREDENTIALS_VALID_CONDITION,
+        value,
+        reason,
+        &message,
+        generation,
+        inputs.now,
+    );
+}
+
 fn owner_hint(owner: &str) -> &'static str {
     match owner {
         "CUSTOMER" => " (the customer must act, e.g. update the vendor credentials)",
@@ -1006,8 +1272,14 @@ fn set_progress(
     now: DateTime<Utc>,
 ) {
     let stalled = reason.is_stalled();
-    let reconciling =
-        !ready && !stalled && (deleting || reason.is_transient() || reason == Reason::Pending);
+    let reconciling = !ready
+        && !stalled
+        && (deleting
+            || reason.is_transient()
+            || matches!(
+                reason,
+                Reason::Pending | Reason::StateDrift | Reason::AwaitingAuthorization
+            ));
     // Never an empty message: the API server reads an empty string in a merge patch of
     // a list element as null, which the schema refuses.
     let (r_value, r_message) = if reconciling {

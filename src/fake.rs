@@ -1,6 +1,13 @@
 //! A fake Leen provisioning API on 127.0.0.1 for tests, the demo and benchmarks: in-memory
-//! connections, the JSON of `../shared/leen-api`, scripted faults per connection and a log
-//! of every request. Driven in-process through [`FakeLeen`] or over HTTP under `/_fake/`.
+//! connections, the JSON of `../shared/leen-api` (get, delete, create, update, test, list),
+//! scripted faults per connection and a log of every request. Driven in-process through
+//! [`FakeLeen`] or over HTTP under `/_fake/`.
+//!
+//! Vendor rules of the fake: vendors outside [`KNOWN_VENDORS`] are refused (422); OAuth
+//! vendors (`MS_DEFENDER_*`) take no credentials, start PENDING with an
+//! `oauth2_authorize_url` and turn ACTIVE when authorized (`/_fake/authorize/{id}`); the
+//! others need credentials, start PENDING and turn ACTIVE at the next read. A test of
+//! credentials fails when any value starts with `invalid`.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -42,8 +49,13 @@ pub enum FaultBody {
 /// One scripted fault for one connection, used for the next `times` requests to it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Fault {
-    /// Connection it applies to.
+    /// Connection it applies to; for create and list (calls on the collection), the
+    /// organization's id.
     pub connection_id: Uuid,
+    /// Carry the request out first, then answer with the fault: an answer lost after
+    /// Leen acted (a create that happened, though the caller saw a 500 or a time-out).
+    #[serde(default)]
+    pub after_effect: bool,
     /// Only requests with this method (GET, DELETE); `None`: any.
     #[serde(default)]
     pub method: Option<String>,
@@ -79,6 +91,7 @@ impl Fault {
     pub fn status(connection_id: Uuid, status: u16) -> Self {
         Self {
             connection_id,
+            after_effect: false,
             method: None,
             status,
             retry_after: None,
@@ -112,6 +125,12 @@ impl Fault {
         self
     }
 
+    /// Carry the request out, then answer with the fault.
+    pub fn after_effect(mut self) -> Self {
+        self.after_effect = true;
+        self
+    }
+
     /// After this delay.
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -122,12 +141,18 @@ impl Fault {
 /// A request the fake received.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RecordedRequest {
-    /// GET or DELETE.
+    /// GET, DELETE, POST or PATCH.
     pub method: String,
+    /// get, delete, create, update, test or list.
+    #[serde(default)]
+    pub operation: String,
     /// The organization id in the path.
     pub organization_id: String,
-    /// The connection id in the path.
+    /// The connection id in the path (empty for create and list).
     pub connection_id: String,
+    /// The JSON body sent (create and update).
+    #[serde(default)]
+    pub body: Option<Value>,
     /// The `X-API-KEY` header (the fake is the one place that may know it).
     pub api_key: Option<String>,
     /// The status code answered.
@@ -156,8 +181,34 @@ fn default_state() -> String {
     "ACTIVE".into()
 }
 
+/// Vendors the fake knows; others are refused with 422, as Leen refuses an unknown enum.
+pub const KNOWN_VENDORS: &[&str] = &[
+    "AWS",
+    "CROWDSTRIKE",
+    "CROWDSTRIKE_SPOTLIGHT",
+    "INSIGHTVM",
+    "JIRA",
+    "MS_DEFENDER_EDR",
+    "MS_DEFENDER_VMS",
+    "OKTA_IDP",
+    "QUALYS",
+    "SENTINELONE",
+    "SENTINELONE_VMS",
+    "SNYK",
+    "TENABLE",
+    "WIZ_CODE",
+    "WIZ_VMS",
+];
+
+fn is_oauth_vendor(vendor: &str) -> bool {
+    vendor.starts_with("MS_DEFENDER")
+}
+
 #[derive(Default)]
 struct FakeState {
+    credentials: HashMap<(Uuid, Uuid), Value>,
+    /// Connections that turn ACTIVE at their next read.
+    activate_on_read: HashSet<(Uuid, Uuid)>,
     failure_rate: f64,
     rng: Option<rand::rngs::StdRng>,
     connections: HashMap<(Uuid, Uuid), Value>,
@@ -349,6 +400,69 @@ impl FakeLeen {
         lock(&self.state).rate_limited = retry_after.map(str::to_string);
     }
 
+    /// Sets a connection's state, as a person in the Leen console would.
+    pub fn set_state(&self, organization_id: Uuid, id: Uuid, state: &str) {
+        if let Some(c) = lock(&self.state)
+            .connections
+            .get_mut(&(organization_id, id))
+        {
+            c["state"] = json!(state);
+            c["is_active"] = json!(state == "ACTIVE");
+        }
+    }
+
+    /// The state of a connection, when it exists.
+    pub fn state_of(&self, organization_id: Uuid, id: Uuid) -> Option<String> {
+        lock(&self.state)
+            .connections
+            .get(&(organization_id, id))
+            .and_then(|c| c["state"].as_str().map(str::to_string))
+    }
+
+    /// The vendor's consent for an OAuth connection: it turns ACTIVE.
+    pub fn authorize(&self, organization_id: Uuid, id: Uuid) {
+        authorize(&self.state, organization_id, id);
+    }
+
+    /// The credentials last sent for a connection (create or update).
+    pub fn credentials_of(&self, organization_id: Uuid, id: Uuid) -> Option<Value> {
+        lock(&self.state)
+            .credentials
+            .get(&(organization_id, id))
+            .cloned()
+    }
+
+    /// The live (not DELETED) connections of an organization with this identifier.
+    pub fn with_identifier(&self, organization_id: Uuid, identifier: &str) -> Vec<Uuid> {
+        lock(&self.state)
+            .connections
+            .iter()
+            .filter(|((org, _), c)| {
+                *org == organization_id && c["identifier"] == identifier && c["state"] != "DELETED"
+            })
+            .map(|((_, id), _)| *id)
+            .collect()
+    }
+
+    /// Every live (not DELETED) connection's identifier, with its organization and id.
+    pub fn identifiers(&self) -> Vec<(Uuid, Uuid, Option<String>)> {
+        lock(&self.state)
+            .connections
+            .iter()
+            .filter(|(_, c)| c["state"] != "DELETED")
+            .map(|((org, id), c)| (*org, *id, c["identifier"].as_str().map(str::to_string)))
+            .collect()
+    }
+
+    /// Requests of this operation (get, delete, create, update, test, list).
+    pub fn count_operation(&self, operation: &str) -> usize {
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|r| r.operation == operation)
+            .count()
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state).requests.clone()
@@ -362,6 +476,14 @@ impl FakeLeen {
             .iter()
             .filter(|r| r.method == method && r.connection_id == id)
             .count()
+    }
+}
+
+fn authorize(state: &Shared, organization_id: Uuid, id: Uuid) {
+    if let Some(c) = lock(state).connections.get_mut(&(organization_id, id)) {
+        c["state"] = json!("ACTIVE");
+        c["is_active"] = json!(true);
+        c["oauth2_authorize_url"] = Value::Null;
     }
 }
 
@@ -397,8 +519,17 @@ fn router(state: Shared) -> Router {
     Router::new()
         .route(
             "/v1/provisioning/organizations/{org}/connections/{id}",
-            get(connection).delete(connection),
+            get(connection).delete(connection).patch(connection),
         )
+        .route(
+            "/v1/provisioning/organizations/{org}/connections/{id}/test",
+            get(test_connection),
+        )
+        .route(
+            "/v1/provisioning/organizations/{org}/connections",
+            get(collection).post(collection),
+        )
+        .route("/_fake/authorize/{org}/{id}", post(admin_authorize))
         .route("/_fake/connections", post(admin_seed))
         .route("/_fake/keys", post(admin_key))
         .route("/_fake/faults", post(admin_fault))
@@ -406,21 +537,49 @@ fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-async fn connection(
-    State(state): State<Shared>,
+/// What a request asks, for [`answer`].
+struct Call<'a> {
+    method: &'a Method,
+    operation: &'static str,
+    org: &'a str,
+    /// The connection id in the path; empty for create and list.
+    id: &'a str,
+    api_key: Option<&'a str>,
+    body: Option<&'a Value>,
+    query: &'a HashMap<String, String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    state: Shared,
     method: Method,
+    operation: &'static str,
     headers: HeaderMap,
-    Path((org, id)): Path<(String, String)>,
+    org: String,
+    id: String,
+    body: Option<Value>,
+    query: HashMap<String, String>,
 ) -> Response {
     let api_key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let (response, status, delay) = answer(&state, &method, &org, &id, api_key.as_deref());
+    let call = Call {
+        method: &method,
+        operation,
+        org: &org,
+        id: &id,
+        api_key: api_key.as_deref(),
+        body: body.as_ref(),
+        query: &query,
+    };
+    let (response, status, delay) = answer(&state, &call);
     lock(&state).requests.push(RecordedRequest {
         method: method.to_string(),
+        operation: operation.to_string(),
         organization_id: org,
         connection_id: id,
+        body,
         api_key,
         status,
     });
@@ -430,37 +589,127 @@ async fn connection(
     response
 }
 
+fn json_body(body: &axum::body::Bytes) -> Option<Value> {
+    if body.is_empty() {
+        return None;
+    }
+    Some(serde_json::from_slice(body).unwrap_or(Value::Null))
+}
+
+async fn connection(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((org, id)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let operation = match method {
+        Method::DELETE => "delete",
+        Method::PATCH => "update",
+        _ => "get",
+    };
+    let body = json_body(&body);
+    handle(
+        state,
+        method,
+        operation,
+        headers,
+        org,
+        id,
+        body,
+        HashMap::new(),
+    )
+    .await
+}
+
+async fn test_connection(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((org, id)): Path<(String, String)>,
+) -> Response {
+    handle(
+        state,
+        method,
+        "test",
+        headers,
+        org,
+        id,
+        None,
+        HashMap::new(),
+    )
+    .await
+}
+
+async fn collection(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(org): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let operation = if method == Method::POST {
+        "create"
+    } else {
+        "list"
+    };
+    let body = json_body(&body);
+    handle(
+        state,
+        method,
+        operation,
+        headers,
+        org,
+        String::new(),
+        body,
+        query,
+    )
+    .await
+}
+
 fn detail(status: StatusCode, text: &str) -> Response {
     (status, Json(json!({ "detail": text }))).into_response()
 }
 
-fn answer(
-    state: &Shared,
-    method: &Method,
-    org: &str,
-    id: &str,
-    api_key: Option<&str>,
-) -> (Response, u16, Duration) {
+fn validation(loc: &[&str], msg: &str) -> Response {
+    let body = json!({"detail": [{"loc": loc, "msg": msg, "type": "value_error"}]});
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+fn ok(value: Value) -> Response {
+    (StatusCode::OK, Json(value)).into_response()
+}
+
+fn answer(state: &Shared, call: &Call) -> (Response, u16, Duration) {
     let mut s = lock(state);
     let mut delay = s.latency;
-    let (Ok(org), Ok(id)) = (Uuid::parse_str(org), Uuid::parse_str(id)) else {
-        let bad = if Uuid::parse_str(org).is_err() {
+    let collection = call.id.is_empty();
+    let org = Uuid::parse_str(call.org);
+    let id = if collection {
+        Ok(Uuid::nil())
+    } else {
+        Uuid::parse_str(call.id)
+    };
+    let (Ok(org), Ok(id)) = (org, id) else {
+        let bad = if Uuid::parse_str(call.org).is_err() {
             "organization_id"
         } else {
             "connection_id"
         };
-        let body = json!({"detail": [{"loc": ["path", bad], "msg": "value is not a valid uuid", "type": "type_error.uuid"}]});
         return (
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response(),
+            validation(&["path", bad], "value is not a valid uuid"),
             422,
             delay,
         );
     };
-    if let Some(queue) = s.faults.get_mut(&id) {
+    let fault_key = if collection { org } else { id };
+    let mut after: Option<Fault> = None;
+    if let Some(queue) = s.faults.get_mut(&fault_key) {
         let applies = queue.front().is_some_and(|f| {
             f.method
                 .as_deref()
-                .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+                .is_none_or(|m| m.eq_ignore_ascii_case(call.method.as_str()))
         });
         if applies && let Some(front) = queue.front_mut() {
             let fault = front.clone();
@@ -469,7 +718,9 @@ fn answer(
                 queue.pop_front();
             }
             delay += Duration::from_millis(fault.delay_ms);
-            if fault.body != FaultBody::Normal {
+            if fault.after_effect {
+                after = Some(fault);
+            } else if fault.body != FaultBody::Normal {
                 return (fault_response(&fault), fault.status, delay);
             }
         }
@@ -494,59 +745,201 @@ fn answer(
             delay,
         );
     }
-    if !api_key.is_some_and(|k| s.api_keys.contains(k)) {
+    if !call.api_key.is_some_and(|k| s.api_keys.contains(k)) {
         return (
             detail(StatusCode::UNAUTHORIZED, "Invalid API Key"),
             401,
             delay,
         );
     }
-    let soft = s.soft_delete;
-    let Some(conn) = s.connections.get_mut(&(org, id)) else {
-        return (
-            detail(StatusCode::NOT_FOUND, "Connection Not Found"),
-            404,
-            delay,
-        );
+    let (response, status) = match call.operation {
+        "create" => create(&mut s, org, call.body),
+        "list" => list(&s, org, call.query),
+        _ => one(&mut s, call, org, id),
     };
-    if *method == Method::DELETE {
-        let already = conn["state"] == "DELETED";
-        if already && !soft {
-            return (
-                detail(StatusCode::NOT_FOUND, "Connection Not Found"),
-                404,
-                delay,
-            );
+    match after {
+        Some(fault) => (fault_response(&fault), fault.status, delay),
+        None => (response, status, delay),
+    }
+}
+
+fn create(s: &mut FakeState, org: Uuid, body: Option<&Value>) -> (Response, u16) {
+    let Some(body) = body.filter(|b| b.is_object()) else {
+        return (validation(&["body"], "field required"), 422);
+    };
+    let vendor = body["vendor"].as_str().unwrap_or_default().to_string();
+    if !KNOWN_VENDORS.contains(&vendor.as_str()) {
+        return (
+            validation(
+                &["body", "vendor"],
+                &format!("value is not a valid enumeration member: {vendor:?}"),
+            ),
+            422,
+        );
+    }
+    let credentials = body.get("credentials").filter(|c| !c.is_null());
+    let oauth = is_oauth_vendor(&vendor);
+    if !oauth && credentials.is_none_or(|c| c.as_object().is_none_or(|m| m.is_empty())) {
+        return (
+            validation(
+                &["body", "credentials"],
+                "credentials are required for this vendor",
+            ),
+            422,
+        );
+    }
+    let id = Uuid::new_v4();
+    let now = chrono::Utc::now().to_rfc3339();
+    let conn = json!({
+        "id": id,
+        "vendor": vendor,
+        "is_active": false,
+        "refresh_interval_secs": 3600,
+        "timeout_secs": 600,
+        "organization_id": org,
+        "oauth2_authorize_url": if oauth { json!(format!("https://login.example.invalid/oauth2/authorize?connection={id}")) } else { Value::Null },
+        "identifier": body.get("identifier").cloned().unwrap_or(Value::Null),
+        "state": "PENDING",
+        "created_at": now,
+        "updated_at": now,
+        "health": {
+            "name": "INITIALIZING",
+            "status": "INITIALIZING",
+            "description": "Connection is being set up",
+            "resolution_owner": "LEEN",
+            "details": []
         }
-        conn["state"] = json!("DELETED");
-        conn["is_active"] = json!(false);
-        conn["updated_at"] = json!(chrono::Utc::now().to_rfc3339());
-        conn["health"] = json!({
+    });
+    if let Some(c) = credentials {
+        s.credentials.insert((org, id), c.clone());
+    }
+    if !oauth {
+        s.activate_on_read.insert((org, id));
+    }
+    s.connections.insert((org, id), conn.clone());
+    (ok(conn), 200)
+}
+
+fn list(s: &FakeState, org: Uuid, query: &HashMap<String, String>) -> (Response, u16) {
+    let number = |k: &str, default: usize| {
+        query
+            .get(k)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(default)
+    };
+    let (limit, offset) = (number("limit", 100), number("offset", 0));
+    let mut all: Vec<&Value> = s
+        .connections
+        .iter()
+        .filter(|((o, _), c)| *o == org && (s.soft_delete || c["state"] != "DELETED"))
+        .map(|(_, c)| c)
+        .collect();
+    all.sort_by_key(|c| c["id"].as_str().unwrap_or_default().to_string());
+    let items: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|c| (*c).clone())
+        .collect();
+    (ok(json!({"items": items, "total": all.len()})), 200)
+}
+
+fn one(s: &mut FakeState, call: &Call, org: Uuid, id: Uuid) -> (Response, u16) {
+    let not_found = || (detail(StatusCode::NOT_FOUND, "Connection Not Found"), 404);
+    let soft = s.soft_delete;
+    if call.operation == "get"
+        && s.activate_on_read.remove(&(org, id))
+        && let Some(c) = s.connections.get_mut(&(org, id))
+        && c["state"] == "PENDING"
+    {
+        c["state"] = json!("ACTIVE");
+        c["is_active"] = json!(true);
+        c["health"] = json!({
             "name": "HEALTHY",
             "status": "HEALTHY",
-            "description": "Connection deleted",
+            "description": "Connection is healthy",
             "resolution_owner": "LEEN",
-            "details": null
+            "details": [{"data_export_type": "devices", "endpoint": "/v1/devices"}]
         });
-        // Kept as DELETED: without soft delete it then reads as gone (404).
-        return (
-            (StatusCode::OK, Json(conn.clone())).into_response(),
-            200,
-            delay,
-        );
     }
-    if conn["state"] == "DELETED" && !soft {
-        return (
-            detail(StatusCode::NOT_FOUND, "Connection Not Found"),
-            404,
-            delay,
-        );
+    let valid = s
+        .credentials
+        .get(&(org, id))
+        .map(|c| !has_invalid_value(c) && c.as_object().is_some_and(|m| !m.is_empty()));
+    let Some(conn) = s.connections.get_mut(&(org, id)) else {
+        return not_found();
+    };
+    let deleted = conn["state"] == "DELETED";
+    match call.operation {
+        "delete" => {
+            if deleted && !soft {
+                return not_found();
+            }
+            conn["state"] = json!("DELETED");
+            conn["is_active"] = json!(false);
+            conn["updated_at"] = json!(chrono::Utc::now().to_rfc3339());
+            conn["health"] = json!({
+                "name": "HEALTHY",
+                "status": "HEALTHY",
+                "description": "Connection deleted",
+                "resolution_owner": "LEEN",
+                "details": null
+            });
+            // Kept as DELETED: without soft delete it then reads as gone (404).
+            (ok(conn.clone()), 200)
+        }
+        _ if deleted && !soft => not_found(),
+        "update" => {
+            let Some(body) = call.body.and_then(Value::as_object) else {
+                return (validation(&["body"], "field required"), 422);
+            };
+            if let Some(state) = body.get("state").filter(|v| !v.is_null()) {
+                let Some(state) = state
+                    .as_str()
+                    .filter(|v| ["PENDING", "ACTIVE", "PAUSED", "DELETED"].contains(v))
+                else {
+                    return (
+                        validation(
+                            &["body", "state"],
+                            "value is not a valid enumeration member",
+                        ),
+                        422,
+                    );
+                };
+                conn["state"] = json!(state);
+                conn["is_active"] = json!(state == "ACTIVE");
+            }
+            if let Some(identifier) = body.get("identifier").filter(|v| !v.is_null()) {
+                conn["identifier"] = identifier.clone();
+            }
+            conn["updated_at"] = json!(chrono::Utc::now().to_rfc3339());
+            let answer = conn.clone();
+            if let Some(c) = body.get("credentials").filter(|v| !v.is_null()) {
+                s.credentials.insert((org, id), c.clone());
+            }
+            (ok(answer), 200)
+        }
+        "test" => {
+            let oauth = conn["oauth2_authorize_url"].is_string() || valid.is_none();
+            let (is_valid, message) = match valid {
+                Some(true) => (true, "Credentials are valid"),
+                Some(false) => (false, "The vendor refused the credentials"),
+                None if oauth && conn["state"] == "ACTIVE" => (true, "Authorized"),
+                None => (false, "No credentials"),
+            };
+            (ok(json!({"is_valid": is_valid, "message": message})), 200)
+        }
+        _ => (ok(conn.clone()), 200),
     }
-    (
-        (StatusCode::OK, Json(conn.clone())).into_response(),
-        200,
-        delay,
-    )
+}
+
+fn has_invalid_value(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.starts_with("invalid"),
+        Value::Array(items) => items.iter().any(has_invalid_value),
+        Value::Object(map) => map.values().any(has_invalid_value),
+        _ => false,
+    }
 }
 
 fn fault_response(fault: &Fault) -> Response {
@@ -601,6 +994,14 @@ async fn admin_fault(State(state): State<Shared>, Json(f): Json<Fault>) -> Statu
         .or_default()
         .push_back(f);
     StatusCode::CREATED
+}
+
+async fn admin_authorize(
+    State(state): State<Shared>,
+    Path((org, id)): Path<(Uuid, Uuid)>,
+) -> StatusCode {
+    authorize(&state, org, id);
+    StatusCode::NO_CONTENT
 }
 
 async fn admin_requests(State(state): State<Shared>) -> Json<Vec<RecordedRequest>> {

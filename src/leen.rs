@@ -1,5 +1,7 @@
-//! Client for the Leen provisioning API: GET and DELETE of one connection, each answer
-//! classified into a [`LeenOutcome`].
+//! Client for the Leen provisioning API, in the shape of Crossplane's `ExternalClient`:
+//! observe (GET, list by identifier), create (POST), update (PATCH, test) and delete
+//! (DELETE) of connections. Every answer is classified: success into the call's own type,
+//! everything else into the [`LeenOutcome`] that the decisions know.
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -80,6 +82,14 @@ pub enum Operation {
     Get,
     /// `DELETE .../connections/{id}`
     Delete,
+    /// `POST .../connections`
+    Create,
+    /// `PATCH .../connections/{id}`
+    Update,
+    /// `GET .../connections/{id}/test`
+    Test,
+    /// `GET .../connections` (one page)
+    List,
 }
 
 impl Operation {
@@ -88,15 +98,96 @@ impl Operation {
         match self {
             Operation::Get => "get",
             Operation::Delete => "delete",
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Test => "test",
+            Operation::List => "list",
         }
     }
 
     fn method(self) -> Method {
         match self {
-            Operation::Get => Method::GET,
+            Operation::Get | Operation::Test | Operation::List => Method::GET,
             Operation::Delete => Method::DELETE,
+            Operation::Create => Method::POST,
+            Operation::Update => Method::PATCH,
         }
     }
+}
+
+/// What a create sends (`POST .../connections`). Its `Debug` never shows the credentials.
+#[derive(Clone, PartialEq)]
+pub struct CreateRequest {
+    /// Vendor name.
+    pub vendor: String,
+    /// Vendor credentials; `None` for OAuth vendors.
+    pub credentials: Option<crate::credentials::Credentials>,
+    /// The caller's reference, by which a lost create is found again.
+    pub identifier: String,
+    /// Vendor options.
+    pub options: Option<Value>,
+}
+
+impl fmt::Debug for CreateRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreateRequest")
+            .field("vendor", &self.vendor)
+            .field("credentials", &self.credentials)
+            .field("identifier", &self.identifier)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl CreateRequest {
+    fn body(&self) -> Value {
+        serde_json::json!({
+            "vendor": self.vendor,
+            "credentials": self.credentials.as_ref().map(|c| c.expose().clone()),
+            "identifier": self.identifier,
+            "options": self.options,
+        })
+    }
+}
+
+/// What an update sends (`PATCH .../connections/{id}`): only the fields given.
+#[derive(Clone, Default, PartialEq)]
+pub struct UpdateRequest {
+    /// New credentials.
+    pub credentials: Option<crate::credentials::Credentials>,
+    /// New state: ACTIVE or PAUSED.
+    pub state: Option<&'static str>,
+}
+
+impl fmt::Debug for UpdateRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdateRequest")
+            .field("credentials", &self.credentials)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl UpdateRequest {
+    fn body(&self) -> Value {
+        let mut body = serde_json::Map::new();
+        if let Some(c) = &self.credentials {
+            body.insert("credentials".into(), c.expose().clone());
+        }
+        if let Some(state) = self.state {
+            body.insert("state".into(), Value::String(state.to_string()));
+        }
+        Value::Object(body)
+    }
+}
+
+/// Leen's test of a connection's credentials (`GET .../test`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialCheck {
+    /// Whether Leen found them valid.
+    pub valid: bool,
+    /// Leen's message.
+    pub message: Option<String>,
 }
 
 /// A connection as Leen returns it (`ConnectionRespModel`), read leniently: every field may
@@ -128,6 +219,9 @@ pub struct Connection {
     /// Identifier of the connection.
     #[serde(default)]
     pub identifier: Option<String>,
+    /// For OAuth vendors: where the vendor's consent is given.
+    #[serde(default)]
+    pub oauth2_authorize_url: Option<String>,
     /// PENDING, ACTIVE, PAUSED, DELETED or a value added later.
     #[serde(default)]
     pub state: Option<String>,
@@ -303,33 +397,51 @@ pub fn classify(
     retry_after: Option<&str>,
     body: Result<&[u8], BodyError>,
 ) -> LeenOutcome {
+    let what = format!("connection {}", expected.connection);
+    classify_answer(status, retry_after, body, &[200], &what, |b| {
+        parse_connection(b).and_then(|c| confirm(expected, c))
+    })
+    .map(|c| LeenOutcome::Success(Box::new(c)))
+    .unwrap_or_else(|outcome| outcome)
+}
+
+/// Classifies one answer of Leen for any call: a status in `success` with a body that
+/// `parse` accepts is `Ok`; everything else is the failure [`LeenOutcome`] the decisions
+/// know (never `Success`). `what` names what a success must carry, for messages. The 404
+/// rule is the same for every call: only Leen's JSON error body makes it a `NotFound`.
+pub fn classify_answer<T>(
+    status: u16,
+    retry_after: Option<&str>,
+    body: Result<&[u8], BodyError>,
+    success: &[u16],
+    what: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> Result<T, LeenOutcome> {
     let body = match body {
         Ok(body) => body,
         Err(BodyError::TooLarge) => {
-            return LeenOutcome::InvalidResponse {
+            return Err(LeenOutcome::InvalidResponse {
                 status,
                 error: format!("response body exceeds {MAX_BODY_BYTES} bytes"),
-            };
+            });
         }
         Err(BodyError::Read(e)) if (200..300).contains(&status) => {
-            return LeenOutcome::Unavailable {
+            return Err(LeenOutcome::Unavailable {
                 status: Some(status),
                 error: format!("reading the response body failed: {e}"),
-            };
+            });
         }
         // For an error status the code alone decides; the detail is a nicety.
         Err(BodyError::Read(_)) => &[][..],
     };
-    match status {
-        200 => parse_connection(body)
-            .and_then(|c| confirm(expected, c))
-            .map(|c| LeenOutcome::Success(Box::new(c)))
-            .unwrap_or_else(|error| LeenOutcome::InvalidResponse { status, error }),
-        201..=299 => LeenOutcome::InvalidResponse {
+    if success.contains(&status) {
+        return parse(body).map_err(|error| LeenOutcome::InvalidResponse { status, error });
+    }
+    Err(match status {
+        200..=299 => LeenOutcome::InvalidResponse {
             status,
             error: format!(
-                "Leen answered {status}, not 200 with connection {}: {}",
-                expected.connection,
+                "Leen answered {status}, not 200 with {what}: {}",
                 snippet(body)
             ),
         },
@@ -361,7 +473,73 @@ pub fn classify(
             status,
             detail: error_detail(body),
         },
+    })
+}
+
+/// A created connection: a connection body with a UUID `id` (and, when present, the
+/// organization asked for).
+pub fn parse_created(organization: Uuid, body: &[u8]) -> Result<Connection, String> {
+    let conn = parse_connection(body)?;
+    let id = conn
+        .id
+        .as_deref()
+        .ok_or_else(|| "Leen answered the create without a connection id".to_string())?;
+    if Uuid::parse_str(id).is_err() {
+        return Err(format!(
+            "Leen answered the create with connection id {:?}, which is not a UUID",
+            clip(id)
+        ));
     }
+    if let Some(org) = conn.organization_id.as_deref()
+        && Uuid::parse_str(org).ok() != Some(organization)
+    {
+        return Err(format!(
+            "Leen answered the create with a connection of organization {}, not of {organization}",
+            clip(org)
+        ));
+    }
+    Ok(conn)
+}
+
+/// One page of the list: `{"items": [...], "total": n}` (also a bare array, or the items
+/// under `data` or `connections`: the shape is not documented). Entries that are not
+/// connections are skipped.
+pub fn parse_list(body: &[u8]) -> Result<(Vec<Connection>, Option<u64>), String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("list body is not JSON: {e}"))?;
+    let (items, total) = match &value {
+        Value::Array(items) => (items.clone(), None),
+        Value::Object(map) => {
+            let items = ["items", "data", "connections"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(Value::as_array))
+                .cloned()
+                .ok_or_else(|| "list body has no items".to_string())?;
+            (items, map.get("total").and_then(Value::as_u64))
+        }
+        _ => return Err("list body is neither an object nor an array".to_string()),
+    };
+    let connections = items
+        .into_iter()
+        .filter(Value::is_object)
+        .filter_map(|v| serde_json::from_value::<Connection>(v).ok())
+        .collect();
+    Ok((connections, total))
+}
+
+/// The test's answer: `{"is_valid": bool, "message": str}`.
+pub fn parse_check(body: &[u8]) -> Result<CredentialCheck, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("test body is not JSON: {e}"))?;
+    let valid = value
+        .get("is_valid")
+        .and_then(Value::as_bool)
+        .ok_or_else(|| "test body has no boolean is_valid".to_string())?;
+    let message = value
+        .get("message")
+        .and_then(Value::as_str)
+        .map(|m| truncate(m.split_whitespace().collect::<Vec<_>>().join(" ")));
+    Ok(CredentialCheck { valid, message })
 }
 
 /// A 200's connection confirms the call only when it is the expected one.
@@ -561,15 +739,24 @@ impl LeenClient {
             .trim_end_matches('/')
     }
 
-    /// The URL of one connection in the given region (or at the configured endpoint).
-    pub fn connection_url(&self, region: Region, organization: Uuid, connection: Uuid) -> String {
+    /// The URL of the organization's connections in the given region (or at the
+    /// configured endpoint).
+    pub fn connections_url(&self, region: Region, organization: Uuid) -> String {
         format!(
-            "{}/provisioning/organizations/{organization}/connections/{connection}",
+            "{}/provisioning/organizations/{organization}/connections",
             self.base_url(region)
         )
     }
 
-    /// `GET` one connection.
+    /// The URL of one connection in the given region (or at the configured endpoint).
+    pub fn connection_url(&self, region: Region, organization: Uuid, connection: Uuid) -> String {
+        format!(
+            "{}/{connection}",
+            self.connections_url(region, organization)
+        )
+    }
+
+    /// `GET` one connection (observe).
     pub async fn get_connection(
         &self,
         region: Region,
@@ -577,8 +764,17 @@ impl LeenClient {
         connection: Uuid,
         key: &ApiKey,
     ) -> LeenOutcome {
-        self.call(Operation::Get, region, organization, connection, key)
-            .await
+        let url = self.connection_url(region, organization, connection);
+        self.about(
+            Operation::Get,
+            region,
+            url,
+            None,
+            key,
+            organization,
+            connection,
+        )
+        .await
     }
 
     /// `DELETE` one connection.
@@ -589,18 +785,251 @@ impl LeenClient {
         connection: Uuid,
         key: &ApiKey,
     ) -> LeenOutcome {
-        self.call(Operation::Delete, region, organization, connection, key)
-            .await
+        let url = self.connection_url(region, organization, connection);
+        self.about(
+            Operation::Delete,
+            region,
+            url,
+            None,
+            key,
+            organization,
+            connection,
+        )
+        .await
     }
 
-    async fn call(
+    /// `PATCH` one connection with the given fields (update).
+    pub async fn update_connection(
         &self,
-        op: Operation,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        update: &UpdateRequest,
+        key: &ApiKey,
+    ) -> LeenOutcome {
+        let url = self.connection_url(region, organization, connection);
+        let secrets = update
+            .credentials
+            .as_ref()
+            .map(|c| c.secrets())
+            .unwrap_or_default();
+        let expected = Expected {
+            organization,
+            connection,
+        };
+        self.call_redacting(
+            Operation::Update,
+            region,
+            url,
+            Some(update.body()),
+            key,
+            &secrets,
+            move |status, ra, body| match classify(expected, status, ra, body) {
+                LeenOutcome::Success(c) => Ok(c),
+                other => Err(other),
+            },
+        )
+        .await
+        .map(LeenOutcome::Success)
+        .unwrap_or_else(|outcome| outcome)
+    }
+
+    /// `POST` a new connection (create). `Ok` only with a connection that has a UUID id.
+    pub async fn create_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        create: &CreateRequest,
+        key: &ApiKey,
+    ) -> Result<Connection, LeenOutcome> {
+        let url = self.connections_url(region, organization);
+        let secrets = create
+            .credentials
+            .as_ref()
+            .map(|c| c.secrets())
+            .unwrap_or_default();
+        self.call_redacting(
+            Operation::Create,
+            region,
+            url,
+            Some(create.body()),
+            key,
+            &secrets,
+            move |status, retry_after, body| {
+                // 201 is what a REST API usually answers to a create; accept it as well.
+                classify_answer(
+                    status,
+                    retry_after,
+                    body,
+                    &[200, 201],
+                    "a connection",
+                    |b| parse_created(organization, b),
+                )
+            },
+        )
+        .await
+    }
+
+    /// `GET .../test`: Leen's check of the connection's credentials.
+    pub async fn test_connection(
+        &self,
         region: Region,
         organization: Uuid,
         connection: Uuid,
         key: &ApiKey,
+    ) -> Result<CredentialCheck, LeenOutcome> {
+        let url = format!(
+            "{}/test",
+            self.connection_url(region, organization, connection)
+        );
+        self.call(
+            Operation::Test,
+            region,
+            url,
+            None,
+            key,
+            |status, retry_after, body| {
+                classify_answer(
+                    status,
+                    retry_after,
+                    body,
+                    &[200],
+                    "a test result",
+                    parse_check,
+                )
+            },
+        )
+        .await
+    }
+
+    /// The organization's connection whose `identifier` is this one, looked up page by page
+    /// in the list (at most [`MAX_LIST_PAGES`] pages of [`LIST_PAGE`]). A connection Leen
+    /// reports DELETED does not count.
+    pub async fn find_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        identifier: &str,
+        key: &ApiKey,
+    ) -> Result<Option<Connection>, LeenOutcome> {
+        let base = self.connections_url(region, organization);
+        for page in 0..MAX_LIST_PAGES {
+            let offset = page * LIST_PAGE;
+            let url = Url::parse_with_params(
+                &base,
+                &[
+                    ("limit", LIST_PAGE.to_string()),
+                    ("offset", offset.to_string()),
+                ],
+            )
+            .map(String::from)
+            .unwrap_or_else(|_| base.clone());
+            let (items, total) = self
+                .call(
+                    Operation::List,
+                    region,
+                    url,
+                    None,
+                    key,
+                    |status, ra, body| {
+                        classify_answer(
+                            status,
+                            ra,
+                            body,
+                            &[200],
+                            "a list of connections",
+                            parse_list,
+                        )
+                    },
+                )
+                .await?;
+            let count = items.len() as u64;
+            let found = items.into_iter().find(|c| {
+                c.identifier.as_deref() == Some(identifier)
+                    && c.state.as_deref() != Some("DELETED")
+                    && c.id
+                        .as_deref()
+                        .is_some_and(|id| Uuid::parse_str(id).is_ok())
+                    && c.organization_id
+                        .as_deref()
+                        .is_none_or(|o| Uuid::parse_str(o).ok() == Some(organization))
+            });
+            if found.is_some() {
+                return Ok(found);
+            }
+            let seen = offset + count;
+            if count < LIST_PAGE || total.is_some_and(|t| seen >= t) {
+                return Ok(None);
+            }
+        }
+        Err(LeenOutcome::Unexpected {
+            status: 200,
+            detail: format!(
+                "the organization lists more than {} connections; identifier {identifier:?} was not among them",
+                MAX_LIST_PAGES * LIST_PAGE
+            ),
+        })
+    }
+
+    /// A call about one known connection: its answer must name that connection.
+    #[allow(clippy::too_many_arguments)]
+    async fn about(
+        &self,
+        op: Operation,
+        region: Region,
+        url: String,
+        body: Option<Value>,
+        key: &ApiKey,
+        organization: Uuid,
+        connection: Uuid,
     ) -> LeenOutcome {
+        let expected = Expected {
+            organization,
+            connection,
+        };
+        self.call(
+            op,
+            region,
+            url,
+            body,
+            key,
+            move |status, ra, body| match classify(expected, status, ra, body) {
+                LeenOutcome::Success(c) => Ok(c),
+                other => Err(other),
+            },
+        )
+        .await
+        .map(LeenOutcome::Success)
+        .unwrap_or_else(|outcome| outcome)
+    }
+
+    /// The one place every request goes through: the 429 gate, the in-flight limit, the
+    /// key header, redaction, metrics.
+    async fn call<T>(
+        &self,
+        op: Operation,
+        region: Region,
+        url: String,
+        body: Option<Value>,
+        key: &ApiKey,
+        classify: impl FnOnce(u16, Option<&str>, Result<&[u8], BodyError>) -> Result<T, LeenOutcome>,
+    ) -> Result<T, LeenOutcome> {
+        self.call_redacting(op, region, url, body, key, &[], classify)
+            .await
+    }
+
+    /// [`Self::call`], also redacting these values (credentials sent) from the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_redacting<T>(
+        &self,
+        op: Operation,
+        region: Region,
+        url: String,
+        body: Option<Value>,
+        key: &ApiKey,
+        secrets: &[String],
+        classify: impl FnOnce(u16, Option<&str>, Result<&[u8], BodyError>) -> Result<T, LeenOutcome>,
+    ) -> Result<T, LeenOutcome> {
         let limit = LimitKey::new(self.base_url(region), key.expose());
         let admission = self.gate.admit(limit);
         if let Admission::Wait(rest) = admission {
@@ -609,26 +1038,30 @@ impl LeenClient {
             // Spread over half the pause again, so that the held calls do not all come
             // back in the same instant (the probe goes first in any case).
             let spread = rest.mul_f64(rand::random::<f64>() * 0.5);
-            return LeenOutcome::RateLimited {
+            return Err(LeenOutcome::RateLimited {
                 retry_after: Some(rest + spread),
-            };
+            });
         }
         // The semaphore is never closed, so acquire cannot fail; if it ever did, going on
         // without a permit is the lesser harm.
         let _permit = self.in_flight.acquire().await.ok();
         let started = std::time::Instant::now();
-        let url = self.connection_url(region, organization, connection);
-        let expected = Expected {
-            organization,
-            connection,
-        };
-        let outcome = self.send(op, &url, key, expected).await;
+        let (status, result) = self.send(op, &url, body, key, secrets, classify).await;
         // Transport errors could quote what the server sent; the key must not reach status.
-        let outcome = outcome.map_text(|s| s.replace(key.expose(), REDACTED));
+        let result = result.map_err(|o| {
+            o.map_text(|mut text| {
+                for secret in
+                    std::iter::once(key.expose()).chain(secrets.iter().map(String::as_str))
+                {
+                    text = text.replace(secret, REDACTED);
+                }
+                text
+            })
+        });
         self.metrics
-            .observe_leen_request(op, outcome.http_status(), started.elapsed());
-        let retry_after = match &outcome {
-            LeenOutcome::RateLimited { retry_after } => Some(*retry_after),
+            .observe_leen_request(op, status, started.elapsed());
+        let retry_after = match &result {
+            Err(LeenOutcome::RateLimited { retry_after }) => Some(*retry_after),
             _ => None,
         };
         self.gate.report(
@@ -638,36 +1071,47 @@ impl LeenClient {
             retry_after.flatten(),
             rand::random::<f64>(),
         );
-        outcome
+        result
     }
 
-    async fn send(
+    async fn send<T>(
         &self,
         op: Operation,
         url: &str,
+        body: Option<Value>,
         key: &ApiKey,
-        expected: Expected,
-    ) -> LeenOutcome {
+        secrets: &[String],
+        classify: impl FnOnce(u16, Option<&str>, Result<&[u8], BodyError>) -> Result<T, LeenOutcome>,
+    ) -> (Option<u16>, Result<T, LeenOutcome>) {
         // ApiKey::new admits only keys that are valid header values.
         let Ok(mut header) = HeaderValue::from_str(key.expose()) else {
-            return LeenOutcome::Unavailable {
-                status: None,
-                error: "the API key cannot be sent in a header".to_string(),
-            };
+            return (
+                None,
+                Err(LeenOutcome::Unavailable {
+                    status: None,
+                    error: "the API key cannot be sent in a header".to_string(),
+                }),
+            );
         };
         header.set_sensitive(true);
-        let request = self
+        let mut request = self
             .http
             .request(op.method(), url)
             .header("X-API-KEY", header)
             .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
         let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
-                return LeenOutcome::Unavailable {
-                    status: None,
-                    error: describe_transport_error(&e),
-                };
+                return (
+                    None,
+                    Err(LeenOutcome::Unavailable {
+                        status: None,
+                        error: describe_transport_error(&e),
+                    }),
+                );
             }
         };
         let status = response.status();
@@ -678,17 +1122,27 @@ impl LeenClient {
             .map(str::to_string);
         // A hostile or buggy server could echo the key back: redact it in the raw body,
         // before any normalisation or truncation could split it.
-        let body = read_bounded(&mut response)
-            .await
-            .map(|b| redact(b, key.expose().as_bytes()));
-        classify(
-            expected,
+        let body = read_bounded(&mut response).await.map(|b| {
+            secrets
+                .iter()
+                .fold(redact(b, key.expose().as_bytes()), |b, s| {
+                    redact(b, s.as_bytes())
+                })
+        });
+        let result = classify(
             status.as_u16(),
             retry_after.as_deref(),
             body.as_ref().map(Vec::as_slice).map_err(Clone::clone),
-        )
+        );
+        (Some(status.as_u16()), result)
     }
 }
+
+/// Connections asked for per page of the list.
+pub const LIST_PAGE: u64 = 100;
+
+/// Most pages of the list read when looking for an identifier.
+pub const MAX_LIST_PAGES: u64 = 100;
 
 /// What replaces the API key wherever a server echoed it.
 pub const REDACTED: &str = "<redacted>";

@@ -4,12 +4,13 @@
 //! Modules, one concern each: [`resource`] (the CRD types), [`leen`] (the Leen client),
 //! [`decision`] (what to do, as pure functions), [`controller`] (wiring and writes), [`events`] (Kubernetes Events, off the critical path),
 //! [`config`] (flags and environment), [`leader`] (leader election), [`telemetry`] (metrics, logs, health endpoints),
-//! [`rate_gate`] (one pause per Leen rate limit), [`budget`] (the deletion budget),
+//! [`rate_gate`] (one pause per Leen rate limit), [`budget`] (the deletion budget), [`credentials`] (vendor credentials),
 //! [`fake`] (a fake Leen for tests and the demo).
 
 pub mod budget;
 pub mod config;
 pub mod controller;
+pub mod credentials;
 pub mod decision;
 pub mod events;
 pub mod fake;

@@ -52,6 +52,25 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
     !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
 }
 
+/// Leen vendor names: upper case, digits and underscores.
+pub const VENDOR_PATTERN: &str = "^[A-Z][A-Z0-9_]*$";
+
+/// Default key of an API key Secret.
+pub const DEFAULT_API_KEY_KEY: &str = "apiKey";
+
+/// The one Secret key that holds the whole credentials object as JSON.
+pub const CREDENTIALS_JSON_KEY: &str = "credentials.json";
+
+/// Condition: result of Leen's test of the credentials last sent.
+pub const CREDENTIALS_VALID_CONDITION: &str = "CredentialsValid";
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
 const UUID_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
 
@@ -100,7 +119,6 @@ const UUID_PATTERN: &str =
         name = "Vendor",
         type_ = "string",
         json_path = ".status.vendor",
-        priority = 1,
         description = "Vendor of the connection"
     ),
     printcolumn(
@@ -110,16 +128,57 @@ const UUID_PATTERN: &str =
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.connectionId) || has(self.vendor)").message("vendor is required when connectionId is unset (the operator creates the connection)"))]
+#[x_kube(validation = Rule::new("!has(oldSelf.connectionId) || has(self.connectionId)").message("connectionId cannot be removed once set"))]
 pub struct LeenConnectionSpec {
     /// UUID of the Leen organization that owns the connection. Immutable.
     #[schemars(extend("format" = "uuid", "pattern" = UUID_PATTERN))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("organizationId is immutable"))]
     pub organization_id: String,
 
-    /// UUID of the Leen connection this resource stands for. Immutable.
+    /// UUID of the Leen connection this resource stands for: set, the resource adopts that
+    /// existing connection; unset, the operator creates one from vendor, credentials,
+    /// identifier and options, and records its id in status.connectionId. Immutable once
+    /// set (it may be set later only to the id the resource was bound to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "uuid", "pattern" = UUID_PATTERN))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("connectionId is immutable"))]
-    pub connection_id: String,
+    pub connection_id: Option<String>,
+
+    /// Leen vendor name (e.g. CROWDSTRIKE_SPOTLIGHT, TENABLE, QUALYS, MS_DEFENDER_VMS).
+    /// Required when the operator creates the connection (connectionId unset); not an
+    /// enum, since Leen keeps adding vendors: Leen judges it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = VENDOR_PATTERN))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("vendor is immutable"))]
+    pub vendor: Option<String>,
+
+    /// Secret in the resource's own namespace holding the vendor credentials. Each data
+    /// key becomes credentials.<key>; or one key credentials.json holds the whole
+    /// credentials object (nested shapes such as AWS). Sent when the connection is
+    /// created and again (PATCH) whenever the Secret changes, then tested; the result is
+    /// the CredentialsValid condition. Unset: no credentials (OAuth vendors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+
+    /// Leen's identifier of the connection: the caller's own reference, by which a
+    /// connection whose create answer was lost is found again. Default when creating:
+    /// <namespace>/<name>/<uid of this resource>, stable and unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub identifier: Option<String>,
+
+    /// Vendor options sent when creating the connection (e.g. oauth2_redirect_urls,
+    /// init_load_timestamp, auth_type): free-form, not secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub options: Option<serde_json::Value>,
+
+    /// State the connection should be in: Active or Paused, enforced with PATCH (a
+    /// connection paused or resumed in the Leen console is set back, with an Event).
+    /// Unset: the operator does not manage the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<DesiredState>,
 
     /// Leen region that hosts the organization: us (https://api.leen.dev/v1),
     /// eu (https://api.eu-c1.leen.dev/v1) or apac (https://api.ap-se2.leen.dev/v1).
@@ -175,6 +234,35 @@ impl Region {
     }
 }
 
+/// State the connection should be in.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DesiredState {
+    /// Active: Leen collects data from the vendor.
+    Active,
+    /// Paused: Leen stops collecting until resumed.
+    Paused,
+}
+
+impl DesiredState {
+    /// Leen's name of the state: ACTIVE or PAUSED.
+    pub fn leen_state(self) -> &'static str {
+        match self {
+            DesiredState::Active => "ACTIVE",
+            DesiredState::Paused => "PAUSED",
+        }
+    }
+}
+
+/// Reference to a Secret in the resource's own namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret, in the same namespace as the LeenConnection (a DNS-1123
+    /// subdomain).
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
+    pub name: String,
+}
+
 /// What happens to the Leen connection when the resource is deleted.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
@@ -200,7 +288,7 @@ pub struct ApiKeySecretRef {
 }
 
 fn default_api_key_key() -> String {
-    "apiKey".to_string()
+    DEFAULT_API_KEY_KEY.to_string()
 }
 
 /// Observed state of a LeenConnection: the connection as Leen last returned it, the Ready
@@ -211,6 +299,21 @@ pub struct LeenConnectionStatus {
     /// The metadata.generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The Leen connection this resource is bound to, created or adopted. For a created
+    /// connection it is written before anything else is done with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    /// For OAuth vendors: where a person gives the vendor's consent; the connection stays
+    /// PENDING (Ready=False, AwaitingAuthorization) until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2_authorize_url: Option<String>,
+    /// The create in progress: recorded before the create call goes out, so that a create
+    /// whose answer was lost is looked up by identifier rather than repeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation: Option<CreationRecord>,
+    /// The vendor credentials last sent to Leen and Leen's test of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsStatus>,
     /// Connection state as Leen last returned it: PENDING, ACTIVE, PAUSED or DELETED
     /// (a value Leen adds later is kept as is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -300,6 +403,53 @@ pub struct BoundConnection {
     pub organization_id: String,
     /// Leen connection UUID.
     pub connection_id: String,
+}
+
+/// A create of the connection that went out (or is about to), not yet bound.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreationRecord {
+    /// The identifier the create sends, by which the connection is found again.
+    pub identifier: String,
+    /// When the first create call was about to go out (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Create calls made so far.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// The vendor credentials last sent to Leen, as a salted hash, and Leen's test of them.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsStatus {
+    /// SHA-256 of the credentials last sent, salted with this resource's uid (never the
+    /// plain digest of a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_hash: Option<String>,
+    /// When they were sent (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_time: Option<String>,
+    /// Leen's test of the credentials last sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_test: Option<CredentialsTest>,
+}
+
+/// Leen's answer to a test of the connection's credentials.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsTest {
+    /// Whether Leen found the credentials valid.
+    pub valid: bool,
+    /// Leen's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the test ran (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The appliedHash the test was about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_hash: Option<String>,
 }
 
 /// Record of the attempts to delete the connection in Leen.

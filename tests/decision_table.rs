@@ -57,6 +57,7 @@ fn inputs(policy: &RetryPolicy) -> DecisionInputs<'_> {
         sync_failures: 0,
         policy,
         also_bound_by: Vec::new(),
+        credentials_test_error: None,
     }
 }
 
@@ -664,7 +665,7 @@ fn unchanged_sync_writes_nothing_and_emits_nothing() {
 fn region_and_ids_are_validated_and_bound() {
     let mut obj = resource(DeletionPolicy::Delete);
     assert!(validate_binding(&obj).is_ok());
-    obj.spec.connection_id = "not-a-uuid".into();
+    obj.spec.connection_id = Some("not-a-uuid".into());
     assert!(matches!(
         validate_binding(&obj),
         Err(Observation::InvalidSpec {

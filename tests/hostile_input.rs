@@ -139,6 +139,7 @@ fn inputs(policy: &RetryPolicy, jitter: f64) -> DecisionInputs<'_> {
         sync_failures: 0,
         policy,
         also_bound_by: Vec::new(),
+        credentials_test_error: None,
     }
 }
 

@@ -369,7 +369,13 @@ async fn keys_never_reach_logs_events_status_or_metrics() {
         serde_json::from_value(serde_json::json!({"name": "tenant"})).ok();
     fake.add_connection(
         tenant.spec.organization_id.parse().expect("uuid"),
-        tenant.spec.connection_id.parse().expect("uuid"),
+        tenant
+            .spec
+            .connection_id
+            .as_deref()
+            .expect("adopted")
+            .parse()
+            .expect("uuid"),
         "Okta",
     );
     versions.push(record_versions(api.clone(), "tenant"));
