@@ -243,8 +243,9 @@ async fn killed_during_creates_leaves_exactly_one_connection_each() {
     const N: usize = 16;
     let org = Uuid::new_v4();
     put_secret(&e, "q-creds", &[("username", "u"), ("password", "p")]).await;
-    // Slow enough that kills land between Leen's answer and the status write.
-    e.fake.set_latency(Duration::from_millis(300));
+    // Slow enough that kills land while creates are in flight: Leen has created the
+    // connection, its answer has not arrived.
+    e.fake.set_latency(Duration::from_millis(1500));
     for i in 0..N {
         e.create(to_create(&format!("q{i}"), org, "QUALYS", Some("q-creds")))
             .await;
@@ -252,7 +253,7 @@ async fn killed_during_creates_leaves_exactly_one_connection_each() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(13);
     let mut kills = 0;
     while kills < 6 {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(100..900))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
         e.op.kill();
         kills += 1;
         e.op.restart().await;
@@ -274,10 +275,14 @@ async fn killed_during_creates_leaves_exactly_one_connection_each() {
             "q{i}"
         );
     }
-    eprintln!(
-        "{N} creates, {kills} kills: {} POSTs, {} lists",
+    let (posts, lists) = (
         e.fake.count_operation("create"),
-        e.fake.count_operation("list")
+        e.fake.count_operation("list"),
+    );
+    eprintln!("{N} creates, {kills} kills: {posts} POSTs, {lists} lists");
+    assert!(
+        lists > 0,
+        "the kills landed while creates were in flight (else this test proves nothing)"
     );
 }
 
