@@ -3,6 +3,11 @@
 //!
 //!     export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh)
 //!     cargo bench --bench scale -- [--n 100,1000,10000] [--latency-ms 0] [--out BENCHMARKS.md]
+//!     cargo bench --bench scale -- --create 100,1000 [--latency-ms 50]
+//!
+//! `--create` measures connections created from the spec instead (create -> Ready, calls
+//! per resource, beside the floor of creating the same objects with no operator) and only
+//! prints its table.
 //!
 //! Not part of CI: N = 10 000 takes minutes.
 
@@ -36,6 +41,7 @@ struct Args {
     concurrency: u16,
     reconciles: Option<u16>,
     out: Option<String>,
+    create: Vec<usize>,
 }
 
 fn args() -> Args {
@@ -46,6 +52,7 @@ fn args() -> Args {
         concurrency: 16,
         reconciles: None,
         out: Some("BENCHMARKS.md".into()),
+        create: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -63,6 +70,12 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = value.parse().unwrap_or(16),
             "--reconciles" => a.reconciles = value.parse().ok(),
             "--out" => a.out = (value != "-").then_some(value),
+            "--create" => {
+                a.create = value
+                    .split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .collect()
+            }
             // `cargo bench` passes --bench; ignore what is not ours.
             _ => {
                 i += 1;
@@ -297,6 +310,93 @@ struct Row {
     kube_writes_per: f64,
     events_per: f64,
     floor: Option<Duration>,
+}
+
+/// Creates `n` connections from the spec and times create -> all Ready, beside the floor
+/// measured in the same run: the same objects created with no operator watching them.
+async fn create_bench(n: usize, latency_ms: u64) -> String {
+    let cp = ControlPlane::start()
+        .await
+        .expect("KUBEBUILDER_ASSETS must be set");
+    cp.namespace(NS).await;
+    cp.namespace("floor").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("bench-key");
+    fake.set_latency(Duration::from_millis(latency_ms));
+    let endpoint = fake.base_url();
+    let op = Operator::start(
+        &cp,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("LEEN_API_KEY", "bench-key"),
+            ("LOG_LEVEL", "warn"),
+            // The floor's objects are not the operator's.
+            ("WATCH_NAMESPACE", NS),
+        ],
+    )
+    .await;
+    let client = cp.client().await;
+    let org = Uuid::new_v4();
+    let spec = |org: Uuid| -> LeenConnection {
+        let spec = serde_json::json!({
+            "organizationId": org.to_string(),
+            "vendor": "QUALYS",
+            "credentialsSecretRef": {"name": "bench-creds"},
+        });
+        LeenConnection::new("x", serde_json::from_value(spec).expect("spec"))
+    };
+    let create_all = |ns: &'static str| {
+        let api: Api<LeenConnection> = Api::namespaced(client.clone(), ns);
+        async move {
+            stream::iter(0..n)
+                .map(|i| {
+                    let api = api.clone();
+                    let mut obj = spec(org);
+                    obj.metadata.name = Some(format!("c{i}"));
+                    async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
+                })
+                .buffer_unordered(CREATE_PARALLELISM)
+                .try_collect::<Vec<_>>()
+                .await
+                .expect("creates");
+        }
+    };
+    let started = Instant::now();
+    create_all("floor").await;
+    let floor = started.elapsed();
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NS);
+    let creds: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "bench-creds"},
+        "stringData": {"username": "bench", "password": "bench-password"},
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &creds)
+        .await
+        .expect("secret created");
+    let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    tokio::join!(wait_all_ready(&api, n), create_all(NS));
+    let took = started.elapsed();
+    let per = |op: &str| fake.count_operation(op) as f64 / n as f64;
+    let writes = metric(
+        &op,
+        "leen_operator_kube_writes_total",
+        &["write=\"status\""],
+    )
+    .await;
+    format!(
+        "| {n} | {latency_ms} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        took.as_secs_f64(),
+        floor.as_secs_f64(),
+        took.as_secs_f64() / floor.as_secs_f64().max(0.001),
+        per("create"),
+        per("list"),
+        per("get"),
+        per("test"),
+        writes / n as f64
+    )
 }
 
 async fn run_one(
@@ -540,6 +640,17 @@ fn machine() -> String {
 async fn main() {
     let a = args();
     leen_operator::install_crypto_provider();
+    if !a.create.is_empty() {
+        println!(
+            "| N | Leen latency ms | create -> all Ready s | floor: plain creates s | ratio | POST per resource | list per resource | GET per resource | test per resource | status writes per resource |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for &n in &a.create {
+            eprintln!("bench: create N={n}, Leen latency {} ms", a.latency_ms);
+            println!("{}", create_bench(n, a.latency_ms).await);
+        }
+        return;
+    }
     let mut rows = Vec::new();
     for &n in &a.sizes {
         eprintln!("bench: N={n}, Leen latency {} ms", a.latency_ms);

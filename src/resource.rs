@@ -128,6 +128,8 @@ const UUID_PATTERN: &str =
     )
 )]
 #[serde(rename_all = "camelCase")]
+// The same rule as the first CEL rule, as plain OpenAPI, for API servers before CEL.
+#[schemars(extend("anyOf" = [{"required": ["connectionId"]}, {"required": ["vendor"]}]))]
 #[x_kube(validation = Rule::new("has(self.connectionId) || has(self.vendor)").message("vendor is required when connectionId is unset (the operator creates the connection)"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.connectionId) || has(self.connectionId)").message("connectionId cannot be removed once set"))]
 pub struct LeenConnectionSpec {

@@ -157,6 +157,32 @@ fn maps_conditions_to_argo_health() {
             conn(1, Some(kstatus("False", "False", "Paused")), false),
             "Suspended",
         ),
+        (
+            conn(
+                1,
+                Some(kstatus("False", "True", "AwaitingAuthorization")),
+                false,
+            ),
+            "Progressing",
+        ),
+        (
+            conn(1, Some(kstatus("False", "True", "StateDrift")), false),
+            "Progressing",
+        ),
+        (
+            conn(
+                1,
+                Some(kstatus("True", "False", "CredentialsMalformed")),
+                false,
+            ),
+            "Degraded",
+        ),
+        // Paused because spec.state asks it: Ready=True, healthy.
+        (conn(1, Some(ready("True", "Paused", 1)), false), "Healthy"),
+        (
+            conn(2, Some(ready("False", "NotCreated", 2)), true),
+            "Progressing",
+        ),
     ]);
     for (obj, expected) in cases {
         let Some((status, message)) = health(&obj) else {

@@ -474,3 +474,25 @@ async fn a_resource_deleted_before_any_create_is_released_without_a_call() {
     assert!(e.fake.requests().is_empty(), "{:?}", e.fake.requests());
     assert_eq!(e.events("NotCreated").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_example_creates_a_connection() {
+    let Some(e) = scenario("security", &[]).await else {
+        return;
+    };
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/create-connection.yaml"
+    );
+    e.cp.kubectl(&["apply", "-f", path]);
+    let obj = wait_for(&e.api, "crowdstrike-spotlight", "Ready=True", is_ready).await;
+    let id = created_id(&obj);
+    let org = Uuid::parse_str(&obj.spec.organization_id).expect("org");
+    assert_eq!(
+        e.fake.credentials_of(org, id),
+        Some(serde_json::json!({"client_id": "0123456789abcdef", "client_secret": "replace-me"}))
+    );
+    let status = obj.status.expect("status");
+    assert_eq!(status.vendor.as_deref(), Some("CROWDSTRIKE_SPOTLIGHT"));
+    assert_eq!(status.state.as_deref(), Some("ACTIVE"));
+}

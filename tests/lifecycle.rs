@@ -343,7 +343,11 @@ async fn schema_rejects_bad_ids_and_regions() {
         serde_json::json!({"organizationId": id, "connectionId": "1234"}),
         serde_json::json!({"organizationId": id, "connectionId": id, "region": "mars"}),
         serde_json::json!({"organizationId": id, "connectionId": id, "deletionPolicy": "Later"}),
+        // Neither an existing connection to adopt nor a vendor to create one.
         serde_json::json!({"organizationId": id}),
+        serde_json::json!({"organizationId": id, "vendor": "crowdstrike"}),
+        serde_json::json!({"organizationId": id, "vendor": "QUALYS", "state": "Sleeping"}),
+        serde_json::json!({"organizationId": id, "vendor": "QUALYS", "credentialsSecretRef": {"name": "Not_A_Name"}}),
     ] {
         let obj: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "leen.dev/v1alpha1", "kind": "LeenConnection",

@@ -26,7 +26,8 @@ if ready == nil then
   return hs
 end
 
--- kstatus: Stalled (a person must act) is Degraded, Reconciling is Progressing.
+-- kstatus: Stalled (a person must act) is Degraded, Reconciling is Progressing (also an
+-- OAuth connection AwaitingAuthorization: its message says where to consent).
 if cond["Stalled"] ~= nil and cond["Stalled"].status == "True" then
   hs.status = "Degraded"
   hs.message = "Stalled: " .. (cond["Stalled"].reason or "") .. ": " .. (cond["Stalled"].message or "")
@@ -40,7 +41,8 @@ end
 
 if obj.metadata.deletionTimestamp ~= nil then
   if transient[ready.reason] or ready.reason == "Deleted" or ready.reason == "AlreadyDeleted"
-      or ready.reason == "Orphaned" or ready.reason == "StillReferenced" or ready.status == "True" then
+      or ready.reason == "Orphaned" or ready.reason == "StillReferenced" or ready.reason == "NotCreated"
+      or ready.status == "True" then
     hs.status = "Progressing"
   else
     hs.status = "Degraded"
@@ -53,7 +55,8 @@ if ready.status == "True" then
   hs.status = "Healthy"
 elseif ready.reason == "Paused" then
   hs.status = "Suspended"
-elseif transient[ready.reason] or ready.reason == "Pending" then
+elseif transient[ready.reason] or ready.reason == "Pending" or ready.reason == "StateDrift"
+    or ready.reason == "AwaitingAuthorization" then
   hs.status = "Progressing"
 else
   hs.status = "Degraded"
