@@ -690,7 +690,10 @@ async fn create(
     let identifier = create_identifier(obj);
     let mut status = obj.status.clone().unwrap_or_default();
     let pending = status.creation.clone();
-    if pending.is_some() {
+    // A create may have gone out before (the intent is there), or the spec names its own
+    // identifier (an idempotency key: a connection already carrying it is this one, e.g.
+    // after the resource was orphaned and re-created): look before creating.
+    if pending.is_some() || obj.spec.identifier.is_some() {
         match ctx
             .leen
             .find_connection(region, organization, &identifier, key)
@@ -700,8 +703,13 @@ async fn create(
                 let binding = found_binding(region, organization, &found);
                 bind_status(&mut status, &binding);
                 write_status(obj, status, ctx).await?;
+                let why = if pending.is_some() {
+                    "a create whose answer was lost"
+                } else {
+                    "spec.identifier names it"
+                };
                 let note = format!(
-                    "found connection {} by identifier {identifier:?}: a create whose answer was lost; bound to it instead of creating another",
+                    "found connection {} by identifier {identifier:?} ({why}); bound to it instead of creating another",
                     binding.connection
                 );
                 info!(name = %obj.name_any(), namespace = ?obj.namespace(), connection = %binding.connection, "create recovered by identifier");

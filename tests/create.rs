@@ -496,3 +496,25 @@ async fn the_readme_example_creates_a_connection() {
     assert_eq!(status.vendor.as_deref(), Some("CROWDSTRIKE_SPOTLIGHT"));
     assert_eq!(status.state.as_deref(), Some("ACTIVE"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_identifier_finds_the_connection_again_after_a_recreate() {
+    let Some(e) = scenario("recreate", &[]).await else {
+        return;
+    };
+    let org = Uuid::new_v4();
+    put_secret(&e, "s-creds", &[("token", "s")]).await;
+    let mut obj = to_create("s", org, "SNYK", Some("s-creds"));
+    obj.spec.identifier = Some("snyk-prod".into());
+    obj.spec.deletion_policy = leen_operator::resource::DeletionPolicy::Orphan;
+    e.create(obj.clone()).await;
+    let first = created_id(&wait_for(&e.api, "s", "Ready=True", is_ready).await);
+    // A prune with Orphan, then GitOps re-creates the same manifest.
+    delete(&e.api, "s").await;
+    wait_gone(&e.api, "s").await;
+    e.create(obj).await;
+    let again = created_id(&wait_for(&e.api, "s", "Ready=True", is_ready).await);
+    assert_eq!(again, first, "bound to the same connection");
+    assert_eq!(e.fake.count_operation("create"), 1);
+    assert_eq!(e.fake.with_identifier(org, "snyk-prod"), vec![first]);
+}
