@@ -4,6 +4,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace names the fake Leen crate; it is not built into the image.
+COPY fake-leen ./fake-leen
 RUN cargo build --release --locked --bin leen-operator \
  && strip target/release/leen-operator
 

@@ -21,18 +21,22 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fake_leen::FakeLeen;
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::watcher,
 };
-use leen_operator::{fake::FakeLeen, resource::LeenConnection};
+use leen_operator::resource::LeenConnection;
 use support::*;
 use uuid::Uuid;
 
 const NS: &str = "bench";
 const CREATE_PARALLELISM: usize = 32;
+
+/// Longest the benchmark waits for all resources to be Ready.
+const BENCH_WAIT: Duration = Duration::from_secs(1800);
 
 struct Args {
     sizes: Vec<usize>,
@@ -129,24 +133,6 @@ fn ms(d: Duration) -> String {
 }
 
 /// Waits until `n` objects are Ready=True, by watch.
-async fn wait_all_ready(api: &Api<LeenConnection>, n: usize) {
-    let mut ready = std::collections::HashSet::new();
-    let stream = watcher(api.clone(), watcher::Config::default()).applied_objects();
-    let mut stream = std::pin::pin!(stream);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1800);
-    while ready.len() < n {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(o))) => {
-                if is_ready(&o) {
-                    ready.insert(o.metadata.name.clone().unwrap_or_default());
-                }
-            }
-            Ok(Some(Err(e))) => eprintln!("watch: {e}"),
-            _ => panic!("only {} of {n} Ready", ready.len()),
-        }
-    }
-}
-
 struct DeleteFigures {
     wall: Duration,
     marked: Duration,
@@ -377,7 +363,7 @@ async fn create_bench(n: usize, latency_ms: u64) -> String {
         .expect("secret created");
     let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
     let started = Instant::now();
-    tokio::join!(wait_all_ready(&api, n), create_all(NS));
+    tokio::join!(wait_all_ready(&api, n, BENCH_WAIT), create_all(NS));
     let took = started.elapsed();
     let per = |op: &str| fake.count_operation(op) as f64 / n as f64;
     let writes = metric(
@@ -443,7 +429,7 @@ async fn run_one(
     let client = cp.client().await;
     let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
     let started = Instant::now();
-    let ready = wait_all_ready(&api, n);
+    let ready = wait_all_ready(&api, n, BENCH_WAIT);
     let create = create_many(&api, &fake, "c", n, CREATE_PARALLELISM);
     let (_, _ids) = tokio::join!(ready, create);
     row.ready_all = started.elapsed();

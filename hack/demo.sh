@@ -14,7 +14,7 @@ KUBEBUILDER_ASSETS=$(hack/assets.sh) || exit 1
 [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -e "$KUBEBUILDER_ASSETS/etcd" ] || die "$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd"
 
 echo "== building"
-cargo build --quiet --bins
+cargo build --quiet --workspace --bins
 
 work=$(mktemp -d)
 pids=()

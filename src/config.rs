@@ -30,9 +30,30 @@ pub enum Command {
     Run(RunArgs),
 }
 
-/// Settings of the controller, as given on the command line or in the environment.
+/// Settings of the controller, as given on the command line or in the environment, in
+/// groups: Leen, the controller, the deletion budget, leader election, telemetry.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
+    /// How the operator reaches Leen.
+    #[command(flatten)]
+    pub leen: LeenArgs,
+    /// What the controller watches and how fast it works.
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+    /// The deletion budget.
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+    /// Leader election and the pod this replica runs in.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+    /// Metrics, health endpoints and logs.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// How the operator reaches Leen.
+#[derive(Args, Debug, Clone)]
+pub struct LeenArgs {
     /// Default Leen API key for resources without apiKeySecretRef. Prefer the environment
     /// variable: flags show in process listings.
     #[arg(long, env = "LEEN_API_KEY", hide_env_values = true)]
@@ -43,44 +64,59 @@ pub struct RunArgs {
     #[arg(long, env = "LEEN_ENDPOINT")]
     pub leen_endpoint: Option<String>,
 
-    /// Only watch this namespace; empty: all namespaces.
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
-
-    /// Address serving /metrics, /healthz and /readyz.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
-    pub metrics_addr: String,
-
-    /// How often a live connection is read again from Leen (e.g. 5m, 30s).
-    #[arg(long, env = "LEEN_SYNC_INTERVAL", default_value = "5m")]
-    pub sync_interval: String,
-
-    /// Timeout of one request to Leen.
-    #[arg(long, env = "LEEN_REQUEST_TIMEOUT", default_value = "10s")]
-    pub request_timeout: String,
-
-    /// Most LeenConnections reconciled at once.
-    #[arg(long, env = "LEEN_MAX_CONCURRENT_RECONCILES", default_value = "32")]
-    pub max_concurrent_reconciles: String,
-
-    /// Most requests to Leen in flight at once.
-    #[arg(long, env = "LEEN_MAX_IN_FLIGHT_REQUESTS", default_value = "16")]
-    pub max_in_flight_requests: String,
-
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-
-    /// Log level or filter in RUST_LOG syntax (e.g. info, leen_operator=debug).
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
-
     /// Namespaces whose resources may use the default key (LEEN_API_KEY), comma separated;
     /// `*`: every namespace. Default: none, since letting a namespace use the platform's
     /// key is an explicit trust decision. Resources elsewhere must name a Secret of their own.
     #[arg(long, env = "LEEN_DEFAULT_KEY_NAMESPACES", default_value = "")]
     pub default_key_namespaces: String,
 
+    /// Timeout of one request to Leen.
+    #[arg(long, env = "LEEN_REQUEST_TIMEOUT", default_value = "10s")]
+    pub request_timeout: String,
+
+    /// Most requests to Leen in flight at once.
+    #[arg(long, env = "LEEN_MAX_IN_FLIGHT_REQUESTS", default_value = "16")]
+    pub max_in_flight_requests: String,
+}
+
+/// What the controller watches and how fast it works.
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Only watch this namespace; empty: all namespaces.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// How often a live connection is read again from Leen (e.g. 5m, 30s).
+    #[arg(long, env = "LEEN_SYNC_INTERVAL", default_value = "5m")]
+    pub sync_interval: String,
+
+    /// Most LeenConnections reconciled at once.
+    #[arg(long, env = "LEEN_MAX_CONCURRENT_RECONCILES", default_value = "32")]
+    pub max_concurrent_reconciles: String,
+}
+
+/// The deletion budget.
+#[derive(Args, Debug, Clone)]
+pub struct BudgetArgs {
+    /// Deletion budget: DELETE calls to Leen started per LEEN_DELETION_WINDOW across the
+    /// installation (all replicas, across restarts); 0 disables it. Deletions beyond it are
+    /// held until confirmed (annotation leen.dev/confirm-deletion=true) or orphaned.
+    #[arg(long, env = "LEEN_MAX_DELETIONS", default_value = "25")]
+    pub max_deletions: String,
+
+    /// The deletion budget's sliding window (e.g. 10m).
+    #[arg(long, env = "LEEN_DELETION_WINDOW", default_value = "10m")]
+    pub deletion_window: String,
+
+    /// Whether held deletions proceed on their own once the window frees the budget
+    /// (true|false). Default false: a mistaken prune does not become right by waiting.
+    #[arg(long, env = "LEEN_RESUME_HELD_DELETIONS", default_value = "false")]
+    pub resume_held_deletions: String,
+}
+
+/// Leader election and the pod this replica runs in.
+#[derive(Args, Debug, Clone)]
+pub struct LeaderArgs {
     /// Elect a leader through a Lease so that only one replica reconciles (true|false).
     #[arg(long, env = "LEEN_LEADER_ELECTION", default_value = "false")]
     pub leader_election: String,
@@ -98,20 +134,30 @@ pub struct RunArgs {
     #[arg(long, env = "LEEN_LEASE_DURATION", default_value = "15s")]
     pub lease_duration: String,
 
-    /// Deletion budget: DELETE calls to Leen started per LEEN_DELETION_WINDOW across the
-    /// installation (all replicas, across restarts); 0 disables it. Deletions beyond it are
-    /// held until confirmed (annotation leen.dev/confirm-deletion=true) or orphaned.
-    #[arg(long, env = "LEEN_MAX_DELETIONS", default_value = "25")]
-    pub max_deletions: String,
+    /// This pod's name (the downward API sets it): the replica's identity in the Lease and
+    /// the instance of its Events.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 
-    /// The deletion budget's sliding window (e.g. 10m).
-    #[arg(long, env = "LEEN_DELETION_WINDOW", default_value = "10m")]
-    pub deletion_window: String,
+    /// This pod's namespace (the downward API sets it): where the Leases live by default.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+}
 
-    /// Whether held deletions proceed on their own once the window frees the budget
-    /// (true|false). Default false: a mistaken prune does not become right by waiting.
-    #[arg(long, env = "LEEN_RESUME_HELD_DELETIONS", default_value = "false")]
-    pub resume_held_deletions: String,
+/// Metrics, health endpoints and logs.
+#[derive(Args, Debug, Clone)]
+pub struct TelemetryArgs {
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: String,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log level or filter in RUST_LOG syntax (e.g. info, leen_operator=debug).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
 }
 
 /// A setting that cannot be used; its Display is the one line printed at start-up.
@@ -155,6 +201,8 @@ pub struct Settings {
     pub leader_election: Option<LeaderElectionSettings>,
     /// The deletion budget.
     pub budget: BudgetConfig,
+    /// This pod's name (POD_NAME), when known.
+    pub pod_name: Option<String>,
 }
 
 /// A set of namespaces, or all of them.
@@ -289,20 +337,20 @@ pub fn parse_endpoint(value: &str) -> Result<Url, ConfigError> {
 impl RunArgs {
     /// Checks every setting; the first bad one is the error.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let leen_endpoint = non_empty(&self.leen_endpoint)
+        let leen_endpoint = non_empty(&self.leen.leen_endpoint)
             .map(parse_endpoint)
             .transpose()?;
-        let metrics_addr = self.metrics_addr.trim().parse().map_err(|_| {
+        let metrics_addr = self.telemetry.metrics_addr.trim().parse().map_err(|_| {
             err(
                 "METRICS_ADDR",
                 "metrics-addr",
                 format!(
                     "{:?} is not an address like 0.0.0.0:8080",
-                    self.metrics_addr
+                    self.telemetry.metrics_addr
                 ),
             )
         })?;
-        let watch_namespace = non_empty(&self.watch_namespace).map(str::to_string);
+        let watch_namespace = non_empty(&self.controller.watch_namespace).map(str::to_string);
         if let Some(ns) = watch_namespace.as_deref().filter(|ns| !valid_namespace(ns)) {
             return Err(err(
                 "WATCH_NAMESPACE",
@@ -310,7 +358,7 @@ impl RunArgs {
                 format!("{ns:?} is not a namespace name"),
             ));
         }
-        let default_key_namespaces = match self.default_key_namespaces.trim() {
+        let default_key_namespaces = match self.leen.default_key_namespaces.trim() {
             "*" => NamespaceSet::All,
             list => {
                 let names: Vec<String> = list
@@ -329,16 +377,12 @@ impl RunArgs {
                 NamespaceSet::Only(names)
             }
         };
-        let leader_election = match self.leader_election.trim() {
+        let leader_election = match self.leader.leader_election.trim() {
             "false" | "" => None,
             "true" => {
-                let namespace = non_empty(&self.leader_election_namespace)
+                let namespace = non_empty(&self.leader.leader_election_namespace)
                     .map(str::to_string)
-                    .or_else(|| {
-                        std::env::var("POD_NAMESPACE")
-                            .ok()
-                            .filter(|s| !s.is_empty())
-                    })
+                    .or_else(|| non_empty(&self.leader.pod_namespace).map(str::to_string))
                     .ok_or_else(|| {
                         err(
                             "LEEN_LEADER_ELECTION_NAMESPACE",
@@ -348,11 +392,11 @@ impl RunArgs {
                     })?;
                 Some(LeaderElectionSettings {
                     namespace,
-                    lease_name: self.lease_name.trim().to_string(),
+                    lease_name: self.leader.lease_name.trim().to_string(),
                     lease_duration: duration(
                         "LEEN_LEASE_DURATION",
                         "lease-duration",
-                        &self.lease_duration,
+                        &self.leader.lease_duration,
                         Duration::from_secs(2),
                     )?,
                 })
@@ -365,7 +409,7 @@ impl RunArgs {
                 ));
             }
         };
-        let max_deletions = match self.max_deletions.trim().parse::<u32>() {
+        let max_deletions = match self.budget.max_deletions.trim().parse::<u32>() {
             Ok(n) => n,
             Err(_) => {
                 return Err(err(
@@ -373,7 +417,7 @@ impl RunArgs {
                     "max-deletions",
                     format!(
                         "{:?} is not a whole number (0 disables the budget)",
-                        self.max_deletions
+                        self.budget.max_deletions
                     ),
                 ));
             }
@@ -381,10 +425,10 @@ impl RunArgs {
         let window = duration(
             "LEEN_DELETION_WINDOW",
             "deletion-window",
-            &self.deletion_window,
+            &self.budget.deletion_window,
             Duration::from_secs(1),
         )?;
-        let resume_held = match self.resume_held_deletions.trim() {
+        let resume_held = match self.budget.resume_held_deletions.trim() {
             "true" => true,
             "false" | "" => false,
             other => {
@@ -403,20 +447,17 @@ impl RunArgs {
             namespace: leader_election
                 .as_ref()
                 .map(|l| l.namespace.clone())
-                .or_else(|| non_empty(&self.leader_election_namespace).map(str::to_string))
-                .or_else(|| {
-                    std::env::var("POD_NAMESPACE")
-                        .ok()
-                        .filter(|s| !s.is_empty())
-                })
+                .or_else(|| non_empty(&self.leader.leader_election_namespace).map(str::to_string))
+                .or_else(|| non_empty(&self.leader.pod_namespace).map(str::to_string))
                 .unwrap_or_else(|| "default".to_string()),
-            name: format!("{}-deletion-budget", self.lease_name.trim()),
+            name: format!("{}-deletion-budget", self.leader.lease_name.trim()),
         };
-        let default_api_key = non_empty(&self.leen_api_key)
+        let default_api_key = non_empty(&self.leen.leen_api_key)
             .map(ApiKey::new)
             .transpose()
             .map_err(|problem| err("LEEN_API_KEY", "leen-api-key", format!("the key {problem}")))?;
         Ok(Settings {
+            pod_name: non_empty(&self.leader.pod_name).map(str::to_string),
             budget,
             default_key_namespaces,
             leader_election,
@@ -427,29 +468,29 @@ impl RunArgs {
             sync_interval: duration(
                 "LEEN_SYNC_INTERVAL",
                 "sync-interval",
-                &self.sync_interval,
+                &self.controller.sync_interval,
                 Duration::from_secs(1),
             )?,
             request_timeout: duration(
                 "LEEN_REQUEST_TIMEOUT",
                 "request-timeout",
-                &self.request_timeout,
+                &self.leen.request_timeout,
                 Duration::from_millis(100),
             )?,
             max_concurrent_reconciles: count(
                 "LEEN_MAX_CONCURRENT_RECONCILES",
                 "max-concurrent-reconciles",
-                &self.max_concurrent_reconciles,
+                &self.controller.max_concurrent_reconciles,
                 u16::MAX as u32,
             )? as u16,
             max_in_flight_requests: count(
                 "LEEN_MAX_IN_FLIGHT_REQUESTS",
                 "max-in-flight-requests",
-                &self.max_in_flight_requests,
+                &self.leen.max_in_flight_requests,
                 10_000,
             )? as usize,
-            log_format: self.log_format,
-            log_level: self.log_level.clone(),
+            log_format: self.telemetry.log_format,
+            log_level: self.telemetry.log_level.clone(),
         })
     }
 }

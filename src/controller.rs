@@ -25,6 +25,7 @@ use kube::{
         controller::{self, Action},
         events::Reporter,
         finalizer::{self, Event as FinalizerEvent, finalizer},
+        predicates,
         reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
     },
@@ -35,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     budget::{DeletionBudget, Verdict},
-    config::NamespaceSet,
+    config::{NamespaceSet, Settings},
     credentials::Credentials,
     decision::{
         Binding, Decision, DecisionInputs, DeletionStep, EventSpec, FinalizerAction, Observation,
@@ -49,21 +50,27 @@ use crate::{
         CredentialsTest, DeletionPolicy, FINALIZER, KEY_SECRET_ANNOTATION, LeenConnection,
         LeenConnectionStatus, ORGANIZATION_LABEL, REGION_LABEL, Region, SECRET_FINALIZER,
     },
+    secret_index::SecretIndex,
     telemetry::{Metrics, Readiness, ResourceSummary},
 };
 
 /// Field manager of the controller's writes.
 pub const FIELD_MANAGER: &str = "leen-operator";
 
-/// Everything that can fail a reconciliation.
+/// Everything that can fail a reconciliation: one flat enum, the finalizer helper's
+/// errors folded in (Stackable's `extract_finalizer_err`), so that the error policy and
+/// the metrics match on our own variants.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
-    /// Adding or removing the finalizer failed, or Apply/Cleanup failed inside it.
-    #[error("{0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
+    /// The patch adding or removing the finalizer failed.
+    #[error("finalizer patch failed: {0}")]
+    FinalizerPatch(#[source] kube::Error),
+    /// The finalizer helper refused the object (it has no name, say).
+    #[error("finalizer: {0}")]
+    Finalizer(String),
     /// The deletion is not finished; the finalizer stays and the controller tries again.
     #[error("deletion not finished ({}), retrying in {retry_after:?}", reason.as_str())]
     DeletionPending {
@@ -77,32 +84,34 @@ pub enum Error {
     NoNamespace,
 }
 
+impl From<finalizer::Error<Error>> for Error {
+    fn from(e: finalizer::Error<Error>) -> Self {
+        match e {
+            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+            finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                Error::FinalizerPatch(e)
+            }
+            other => Error::Finalizer(other.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// A short label for metrics.
     pub fn metric_reason(&self) -> &'static str {
         match self {
             Error::Kube(_) => "KubeApi",
-            Error::Finalizer(e) => match e.as_ref() {
-                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
-                    inner.metric_reason()
-                }
-                finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => {
-                    "FinalizerPatch"
-                }
-                _ => "Finalizer",
-            },
+            Error::FinalizerPatch(_) => "FinalizerPatch",
+            Error::Finalizer(_) => "Finalizer",
             Error::DeletionPending { reason, .. } => reason.as_str(),
             Error::NoNamespace => "NoNamespace",
         }
     }
 
-    fn pending_retry(&self) -> Option<Duration> {
+    /// When a deletion still pending asks to be tried again.
+    pub fn pending_retry(&self) -> Option<Duration> {
         match self {
             Error::DeletionPending { retry_after, .. } => Some(*retry_after),
-            Error::Finalizer(e) => match e.as_ref() {
-                finalizer::Error::CleanupFailed(inner) => inner.pending_retry(),
-                _ => None,
-            },
             _ => None,
         }
     }
@@ -136,12 +145,13 @@ pub struct Context {
     pub connections: Store<CachedConnection>,
     /// The deletion budget; `None`: no budget.
     pub budget: Option<DeletionBudget>,
+    /// Which resources read which Secrets.
+    pub secrets: SecretIndex,
     held: Mutex<HashSet<String>>,
     summaries: Mutex<HashMap<String, ResourceSummary>>,
     writer: Mutex<Option<Writer<CachedConnection>>>,
     synced: AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
-    secret_refs: Mutex<HashMap<ObjectRef<CachedConnection>, Vec<String>>>,
     wake_connections: mpsc::UnboundedSender<ObjectRef<CachedConnection>>,
     wake_connections_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedConnection>>>>,
     wake_secrets: mpsc::UnboundedSender<ObjectRef<CachedSecret>>,
@@ -149,18 +159,20 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for the reconcilers. Starts the Event worker: call it on a Tokio runtime.
+    /// The context for the reconcilers, from the checked settings. Starts the Event
+    /// worker: call it on a Tokio runtime.
     pub fn new(
         client: Client,
         leen: LeenClient,
-        default_key: Option<ApiKey>,
+        settings: &Settings,
         metrics: Arc<Metrics>,
-        sync_interval: Duration,
     ) -> Self {
         let reporter = Reporter {
             controller: "leen-operator".into(),
-            instance: std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()),
+            instance: settings.pod_name.clone(),
         };
+        let budget = (settings.budget.max_deletions > 0)
+            .then(|| DeletionBudget::new(client.clone(), settings.budget.clone()));
         let (connections, writer) = reflector::store();
         let (wake_connections, wake_connections_rx) = mpsc::unbounded_channel();
         let (wake_secrets, wake_secrets_rx) = mpsc::unbounded_channel();
@@ -168,19 +180,19 @@ impl Context {
             events: EventPublisher::start(client.clone(), reporter, metrics.clone()),
             client,
             leen,
-            default_key,
-            default_key_namespaces: NamespaceSet::Only(Vec::new()),
+            default_key: settings.default_api_key.clone(),
+            default_key_namespaces: settings.default_key_namespaces.clone(),
             metrics,
-            sync_interval,
+            sync_interval: settings.sync_interval,
             policy: RetryPolicy::default(),
             connections,
-            budget: None,
+            budget,
+            secrets: SecretIndex::default(),
             held: Mutex::default(),
             summaries: Mutex::default(),
             writer: Mutex::new(Some(writer)),
             synced: AtomicBool::new(false),
             failures: Mutex::default(),
-            secret_refs: Mutex::default(),
             wake_connections,
             wake_connections_rx: Mutex::new(Some(wake_connections_rx)),
             wake_secrets,
@@ -218,33 +230,9 @@ impl Context {
         }
     }
 
-    /// Records which Secrets a resource reads (API key, vendor credentials), so that a
-    /// change of one of them reconciles it at once.
-    fn remember_secret(&self, key: ObjectRef<CachedConnection>, obj: &LeenConnection) {
-        let names: Vec<String> = [
-            obj.spec.api_key_secret_ref.as_ref().map(|r| r.name.clone()),
-            obj.spec
-                .credentials_secret_ref
-                .as_ref()
-                .map(|r| r.name.clone()),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if let Ok(mut map) = self.secret_refs.lock() {
-            if names.is_empty() {
-                map.remove(&key);
-            } else {
-                map.insert(key, names);
-            }
-        }
-    }
-
     /// Drops everything kept in memory about a resource that is gone, however it went.
     fn forget(&self, key: &ObjectRef<CachedConnection>, uid: Option<&str>) {
-        if let Ok(mut map) = self.secret_refs.lock() {
-            map.remove(key);
-        }
+        self.secrets.forget(key);
         if let Some(uid) = uid {
             self.set_failures(uid, false);
             self.set_held(uid, false);
@@ -301,21 +289,6 @@ impl Context {
             }
             self.metrics.set_deletions_held(set.len());
         }
-    }
-
-    /// The resources that read their key from this Secret.
-    pub fn users_of_secret(&self, secret: &CachedSecret) -> Vec<ObjectRef<CachedConnection>> {
-        let ns = secret.namespace();
-        let name = secret.name_any();
-        self.secret_refs
-            .lock()
-            .map(|map| {
-                map.iter()
-                    .filter(|(k, s)| k.namespace == ns && s.contains(&name))
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     fn inputs(&self, uid: &str, also_bound_by: Vec<String>) -> DecisionInputs<'_> {
@@ -406,7 +379,13 @@ fn binding_labels(b: &Binding) -> [(&'static str, String); 3] {
 }
 
 /// Reconciles one LeenConnection from its cached metadata: reads the whole object (the
-/// cache holds only metadata, to stay small at scale), then [`reconcile_object`].
+/// cache holds only metadata, to stay small at scale), then [`reconcile_object`]. Every
+/// log line inside carries the object's name and namespace through this span.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(name = %meta.name_any(), namespace = %meta.namespace().unwrap_or_default())
+)]
 pub async fn reconcile(meta: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = meta.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
@@ -425,7 +404,7 @@ pub async fn reconcile(meta: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
         }
         Err(e) => return Err(e.into()),
     };
-    ctx.remember_secret(key, &obj);
+    ctx.secrets.record(key, &obj);
     reconcile_object(Arc::new(obj), ctx).await
 }
 
@@ -454,7 +433,7 @@ pub async fn reconcile_object(
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .map_err(Error::from);
     if result.is_ok() && deleting && has_finalizer {
         ctx.metrics.kube_write("finalizer_remove");
     }
@@ -712,7 +691,7 @@ async fn create(
                     "found connection {} by identifier {identifier:?} ({why}); bound to it instead of creating another",
                     binding.connection
                 );
-                info!(name = %obj.name_any(), namespace = ?obj.namespace(), connection = %binding.connection, "create recovered by identifier");
+                info!(connection = %binding.connection, "create recovered by identifier");
                 publish(ctx, obj, Reason::CreateRecovered, false, note);
                 return Ok(Ok((binding, LeenOutcome::Success(Box::new(found)))));
             }
@@ -750,7 +729,7 @@ async fn create(
         status.credentials = Some(applied(c, obj));
     }
     write_status(obj, status, ctx).await?;
-    info!(name = %obj.name_any(), namespace = ?obj.namespace(), connection = %binding.connection, "connection created");
+    info!(connection = %binding.connection, "connection created");
     publish(
         ctx,
         obj,
@@ -958,7 +937,7 @@ fn publish(ctx: &Context, obj: &LeenConnection, reason: Reason, warning: bool, n
         action: "SyncConnection",
         note,
     };
-    ctx.events.publish(&event, obj.object_ref(&()), false);
+    ctx.events.publish(&event, obj.object_ref(&()));
 }
 
 /// A resource being deleted: the deletion table.
@@ -1000,7 +979,7 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
                     Ok(()) => break,
                     Err(e) if tries < 3 => {
                         tries += 1;
-                        warn!(name = %obj.name_any(), error = %e, "status write before finalizer removal failed, retrying");
+                        warn!(error = %e, "status write before finalizer removal failed, retrying");
                         tokio::time::sleep(Duration::from_millis(200 * tries)).await;
                     }
                     Err(e) => return Err(e),
@@ -1020,7 +999,10 @@ async fn cleanup(obj: Arc<LeenConnection>, ctx: &Context) -> Result<Action, Erro
                 ctx.wake(&ctx.labelled_binders(&obj, b));
             }
             ctx.metrics.deletion_finished(reason.as_str());
-            info!(name = %obj.name_any(), namespace = ?obj.namespace(), reason = reason.as_str(), "deletion finished, removing finalizer");
+            info!(
+                reason = reason.as_str(),
+                "deletion finished, removing finalizer"
+            );
             Ok(Action::await_change())
         }
         FinalizerAction::Keep => {
@@ -1118,7 +1100,7 @@ async fn observe(obj: &LeenConnection, ctx: &Context, op: Operation) -> Result<O
             .get_connection(region, organization, connection, &key)
             .await
     };
-    debug!(name = %obj.name_any(), op = op.as_str(), status = ?outcome.http_status(), "Leen answered");
+    debug!(op = op.as_str(), status = ?outcome.http_status(), "Leen answered");
     Ok(Observation::Leen(outcome))
 }
 
@@ -1290,6 +1272,11 @@ async fn protect_secret(secret: &Secret, ctx: &Context, strict: bool) -> Result<
 
 /// Keeps `leen.dev/secret-in-use` on a Secret exactly while a `Delete` LeenConnection still
 /// holding its finalizer names it.
+#[tracing::instrument(
+    name = "protect_secret",
+    skip_all,
+    fields(secret = %secret.name_any(), namespace = %secret.namespace().unwrap_or_default())
+)]
 pub async fn reconcile_secret(
     secret: Arc<CachedSecret>,
     ctx: Arc<Context>,
@@ -1308,7 +1295,7 @@ pub async fn reconcile_secret(
     let ns = secret.namespace().ok_or(Error::NoNamespace)?;
     let name = secret.name_any();
     if let Some(user) = secret_user(&ctx, &ns, &name).await? {
-        debug!(secret = %name, namespace = %ns, user = %user, "key Secret still needed");
+        debug!(user = %user, "key Secret still needed");
         // Woken when a user goes; the requeue is only a safety net.
         return Ok(Action::requeue(
             ctx.sync_interval.min(Duration::from_secs(300)),
@@ -1329,7 +1316,7 @@ pub async fn reconcile_secret(
     {
         Ok(_) => {
             ctx.metrics.kube_write("secret_finalizer_remove");
-            info!(secret = %name, namespace = %ns, "no LeenConnection needs the key Secret any more; released it");
+            info!("no LeenConnection needs the key Secret any more; released it");
             Ok(Action::await_change())
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
@@ -1396,11 +1383,7 @@ async fn write(obj: &LeenConnection, decision: &Decision, ctx: &Context) -> Resu
         ctx.metrics.kube_write("status");
     }
     if let Some(event) = &decision.event {
-        ctx.events.publish(
-            event,
-            obj.object_ref(&()),
-            decision.finalizer == FinalizerAction::Remove,
-        );
+        ctx.events.publish(event, obj.object_ref(&()));
     }
     Ok(())
 }
@@ -1432,15 +1415,18 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
-/// What changes of a LeenConnection are worth a reconciliation: spec (generation),
-/// finalizers and the start of deletion. Status writes (our own) and our own labels are not.
+/// What changes of a LeenConnection are worth a reconciliation: kube's `generation` and
+/// `finalizers` predicates, and two that kube has no predicate for: the start of deletion
+/// (so that a deletion is acted on even if no generation bump came with it) and the
+/// `leen.dev/confirm-deletion` annotation (a person's go-ahead for a held deletion; the
+/// whole-annotations predicate would also fire on our own annotation writes). Status
+/// writes (our own) and our own labels are not worth one.
 fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    obj.meta().generation.hash(&mut h);
-    obj.finalizers().hash(&mut h);
+    predicates::generation(obj).hash(&mut h);
+    predicates::finalizers(obj).hash(&mut h);
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
-    // Confirming a held deletion is a person's go-ahead: act on it at once.
     obj.annotations()
         .get(CONFIRM_DELETION_ANNOTATION)
         .hash(&mut h);
@@ -1496,6 +1482,16 @@ pub async fn run(
         .modify(strip)
         .reflect(writer)
         .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                // The store holds the whole initial list now (the reflector applied it
+                // before this event passes): an empty cache no longer means "nobody".
+                if !gone_ctx.synced() {
+                    info!("LeenConnection cache synced; ready");
+                }
+                gone_ctx.set_synced();
+                ready.set(true);
+                return;
+            }
             let Ok(watcher::Event::Delete(obj)) = event else {
                 return;
             };
@@ -1540,27 +1536,10 @@ pub async fn run(
         .and_then(|mut rx| rx.take());
     let wake_secrets = ctx.wake_secrets_rx.lock().ok().and_then(|mut rx| rx.take());
 
-    let ready_reader = reader.clone();
-    let ready_ctx = ctx.clone();
+    let gauges_ctx = ctx.clone();
     tokio::spawn(async move {
-        // The store's readiness signal wakes only its most recent waiter (the controller's
-        // runner also waits on it), so look again at short intervals rather than once.
         loop {
-            match tokio::time::timeout(Duration::from_millis(100), ready_reader.wait_until_ready())
-                .await
-            {
-                Ok(Ok(())) => {
-                    info!("LeenConnection cache synced; ready");
-                    ready_ctx.set_synced();
-                    ready.set(true);
-                    break;
-                }
-                Ok(Err(_)) => return,
-                Err(_) => {}
-            }
-        }
-        loop {
-            ready_ctx.publish_gauges();
+            gauges_ctx.publish_gauges();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -1576,7 +1555,7 @@ pub async fn run(
     let mut main = Controller::for_stream(main_stream, reader)
         .with_config(controller::Config::default().concurrency(concurrency))
         .watches_stream(secret_stream, move |secret| {
-            secret_index.users_of_secret(&secret)
+            secret_index.secrets.readers(&secret)
         })
         .graceful_shutdown_on(async move {
             let _ = connections_shutdown.recv().await;
@@ -1620,7 +1599,7 @@ pub async fn run(
 fn secret_fingerprint(obj: &CachedSecret) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    obj.finalizers().hash(&mut h);
+    predicates::finalizers(obj).hash(&mut h);
     obj.meta().deletion_timestamp.is_some().hash(&mut h);
     Some(h.finish())
 }

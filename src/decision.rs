@@ -18,8 +18,19 @@ use crate::{
     },
 };
 
-/// Why the Ready condition is what it is. Also the reason of the Event emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Why the Ready condition is what it is. Also the reason of the Event emitted. The word
+/// shown (conditions, Events, metrics) is the variant's name: adding a reason is one line.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
 pub enum Reason {
     /// Read from Leen, not deleted.
     Synced,
@@ -85,44 +96,14 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// The CamelCase word used in conditions, Events and metrics.
+    /// The CamelCase word used in conditions, Events and metrics: the variant's name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Synced => "Synced",
-            Reason::ConnectionDeleted => "ConnectionDeleted",
-            Reason::NotFound => "NotFound",
-            Reason::Unauthorized => "Unauthorized",
-            Reason::Rejected => "Rejected",
-            Reason::RateLimited => "RateLimited",
-            Reason::LeenUnavailable => "LeenUnavailable",
-            Reason::InvalidResponse => "InvalidResponse",
-            Reason::UnexpectedResponse => "UnexpectedResponse",
-            Reason::CredentialsMissing => "CredentialsMissing",
-            Reason::InvalidSpec => "InvalidSpec",
-            Reason::ImmutableFieldChanged => "ImmutableFieldChanged",
-            Reason::Deleted => "Deleted",
-            Reason::AlreadyDeleted => "AlreadyDeleted",
-            Reason::Orphaned => "Orphaned",
-            Reason::StillReferenced => "StillReferenced",
-            Reason::SharedConnection => "SharedConnection",
-            Reason::DeletionHeld => "DeletionHeld",
-            Reason::Pending => "Pending",
-            Reason::Paused => "Paused",
-            Reason::UnknownState => "UnknownState",
-            Reason::AwaitingAuthorization => "AwaitingAuthorization",
-            Reason::StateDrift => "StateDrift",
-            Reason::Created => "Created",
-            Reason::CreateRecovered => "CreateRecovered",
-            Reason::StateCorrected => "StateCorrected",
-            Reason::CredentialsApplied => "CredentialsApplied",
-            Reason::CredentialsMalformed => "CredentialsMalformed",
-            Reason::NotCreated => "NotCreated",
-        }
+        self.into()
     }
 
     /// The reason a word names, if any.
     pub fn parse(word: &str) -> Option<Self> {
-        ALL_REASONS.iter().copied().find(|r| r.as_str() == word)
+        word.parse().ok()
     }
 
     /// Whether only a person can make progress (kstatus `Stalled`).
@@ -167,39 +148,6 @@ impl Reason {
         )
     }
 }
-
-/// Every reason, for lookups by name.
-pub const ALL_REASONS: &[Reason] = &[
-    Reason::Synced,
-    Reason::ConnectionDeleted,
-    Reason::NotFound,
-    Reason::Unauthorized,
-    Reason::Rejected,
-    Reason::RateLimited,
-    Reason::LeenUnavailable,
-    Reason::InvalidResponse,
-    Reason::UnexpectedResponse,
-    Reason::CredentialsMissing,
-    Reason::InvalidSpec,
-    Reason::ImmutableFieldChanged,
-    Reason::Deleted,
-    Reason::AlreadyDeleted,
-    Reason::Orphaned,
-    Reason::StillReferenced,
-    Reason::SharedConnection,
-    Reason::DeletionHeld,
-    Reason::Pending,
-    Reason::Paused,
-    Reason::UnknownState,
-    Reason::AwaitingAuthorization,
-    Reason::StateDrift,
-    Reason::Created,
-    Reason::CreateRecovered,
-    Reason::StateCorrected,
-    Reason::CredentialsApplied,
-    Reason::CredentialsMalformed,
-    Reason::NotCreated,
-];
 
 /// What reading the inputs and (maybe) calling Leen came to.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,7 +33,6 @@ const MAX_NOTE: usize = 1000;
 struct Job {
     event: Event,
     reference: ObjectReference,
-    last: bool,
 }
 
 /// Queues Events for the background worker.
@@ -49,20 +48,16 @@ impl EventPublisher {
     /// Starts the worker on the current Tokio runtime.
     pub fn start(client: Client, reporter: Reporter, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
-        // Repeated Events of one object (retries) fold into a series through the shared
-        // recorder's cache; the last Event of a deletion never repeats, so it goes through
-        // a throwaway recorder and leaves nothing cached for an object that is gone.
-        let shared = Recorder::new(client.clone(), reporter.clone());
+        // Repeated Events of one object (retries) fold into a series through the
+        // recorder's cache, which drops entries older than six minutes by itself: nothing
+        // is left behind for objects that are gone.
+        let recorder = Recorder::new(client, reporter);
         let worker_metrics = metrics.clone();
         let unfinished = Arc::new(AtomicUsize::new(0));
         let worker_unfinished = unfinished.clone();
         tokio::spawn(
             tokio_stream_from(rx).for_each_concurrent(IN_FLIGHT, move |job| {
-                let recorder = if job.last {
-                    Recorder::new(client.clone(), reporter.clone())
-                } else {
-                    shared.clone()
-                };
+                let recorder = recorder.clone();
                 let metrics = worker_metrics.clone();
                 let unfinished = worker_unfinished.clone();
                 async move {
@@ -99,8 +94,8 @@ impl EventPublisher {
         }
     }
 
-    /// Queues an Event about `reference`. `last`: the object's final Event.
-    pub fn publish(&self, spec: &EventSpec, reference: ObjectReference, last: bool) {
+    /// Queues an Event about `reference`.
+    pub fn publish(&self, spec: &EventSpec, reference: ObjectReference) {
         let event = Event {
             type_: if spec.warning {
                 EventType::Warning
@@ -113,15 +108,7 @@ impl EventPublisher {
             secondary: None,
         };
         self.unfinished.fetch_add(1, Ordering::AcqRel);
-        if self
-            .tx
-            .try_send(Job {
-                event,
-                reference,
-                last,
-            })
-            .is_err()
-        {
+        if self.tx.try_send(Job { event, reference }).is_err() {
             self.unfinished.fetch_sub(1, Ordering::AcqRel);
             self.metrics.event_dropped();
             debug!("Event queue full; Event dropped");

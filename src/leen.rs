@@ -75,8 +75,9 @@ impl fmt::Display for ApiKey {
     }
 }
 
-/// Which call to Leen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which call to Leen. Its metrics label is the variant's name in lower case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Operation {
     /// `GET .../connections/{id}`
     Get,
@@ -95,14 +96,7 @@ pub enum Operation {
 impl Operation {
     /// Lower-case name, used as a metrics label.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Get => "get",
-            Operation::Delete => "delete",
-            Operation::Create => "create",
-            Operation::Update => "update",
-            Operation::Test => "test",
-            Operation::List => "list",
-        }
+        self.into()
     }
 
     fn method(self) -> Method {
@@ -115,8 +109,9 @@ impl Operation {
     }
 }
 
-/// What a create sends (`POST .../connections`). Its `Debug` never shows the credentials.
-#[derive(Clone, PartialEq)]
+/// What a create sends (`POST .../connections`). Its `Debug` never shows the credentials
+/// (theirs is redacted).
+#[derive(Clone, Debug, PartialEq)]
 pub struct CreateRequest {
     /// Vendor name.
     pub vendor: String,
@@ -126,17 +121,6 @@ pub struct CreateRequest {
     pub identifier: String,
     /// Vendor options.
     pub options: Option<Value>,
-}
-
-impl fmt::Debug for CreateRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CreateRequest")
-            .field("vendor", &self.vendor)
-            .field("credentials", &self.credentials)
-            .field("identifier", &self.identifier)
-            .field("options", &self.options)
-            .finish()
-    }
 }
 
 impl CreateRequest {
@@ -151,21 +135,12 @@ impl CreateRequest {
 }
 
 /// What an update sends (`PATCH .../connections/{id}`): only the fields given.
-#[derive(Clone, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct UpdateRequest {
     /// New credentials.
     pub credentials: Option<crate::credentials::Credentials>,
     /// New state: ACTIVE or PAUSED.
     pub state: Option<&'static str>,
-}
-
-impl fmt::Debug for UpdateRequest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpdateRequest")
-            .field("credentials", &self.credentials)
-            .field("state", &self.state)
-            .finish()
-    }
 }
 
 impl UpdateRequest {
@@ -194,76 +169,60 @@ pub struct CredentialCheck {
 /// be missing or null, unknown fields are ignored and enum values are kept as strings, so
 /// that a value Leen adds later is data, not an error.
 #[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
 pub struct Connection {
     /// Connection UUID.
-    #[serde(default)]
     pub id: Option<String>,
     /// Vendor name.
-    #[serde(default)]
     pub vendor: Option<String>,
     /// Whether the connection is active.
-    #[serde(default)]
     pub is_active: Option<bool>,
     /// Refresh interval in seconds.
-    #[serde(default)]
     pub refresh_interval_secs: Option<i64>,
     /// Vendor call timeout in seconds.
-    #[serde(default)]
     pub timeout_secs: Option<i64>,
     /// Organization UUID.
-    #[serde(default)]
     pub organization_id: Option<String>,
     /// Organization name (only some API versions return it).
-    #[serde(default)]
     pub organization_name: Option<String>,
     /// Identifier of the connection.
-    #[serde(default)]
     pub identifier: Option<String>,
     /// For OAuth vendors: where the vendor's consent is given.
-    #[serde(default)]
     pub oauth2_authorize_url: Option<String>,
     /// PENDING, ACTIVE, PAUSED, DELETED or a value added later.
-    #[serde(default)]
     pub state: Option<String>,
     /// Creation time as Leen wrote it.
-    #[serde(default)]
     pub created_at: Option<String>,
     /// Last update time as Leen wrote it.
-    #[serde(default)]
     pub updated_at: Option<String>,
     /// Health of the connection.
-    #[serde(default)]
     pub health: Option<Health>,
 }
 
 /// `ConnectionHealthStatus`, read leniently.
 #[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
 pub struct Health {
     /// Health name.
-    #[serde(default)]
     pub name: Option<String>,
     /// Health status.
-    #[serde(default)]
     pub status: Option<String>,
     /// Description.
-    #[serde(default)]
     pub description: Option<String>,
     /// Who resolves it.
-    #[serde(default)]
     pub resolution_owner: Option<String>,
     /// Details; null and missing both read as empty.
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(deserialize_with = "null_as_empty")]
     pub details: Vec<HealthDetail>,
 }
 
 /// `ConnectionHealthUnauthorizedDetail`, read leniently.
 #[derive(Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(default)]
 pub struct HealthDetail {
     /// Data export type.
-    #[serde(default)]
     pub data_export_type: Option<String>,
     /// Endpoint.
-    #[serde(default)]
     pub endpoint: Option<String>,
 }
 

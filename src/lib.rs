@@ -5,7 +5,8 @@
 //! [`decision`] (what to do, as pure functions), [`controller`] (wiring and writes), [`events`] (Kubernetes Events, off the critical path),
 //! [`config`] (flags and environment), [`leader`] (leader election), [`telemetry`] (metrics, logs, health endpoints),
 //! [`rate_gate`] (one pause per Leen rate limit), [`budget`] (the deletion budget), [`credentials`] (vendor credentials),
-//! [`fake`] (a fake Leen for tests and the demo).
+//! [`secret_index`] (which resources read which Secrets).
+//! The fake Leen used by tests, the benchmark and the demo is its own crate, `fake-leen`.
 
 pub mod budget;
 pub mod config;
@@ -13,11 +14,11 @@ pub mod controller;
 pub mod credentials;
 pub mod decision;
 pub mod events;
-pub mod fake;
 pub mod leader;
 pub mod leen;
 pub mod rate_gate;
 pub mod resource;
+pub mod secret_index;
 pub mod telemetry;
 
 /// Installs the one rustls crypto provider (aws-lc-rs) that both kube and reqwest use.

@@ -4,7 +4,6 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use leen_operator::{
-    budget::DeletionBudget,
     config::{Cli, Command, RunArgs},
     controller::{self, Context},
     leader::{LeaderElector, LeaseConfig},
@@ -108,14 +107,6 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
         concurrency = settings.max_concurrent_reconciles,
         "starting leen-operator"
     );
-    let mut ctx = Context::new(
-        client.clone(),
-        leen,
-        settings.default_api_key.clone(),
-        metrics.clone(),
-        settings.sync_interval,
-    );
-    ctx.default_key_namespaces = settings.default_key_namespaces.clone();
     if settings.budget.max_deletions > 0 {
         info!(
             max_deletions = settings.budget.max_deletions,
@@ -123,10 +114,10 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
             lease = %format!("{}/{}", settings.budget.namespace, settings.budget.name),
             "deletion budget on"
         );
-        ctx.budget = Some(DeletionBudget::new(client.clone(), settings.budget.clone()));
     } else {
         info!("deletion budget off (LEEN_MAX_DELETIONS=0)");
     }
+    let ctx = Context::new(client.clone(), leen, &settings, metrics.clone());
     let ctx = Arc::new(ctx);
     let ready = Readiness::default();
 
@@ -153,7 +144,7 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
             LeaseConfig {
                 namespace: le.namespace.clone(),
                 name: le.lease_name.clone(),
-                identity: identity(),
+                identity: identity(settings.pod_name.as_deref()),
                 lease_duration: le.lease_duration,
                 retry_period: (le.lease_duration / 5).max(Duration::from_millis(500)),
             },
@@ -213,16 +204,13 @@ const KUBE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const EVENT_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// This replica's identity in the Lease: the pod name, else host name and process id.
-fn identity() -> String {
-    std::env::var("POD_NAME")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "leen-operator".to_string());
-            format!("{host}-{}", std::process::id())
-        })
+fn identity(pod_name: Option<&str>) -> String {
+    pod_name.map(str::to_string).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "leen-operator".to_string());
+        format!("{host}-{}", std::process::id())
+    })
 }
 
 async fn shutdown_signal() {

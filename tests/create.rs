@@ -6,15 +6,13 @@ mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
+use fake_leen::{Fault, FaultBody};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
-use leen_operator::{
-    fake::{Fault, FaultBody},
-    resource::{CONNECTION_LABEL, CREDENTIALS_VALID_CONDITION, LeenConnection},
-};
+use leen_operator::resource::{CONNECTION_LABEL, CREDENTIALS_VALID_CONDITION, LeenConnection};
 use rand::{Rng, SeedableRng};
 use support::*;
 use uuid::Uuid;

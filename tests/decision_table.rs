@@ -3,33 +3,19 @@
 
 use std::time::Duration;
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
 use chrono::{TimeZone, Utc};
+use fixtures::{Fixture, ID, ORG};
 use leen_operator::{
     decision::{
         DecisionInputs, DeletionStep, FinalizerAction, Observation, Reason, RetryPolicy,
         decide_deletion, decide_sync, deletion_shortcut, validate_binding,
     },
     leen::{Connection, Expected, Health, LeenOutcome, classify},
-    resource::{
-        BoundConnection, DeletionPolicy, DeletionRecord, LeenConnection, LeenConnectionSpec,
-        LeenConnectionStatus, Region,
-    },
+    resource::{BoundConnection, DeletionRecord, LeenConnection, LeenConnectionStatus, Region},
 };
-
-const ORG: &str = "6f1c2d4e-0000-4000-8000-000000000001";
-const ID: &str = "0b9e7a52-0000-4000-8000-000000000002";
-
-fn resource(policy: DeletionPolicy) -> LeenConnection {
-    let spec: LeenConnectionSpec = serde_json::from_value(serde_json::json!({
-        "organizationId": ORG, "connectionId": ID,
-        "deletionPolicy": match policy { DeletionPolicy::Delete => "Delete", DeletionPolicy::Orphan => "Orphan" },
-    }))
-    .expect("spec");
-    let mut obj = LeenConnection::new("crowdstrike-prod", spec);
-    obj.metadata.namespace = Some("security".into());
-    obj.metadata.generation = Some(3);
-    obj
-}
 
 fn deleted_connection() -> Connection {
     Connection {
@@ -348,10 +334,10 @@ fn deletion_table() {
         connection: ID.parse().expect("uuid"),
     };
     for row in rows {
-        let mut obj = resource(match row.answer {
-            Answer::Orphan => DeletionPolicy::Orphan,
-            _ => DeletionPolicy::Delete,
-        });
+        let mut obj = match row.answer {
+            Answer::Orphan => LeenConnection::test().orphan(),
+            _ => LeenConnection::test(),
+        };
         obj.status = Some(LeenConnectionStatus {
             bound_connection: Some(BoundConnection {
                 region: Some(Region::Us),
@@ -436,7 +422,7 @@ fn deletion_table() {
 fn deleted_row_mirrors_state_and_health() {
     let policy = RetryPolicy::default();
     let d = decide_deletion(
-        &resource(DeletionPolicy::Delete),
+        &LeenConnection::test(),
         &DeletionStep::Observed(Observation::Leen(LeenOutcome::Success(Box::new(
             deleted_connection(),
         )))),
@@ -457,7 +443,7 @@ fn deleted_row_mirrors_state_and_health() {
 fn rejected_message_carries_the_validation_detail() {
     let policy = RetryPolicy::default();
     let d = decide_deletion(
-        &resource(DeletionPolicy::Delete),
+        &LeenConnection::test(),
         &DeletionStep::Observed(Observation::Leen(LeenOutcome::Rejected {
             detail: "path.connection_id: value is not a valid uuid".into(),
         })),
@@ -473,7 +459,7 @@ fn rejected_message_carries_the_validation_detail() {
 #[test]
 fn backoff_grows_and_is_capped() {
     let policy = RetryPolicy::default();
-    let mut obj = resource(DeletionPolicy::Delete);
+    let mut obj = LeenConnection::test();
     let step = DeletionStep::Observed(Observation::Leen(LeenOutcome::Unavailable {
         status: Some(500),
         error: "boom".into(),
@@ -502,7 +488,7 @@ fn backoff_grows_and_is_capped() {
 
 #[test]
 fn confirmed_deletion_is_released_without_a_new_call() {
-    let mut obj = resource(DeletionPolicy::Delete);
+    let mut obj = LeenConnection::test();
     obj.status = Some(LeenConnectionStatus {
         state: Some("DELETED".into()),
         deletion: Some(DeletionRecord {
@@ -522,7 +508,7 @@ fn confirmed_deletion_is_released_without_a_new_call() {
 
 #[test]
 fn a_failed_attempt_is_never_a_shortcut() {
-    let mut obj = resource(DeletionPolicy::Delete);
+    let mut obj = LeenConnection::test();
     obj.status = Some(LeenConnectionStatus {
         deletion: Some(DeletionRecord {
             attempts: 3,
@@ -537,7 +523,7 @@ fn a_failed_attempt_is_never_a_shortcut() {
 #[test]
 fn only_success_rows_remove_the_finalizer() {
     let policy = RetryPolicy::default();
-    let obj = resource(DeletionPolicy::Delete);
+    let obj = LeenConnection::test();
     let releasing = [Reason::Deleted, Reason::AlreadyDeleted, Reason::Orphaned];
     let outcomes = [
         LeenOutcome::Unauthorized {
@@ -580,7 +566,7 @@ fn only_success_rows_remove_the_finalizer() {
 #[test]
 fn sync_rows() {
     let policy = RetryPolicy::default();
-    let obj = resource(DeletionPolicy::Delete);
+    let obj = LeenConnection::test();
     let active = Connection {
         state: Some("ACTIVE".into()),
         ..deleted_connection()
@@ -647,7 +633,7 @@ fn sync_rows() {
 #[test]
 fn unchanged_sync_writes_nothing_and_emits_nothing() {
     let policy = RetryPolicy::default();
-    let mut obj = resource(DeletionPolicy::Delete);
+    let mut obj = LeenConnection::test();
     let obs = Observation::Leen(LeenOutcome::Success(Box::new(Connection {
         state: Some("ACTIVE".into()),
         ..deleted_connection()
@@ -663,7 +649,7 @@ fn unchanged_sync_writes_nothing_and_emits_nothing() {
 
 #[test]
 fn region_and_ids_are_validated_and_bound() {
-    let mut obj = resource(DeletionPolicy::Delete);
+    let mut obj = LeenConnection::test();
     assert!(validate_binding(&obj).is_ok());
     obj.spec.connection_id = Some("not-a-uuid".into());
     assert!(matches!(
@@ -673,7 +659,7 @@ fn region_and_ids_are_validated_and_bound() {
             ..
         })
     ));
-    let mut obj = resource(DeletionPolicy::Delete);
+    let mut obj = LeenConnection::test();
     obj.status = Some(LeenConnectionStatus {
         bound_connection: Some(BoundConnection {
             region: Some(Region::Us),
@@ -694,7 +680,7 @@ fn region_and_ids_are_validated_and_bound() {
 #[test]
 fn an_identical_failure_soon_after_writes_nothing_and_emits_nothing() {
     let policy = RetryPolicy::default();
-    let mut obj = resource(DeletionPolicy::Delete);
+    let mut obj = LeenConnection::test();
     let step = DeletionStep::Observed(Observation::Leen(LeenOutcome::RateLimited {
         retry_after: Some(Duration::from_secs(5)),
     }));
@@ -725,7 +711,7 @@ fn an_identical_failure_soon_after_writes_nothing_and_emits_nothing() {
 #[test]
 fn a_shared_connection_shows_on_the_live_resource() {
     let policy = RetryPolicy::default();
-    let obj = resource(DeletionPolicy::Delete);
+    let obj = LeenConnection::test();
     let obs = Observation::Leen(LeenOutcome::Success(Box::new(Connection {
         state: Some("ACTIVE".into()),
         ..deleted_connection()
@@ -756,7 +742,7 @@ fn condition<'a>(status: &'a LeenConnectionStatus, type_: &str) -> (&'a str, &'a
 #[test]
 fn conditions_table() {
     let policy = RetryPolicy::default();
-    let live = resource(DeletionPolicy::Delete);
+    let live = LeenConnection::test();
     let read = |state: &str, health: Option<Health>| {
         Observation::Leen(LeenOutcome::Success(Box::new(Connection {
             state: Some(state.into()),
@@ -897,4 +883,247 @@ fn conditions_table() {
         (condition(&s, "Reconciling").0, condition(&s, "Stalled").0),
         ("False", "False")
     );
+}
+
+#[test]
+fn every_reason_word_parses_back() {
+    use strum::IntoEnumIterator;
+    for r in Reason::iter() {
+        assert_eq!(Reason::parse(r.as_str()), Some(r), "{r:?}");
+    }
+    assert_eq!(Reason::AlreadyDeleted.as_str(), "AlreadyDeleted");
+    assert_eq!(Reason::parse("alreadydeleted"), None);
+}
+
+fn leen_says(state: &str, oauth: Option<&str>) -> Observation {
+    Observation::Leen(LeenOutcome::Success(Box::new(Connection {
+        id: Some(ID.into()),
+        state: Some(state.into()),
+        oauth2_authorize_url: oauth.map(str::to_string),
+        ..deleted_connection()
+    })))
+}
+
+fn with_state(state: &str) -> LeenConnection {
+    let mut obj = LeenConnection::test();
+    obj.spec.state = serde_json::from_value(serde_json::json!(state)).expect("state");
+    obj
+}
+
+#[test]
+fn desired_state_and_authorization_rows() {
+    let policy = RetryPolicy::default();
+    let rows = [
+        // (spec.state, Leen's state, oauth URL, Ready, reason, Reconciling)
+        (None, "PAUSED", None, "False", "Paused", "False"),
+        (Some("Paused"), "PAUSED", None, "True", "Paused", "False"),
+        (
+            Some("Paused"),
+            "ACTIVE",
+            None,
+            "False",
+            "StateDrift",
+            "True",
+        ),
+        (
+            Some("Active"),
+            "PAUSED",
+            None,
+            "False",
+            "StateDrift",
+            "True",
+        ),
+        (Some("Active"), "ACTIVE", None, "True", "Synced", "False"),
+        (
+            None,
+            "PENDING",
+            Some("https://login/x"),
+            "False",
+            "AwaitingAuthorization",
+            "True",
+        ),
+        (None, "PENDING", None, "False", "Pending", "True"),
+    ];
+    for (desired, state, oauth, ready, reason, reconciling) in rows {
+        let obj = desired.map_or_else(LeenConnection::test, with_state);
+        let d = decide_sync(&obj, &leen_says(state, oauth), &inputs(&policy));
+        let what = format!("{desired:?} {state} {oauth:?}");
+        assert_eq!(condition(&d.status, "Ready"), (ready, reason), "{what}");
+        assert_eq!(condition(&d.status, "Reconciling").0, reconciling, "{what}");
+        assert_eq!(d.status.oauth2_authorize_url.as_deref(), oauth, "{what}");
+        assert_eq!(d.status.connection_id.as_deref(), Some(ID), "{what}");
+    }
+}
+
+#[test]
+fn plan_update_toggles_only_active_and_paused_and_sends_changed_credentials() {
+    use leen_operator::{credentials::Credentials, decision::plan_update};
+    let data = |v: &str| {
+        std::collections::BTreeMap::from([(
+            "token".to_string(),
+            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+        )])
+    };
+    let creds = Credentials::from_secret_data(&data("one")).expect("creds");
+    let leen = |state: &str| Connection {
+        state: Some(state.into()),
+        ..Default::default()
+    };
+    for (desired, now, want) in [
+        (Some("Paused"), "ACTIVE", Some("PAUSED")),
+        (Some("Active"), "PAUSED", Some("ACTIVE")),
+        (Some("Paused"), "PAUSED", None),
+        (Some("Active"), "PENDING", None),
+        (Some("Paused"), "DELETED", None),
+        (None, "PAUSED", None),
+    ] {
+        let obj = desired.map_or_else(LeenConnection::test, with_state);
+        assert_eq!(
+            plan_update(&obj, &leen(now), None).state,
+            want,
+            "{desired:?} {now}"
+        );
+    }
+    let mut obj = LeenConnection::test();
+    let plan = plan_update(&obj, &leen("ACTIVE"), Some(&creds));
+    assert!(plan.credentials.is_some(), "never sent: send");
+    let uid = obj.metadata.uid.clone().expect("uid");
+    obj.status = Some(LeenConnectionStatus {
+        credentials: Some(leen_operator::resource::CredentialsStatus {
+            applied_hash: Some(creds.salted_hash(&uid)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert!(
+        plan_update(&obj, &leen("ACTIVE"), Some(&creds))
+            .credentials
+            .is_none(),
+        "unchanged: nothing to send"
+    );
+    let rotated = Credentials::from_secret_data(&data("two")).expect("creds");
+    assert!(
+        plan_update(&obj, &leen("ACTIVE"), Some(&rotated))
+            .credentials
+            .is_some(),
+        "changed: send once"
+    );
+}
+
+#[test]
+fn create_mode_binding_rows() {
+    let create = LeenConnection::to_create("QUALYS");
+    assert_eq!(validate_binding(&create), Ok(None), "nothing bound: create");
+    let mut no_vendor = create.clone();
+    no_vendor.spec.vendor = None;
+    assert!(matches!(
+        validate_binding(&no_vendor),
+        Err(Observation::InvalidSpec { reason: Reason::InvalidSpec, ref message }) if message.contains("spec.vendor is required")
+    ));
+    let mut lower = create.clone();
+    lower.spec.vendor = Some("qualys".into());
+    assert!(validate_binding(&lower).is_err());
+    // Created and bound: the binding comes from status.
+    let mut created = create.clone();
+    created.status = Some(LeenConnectionStatus {
+        bound_connection: Some(BoundConnection {
+            region: Some(Region::Us),
+            organization_id: ORG.into(),
+            connection_id: OTHER_ID.into(),
+        }),
+        ..Default::default()
+    });
+    let bound = validate_binding(&created).expect("valid").expect("bound");
+    assert_eq!(bound.connection.to_string(), OTHER_ID);
+    // Writing the bound id into the spec later is fine; another id is not.
+    let mut same = created.clone();
+    same.spec.connection_id = Some(OTHER_ID.into());
+    assert!(validate_binding(&same).is_ok());
+    let mut other = created;
+    other.spec.connection_id = Some(ID.into());
+    assert!(matches!(
+        validate_binding(&other),
+        Err(Observation::InvalidSpec {
+            reason: Reason::ImmutableFieldChanged,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn credentials_valid_follows_the_test_of_what_was_sent() {
+    use leen_operator::resource::{CredentialsStatus, CredentialsTest, SecretRef};
+    let policy = RetryPolicy::default();
+    let mut obj = LeenConnection::test();
+    let active = leen_says("ACTIVE", None);
+    // No credentials Secret: no condition.
+    let d = decide_sync(&obj, &active, &inputs(&policy));
+    assert!(d.status.condition("CredentialsValid").is_none());
+    obj.spec.credentials_secret_ref = Some(SecretRef {
+        name: "creds".into(),
+    });
+    let tested = |hash: &str, valid: bool| CredentialsStatus {
+        applied_hash: Some("h1".into()),
+        last_test: Some(CredentialsTest {
+            valid,
+            message: Some("m".into()),
+            applied_hash: Some(hash.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for (credentials, obs, error, want) in [
+        (None, &active, None, ("Unknown", "NotTested")),
+        (Some(tested("h1", true)), &active, None, ("True", "Valid")),
+        (
+            Some(tested("h1", false)),
+            &active,
+            None,
+            ("False", "Invalid"),
+        ),
+        // A test of older credentials says nothing of the ones sent now.
+        (
+            Some(tested("h0", true)),
+            &active,
+            None,
+            ("Unknown", "NotTested"),
+        ),
+        (
+            Some(tested("h1", true)),
+            &active,
+            Some("Leen is unavailable"),
+            ("Unknown", "TestFailed"),
+        ),
+        (
+            None,
+            &Observation::CredentialsMissing("Secret creds not found".into()),
+            None,
+            ("False", "CredentialsMissing"),
+        ),
+    ] {
+        obj.status = Some(LeenConnectionStatus {
+            credentials,
+            ..Default::default()
+        });
+        let mut i = inputs(&policy);
+        i.credentials_test_error = error.map(str::to_string);
+        let d = decide_sync(&obj, obs, &i);
+        assert_eq!(condition(&d.status, "CredentialsValid"), want);
+    }
+}
+
+#[test]
+fn a_deletion_that_never_created_anything_releases_without_a_call() {
+    let policy = RetryPolicy::default();
+    let obj = LeenConnection::to_create("QUALYS").deleting();
+    let d = decide_deletion(
+        &obj,
+        &DeletionStep::NotCreated {
+            identifier: "security/crowdstrike-prod/u-1".into(),
+        },
+        &inputs(&policy),
+    );
+    assert_eq!(d.finalizer, FinalizerAction::Remove);
+    assert_eq!(condition(&d.status, "Ready"), ("False", "NotCreated"));
+    assert!(d.event.is_some_and(|e| !e.warning));
 }

@@ -8,6 +8,7 @@ use std::{
     process::Command,
 };
 
+use fake_leen::FakeLeen;
 use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::{Pod, Secret},
@@ -16,7 +17,7 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, PostParams},
 };
-use leen_operator::{fake::FakeLeen, resource::LeenConnection};
+use leen_operator::resource::LeenConnection;
 use serde_yaml::Value;
 use support::*;
 use uuid::Uuid;

@@ -6,9 +6,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use fake_leen::FakeLeen;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, api::PostParams};
-use leen_operator::{fake::FakeLeen, resource::LeenConnection};
+use leen_operator::resource::LeenConnection;
 use support::*;
 use uuid::Uuid;
 

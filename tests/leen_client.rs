@@ -2,8 +2,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use fake_leen::{FakeLeen, Fault, FaultBody};
 use leen_operator::{
-    fake::{FakeLeen, Fault, FaultBody},
     leen::{ApiKey, LeenClient, LeenClientConfig, LeenOutcome, MAX_BODY_BYTES},
     resource::Region,
     telemetry::Metrics,

@@ -5,14 +5,12 @@ mod support;
 
 use std::time::Duration;
 
+use fake_leen::{FakeLeen, Fault, FaultBody};
 use kube::{
     Api,
     api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
-use leen_operator::{
-    fake::{FakeLeen, Fault, FaultBody},
-    resource::LeenConnection,
-};
+use leen_operator::resource::LeenConnection;
 use support::*;
 use uuid::Uuid;
 

@@ -12,7 +12,8 @@ use std::{
 };
 
 use kube::api::{Patch, PatchParams};
-use leen_operator::fake::Fault;
+
+use fake_leen::Fault;
 use support::*;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/leen-operator");

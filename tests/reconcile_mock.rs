@@ -7,11 +7,16 @@ use std::{sync::Arc, time::Duration};
 
 use http::{Request, Response, StatusCode};
 use kube::{Client, client::Body};
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use clap::Parser;
+use fake_leen::{FakeLeen, Fault};
+use fixtures::Fixture;
 use leen_operator::{
-    config::NamespaceSet,
+    config::Cli,
     controller::{Context, reconcile_object},
-    fake::{FakeLeen, Fault},
-    leen::{ApiKey, LeenClient, LeenClientConfig},
+    leen::{LeenClient, LeenClientConfig},
     resource::{FINALIZER, LeenConnection},
     telemetry::Metrics,
 };
@@ -129,30 +134,25 @@ async fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
         metrics.clone(),
     )
     .expect("client");
-    let mut ctx = Context::new(
-        client,
-        leen,
-        ApiKey::new("mock-key").ok(),
-        metrics,
-        Duration::from_secs(300),
-    );
-    ctx.default_key_namespaces = NamespaceSet::All;
-    Arc::new(ctx)
+    let settings = Cli::try_parse_from([
+        "leen-operator",
+        "--leen-api-key=mock-key",
+        "--default-key-namespaces=*",
+        "--max-deletions=0",
+    ])
+    .expect("flags")
+    .run
+    .settings()
+    .expect("settings");
+    Arc::new(Context::new(client, leen, &settings, metrics))
 }
 
+/// The object under test: `security/c`, being deleted.
 fn deleting(org: Uuid, id: Uuid) -> LeenConnection {
-    let mut obj: LeenConnection = serde_json::from_value(serde_json::json!({
-        "apiVersion": "leen.dev/v1alpha1", "kind": "LeenConnection",
-        "metadata": {
-            "name": "c", "namespace": "security", "uid": "u-1", "generation": 2,
-            "resourceVersion": "10", "finalizers": [FINALIZER],
-            "deletionTimestamp": "2026-01-01T00:00:00Z"
-        },
-        "spec": {"organizationId": org.to_string(), "connectionId": id.to_string()}
-    }))
-    .expect("object");
-    obj.metadata.deletion_grace_period_seconds = Some(0);
-    obj
+    LeenConnection::test()
+        .named("security", "c")
+        .ids(&org.to_string(), &id.to_string())
+        .deleting()
 }
 
 /// The first `n` requests (Events are published in the background, so wait for them),
@@ -211,7 +211,7 @@ async fn delete_writes_status_before_removing_finalizer() {
     assert_eq!(status["health"]["description"], "Connection deleted");
     assert_eq!(status["conditions"][0]["reason"], "Deleted");
     assert_eq!(status["conditions"][0]["status"], "False");
-    assert_eq!(status["observedGeneration"], 2);
+    assert_eq!(status["observedGeneration"], 3, "the generation of the object read");
     // The finalizer patch tests that it removes ours, and only ours.
     let ops = writes[1].body.as_array().expect("JSON patch");
     assert_eq!(ops[0]["op"], "test");

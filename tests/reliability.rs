@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fake_leen::{FakeLeen, Fault, FaultBody};
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::{
@@ -16,35 +17,11 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams},
     runtime::watcher,
 };
-use leen_operator::{
-    fake::{FakeLeen, Fault, FaultBody},
-    resource::LeenConnection,
-};
+use leen_operator::resource::LeenConnection;
 use support::*;
 use uuid::Uuid;
 
 /// Waits (bounded) until all `n` resources carry the finalizer and are Ready.
-async fn wait_all_ready(api: &Api<LeenConnection>, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let ready = api
-            .list(&ListParams::default())
-            .await
-            .map(|l| {
-                l.items
-                    .iter()
-                    .filter(|o| has_finalizer(o) && is_ready(o))
-                    .count()
-            })
-            .unwrap_or(0);
-        if ready == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "only {ready} of {n} Ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Waits (bounded) until the namespace holds no LeenConnection.
 async fn wait_empty(api: &Api<LeenConnection>, within: Duration) {
     let deadline = Instant::now() + within;
@@ -118,7 +95,7 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
         return;
     };
     let items = create_many(&api, &fake, "c", 50, 16).await;
-    wait_all_ready(&api, 50).await;
+    wait_all_ready(&api, 50, Duration::from_secs(300)).await;
 
     fake.go_down().await;
     let before = op
@@ -176,7 +153,7 @@ async fn random_server_errors_lose_nothing() {
     };
     let n = 500;
     let items = create_many(&api, &fake, "c", n, 16).await;
-    wait_all_ready(&api, n).await;
+    wait_all_ready(&api, n, Duration::from_secs(300)).await;
     fake.set_failure_rate(0.2, 20261129);
     delete_all(&api).await;
     wait_empty(&api, Duration::from_secs(300)).await;
@@ -214,7 +191,7 @@ async fn api_server_restart_mid_deletion() {
         return;
     };
     let items = create_many(&api, &fake, "c", 10, 16).await;
-    wait_all_ready(&api, 10).await;
+    wait_all_ready(&api, 10, Duration::from_secs(300)).await;
     fake.go_down().await;
     delete_all_until_unavailable(&api, &items).await;
     cp.stop_apiserver();
@@ -249,7 +226,7 @@ async fn sigkill_at_random_points_loses_nothing() {
     fake.set_latency(Duration::from_millis(500));
     let n = 200;
     let items = create_many(&api, &fake, "c", n, 16).await;
-    wait_all_ready(&api, n).await;
+    wait_all_ready(&api, n, Duration::from_secs(300)).await;
     // Every version of every object a watch sees, to check that none was freed without
     // a confirmed status.
     let freed = {
@@ -362,7 +339,7 @@ async fn keys_never_reach_logs_events_status_or_metrics() {
     for f in faults {
         fake.push_fault(f.method("DELETE"));
     }
-    wait_all_ready(&api, items.len()).await;
+    wait_all_ready(&api, items.len(), Duration::from_secs(300)).await;
     // The last one uses the tenant's Secret.
     let mut tenant = connection("tenant", Uuid::new_v4(), Uuid::new_v4());
     tenant.spec.api_key_secret_ref =

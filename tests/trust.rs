@@ -7,15 +7,13 @@ mod support;
 
 use std::time::Duration;
 
+use fake_leen::{Fault, FaultBody};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use leen_operator::{
-    fake::{Fault, FaultBody},
-    resource::{CONNECTION_LABEL, LeenConnection},
-};
+use leen_operator::resource::{CONNECTION_LABEL, LeenConnection};
 use support::*;
 
 fn reason_is(reason: &'static str) -> impl Fn(&LeenConnection) -> bool {

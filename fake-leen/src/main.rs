@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use leen_operator::fake::FakeLeen;
+use fake_leen::FakeLeen;
 use uuid::Uuid;
 
 /// A fake Leen provisioning API on a loopback address.

@@ -549,37 +549,38 @@ struct Call<'a> {
     query: &'a HashMap<String, String>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    state: Shared,
+/// One request as the routes hand it over.
+struct Incoming {
     method: Method,
     operation: &'static str,
-    headers: HeaderMap,
     org: String,
+    /// Empty for create and list.
     id: String,
     body: Option<Value>,
     query: HashMap<String, String>,
-) -> Response {
+}
+
+async fn handle(state: Shared, headers: HeaderMap, r: Incoming) -> Response {
     let api_key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let call = Call {
-        method: &method,
-        operation,
-        org: &org,
-        id: &id,
+        method: &r.method,
+        operation: r.operation,
+        org: &r.org,
+        id: &r.id,
         api_key: api_key.as_deref(),
-        body: body.as_ref(),
-        query: &query,
+        body: r.body.as_ref(),
+        query: &r.query,
     };
     let (response, status, delay) = answer(&state, &call);
     lock(&state).requests.push(RecordedRequest {
-        method: method.to_string(),
-        operation: operation.to_string(),
-        organization_id: org,
-        connection_id: id,
-        body,
+        method: r.method.to_string(),
+        operation: r.operation.to_string(),
+        organization_id: r.org,
+        connection_id: r.id,
+        body: r.body,
         api_key,
         status,
     });
@@ -609,17 +610,16 @@ async fn connection(
         _ => "get",
     };
     let body = json_body(&body);
-    handle(
-        state,
+    let query = HashMap::new();
+    let r = Incoming {
         method,
         operation,
-        headers,
         org,
         id,
         body,
-        HashMap::new(),
-    )
-    .await
+        query,
+    };
+    handle(state, headers, r).await
 }
 
 async fn test_connection(
@@ -628,17 +628,16 @@ async fn test_connection(
     headers: HeaderMap,
     Path((org, id)): Path<(String, String)>,
 ) -> Response {
-    handle(
-        state,
+    let (operation, body, query) = ("test", None, HashMap::new());
+    let r = Incoming {
         method,
-        "test",
-        headers,
+        operation,
         org,
         id,
-        None,
-        HashMap::new(),
-    )
-    .await
+        body,
+        query,
+    };
+    handle(state, headers, r).await
 }
 
 async fn collection(
@@ -654,18 +653,16 @@ async fn collection(
     } else {
         "list"
     };
-    let body = json_body(&body);
-    handle(
-        state,
+    let (id, body) = (String::new(), json_body(&body));
+    let r = Incoming {
         method,
         operation,
-        headers,
         org,
-        String::new(),
+        id,
         body,
         query,
-    )
-    .await
+    };
+    handle(state, headers, r).await
 }
 
 fn detail(status: StatusCode, text: &str) -> Response {
