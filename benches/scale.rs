@@ -298,17 +298,22 @@ struct Row {
     floor: Option<Duration>,
 }
 
-/// Creates `n` connections from the spec and times create -> all Ready, beside the floor
-/// measured in the same run: the same objects created with no operator watching them.
-async fn create_bench(n: usize, latency_ms: u64) -> String {
-    let cp = ControlPlane::start()
-        .await
-        .expect("KUBEBUILDER_ASSETS must be set");
+/// A control plane with the benchmark's namespace and the floor's, and a fake Leen that
+/// accepts `bench-key` and answers after `latency_ms`.
+async fn stage(latency_ms: u64) -> (ControlPlane, FakeLeen) {
+    let cp = ControlPlane::start().await;
     cp.namespace(NS).await;
     cp.namespace("floor").await;
     let fake = FakeLeen::start().await.expect("fake");
     fake.add_api_key("bench-key");
     fake.set_latency(Duration::from_millis(latency_ms));
+    (cp, fake)
+}
+
+/// Creates `n` connections from the spec and times create -> all Ready, beside the floor
+/// measured in the same run: the same objects created with no operator watching them.
+async fn create_bench(n: usize, latency_ms: u64) -> String {
+    let (cp, fake) = stage(latency_ms).await;
     let endpoint = fake.base_url();
     let op = Operator::start(
         &cp,
@@ -392,14 +397,7 @@ async fn run_one(
     reconciles: Option<u16>,
     with_floor: bool,
 ) -> Row {
-    let cp = ControlPlane::start()
-        .await
-        .expect("KUBEBUILDER_ASSETS must be set");
-    cp.namespace(NS).await;
-    cp.namespace("floor").await;
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key("bench-key");
-    fake.set_latency(Duration::from_millis(latency_ms));
+    let (cp, fake) = stage(latency_ms).await;
     let endpoint = fake.base_url();
     let conc = concurrency.to_string();
     let rec = reconciles.map(|r| r.to_string());
@@ -433,7 +431,7 @@ async fn run_one(
     let create = create_many(&api, &fake, "c", n, CREATE_PARALLELISM);
     let (_, _ids) = tokio::join!(ready, create);
     row.ready_all = started.elapsed();
-    row.gets_create = fake.requests().iter().filter(|r| r.method == "GET").count();
+    row.gets_create = fake.count_method("GET");
     row.status_writes_create = metric(
         &op,
         "leen_operator_kube_writes_total",
@@ -471,7 +469,7 @@ async fn run_one(
     }
     row.rss_steady_kb = proc_stats(pid).0;
 
-    let gets_before = fake.requests().iter().filter(|r| r.method == "GET").count();
+    let gets_before = fake.count_method("GET");
     // Object writes are counted by kind (status, finalizer_add, finalizer_remove); Events,
     // published in the background, separately.
     let object_writes = |m: &str| {
@@ -506,14 +504,9 @@ async fn run_one(
     row.p95 = percentile(&figures.latencies, 0.95);
     row.p99 = percentile(&figures.latencies, 0.99);
     row.max = figures.latencies.last().copied().unwrap_or_default();
-    let deletes = fake
-        .requests()
-        .iter()
-        .filter(|r| r.method == "DELETE")
-        .count();
+    let deletes = fake.count_method("DELETE");
     row.deletes_per = deletes as f64 / n as f64;
-    row.gets_during_delete =
-        fake.requests().iter().filter(|r| r.method == "GET").count() - gets_before;
+    row.gets_during_delete = fake.count_method("GET") - gets_before;
     let events =
         metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await - events_before;
     let writes = object_writes(&op.metrics().await) - writes_before;
@@ -532,7 +525,7 @@ async fn run_one(
 /// visible to a watch until the object is gone, and p50 of the DELETE call itself (the
 /// API server's own share).
 async fn isolated_latency(samples: usize) -> (Duration, Duration) {
-    let cp = ControlPlane::start().await.expect("assets");
+    let cp = ControlPlane::start().await;
     cp.namespace(NS).await;
     let fake = FakeLeen::start().await.expect("fake");
     fake.add_api_key("bench-key");

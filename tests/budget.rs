@@ -18,11 +18,7 @@ fn held(o: &LeenConnection) -> bool {
 }
 
 fn deletes(e: &Scenario) -> usize {
-    e.fake
-        .requests()
-        .iter()
-        .filter(|r| r.method == "DELETE")
-        .count()
+    e.fake.count_method("DELETE")
 }
 
 /// Waits until every named resource is either gone or held; returns the held ones.
@@ -60,14 +56,11 @@ async fn annotate_confirm(api: &Api<LeenConnection>, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_the_budget_deletions_are_held_until_confirmed_or_orphaned() {
-    let Some(e) = scenario(
+    let e = scenario(
         "prune",
         &[("LEEN_MAX_DELETIONS", "3"), ("LEEN_DELETION_WINDOW", "10m")],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let items = create_many(&e.api, &e.fake, "c", 5, 5).await;
     for (name, _, _) in &items {
         wait_for(&e.api, name, "Ready=True", is_ready).await;
@@ -83,12 +76,7 @@ async fn beyond_the_budget_deletions_are_held_until_confirmed_or_orphaned() {
     assert_eq!(e.fake.live_connections().len(), 2);
     let obj = e.api.get(&held_names[0]).await.expect("held");
     assert!(has_finalizer(&obj));
-    let message = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.ready())
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = ready_message(&obj);
     assert!(
         message.contains("leen.dev/confirm-deletion=true") && message.contains("Orphan"),
         "{message}"
@@ -134,9 +122,7 @@ async fn beyond_the_budget_deletions_are_held_until_confirmed_or_orphaned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_count_survives_a_restart() {
-    let Some(mut e) = scenario("restart", &[("LEEN_MAX_DELETIONS", "2")]).await else {
-        return;
-    };
+    let mut e = scenario("restart", &[("LEEN_MAX_DELETIONS", "2")]).await;
     for name in ["a", "b", "c"] {
         e.ready_connection(name).await;
     }
@@ -153,14 +139,11 @@ async fn the_count_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_budget() {
     // Two operators, one namespace each, one installation (the same budget Lease).
-    let Some(e) = scenario(
+    let e = scenario(
         "left",
         &[("LEEN_MAX_DELETIONS", "3"), ("WATCH_NAMESPACE", "left")],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     e.cp.namespace("right").await;
     let endpoint = e.fake.base_url();
     let _right = Operator::start(
@@ -199,7 +182,7 @@ async fn two_replicas_share_one_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_deletions_resume_when_so_chosen() {
-    let Some(e) = scenario(
+    let e = scenario(
         "resume",
         &[
             ("LEEN_MAX_DELETIONS", "1"),
@@ -207,10 +190,7 @@ async fn held_deletions_resume_when_so_chosen() {
             ("LEEN_RESUME_HELD_DELETIONS", "true"),
         ],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     e.ready_connection("a").await;
     e.ready_connection("b").await;
     e.cp.kubectl(&[
@@ -231,14 +211,11 @@ async fn held_deletions_resume_when_so_chosen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_a_held_deletion_waits_for_a_person_after_the_window() {
-    let Some(mut e) = scenario(
+    let mut e = scenario(
         "wait",
         &[("LEEN_MAX_DELETIONS", "1"), ("LEEN_DELETION_WINDOW", "2s")],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     e.ready_connection("a").await;
     e.ready_connection("b").await;
     e.cp.kubectl(&["delete", "leenconn", "--all", "-n", "wait", "--wait=false"]);
@@ -262,9 +239,7 @@ async fn by_default_a_held_deletion_waits_for_a_person_after_the_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_turns_the_budget_off() {
-    let Some(e) = scenario("nobudget", &[("LEEN_MAX_DELETIONS", "0")]).await else {
-        return;
-    };
+    let e = scenario("nobudget", &[("LEEN_MAX_DELETIONS", "0")]).await;
     let items = create_many(&e.api, &e.fake, "c", 30, 10).await;
     for (name, _, _) in &items {
         wait_for(&e.api, name, "Ready=True", is_ready).await;

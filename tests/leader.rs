@@ -15,6 +15,41 @@ use uuid::Uuid;
 
 const LEASE_SECS: u64 = 3;
 
+/// The environment of replica `name` electing through a Lease in `leen-system`.
+fn replica_env(endpoint: &str, name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("LEEN_ENDPOINT", endpoint.to_string()),
+        ("LEEN_API_KEY", "k".to_string()),
+        ("LEEN_LEADER_ELECTION", "true".to_string()),
+        ("LEEN_LEADER_ELECTION_NAMESPACE", "leen-system".to_string()),
+        ("LEEN_LEASE_DURATION", format!("{LEASE_SECS}s")),
+        ("POD_NAME", name.to_string()),
+    ]
+}
+
+/// Starts replica `name` (through `kubeconfig` when given).
+async fn replica(
+    cp: &ControlPlane,
+    endpoint: &str,
+    name: &str,
+    kubeconfig: Option<&std::path::Path>,
+) -> Operator {
+    let env = replica_env(endpoint, name);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    match kubeconfig {
+        Some(path) => Operator::start_with_kubeconfig(cp, path, &env).await,
+        None => Operator::start(cp, &env).await,
+    }
+}
+
+/// Waits until the Lease names `name`.
+async fn wait_leader(leases: &Api<Lease>, name: &str) {
+    eventually(&format!("{name} leads"), async || {
+        holder(leases).await.as_deref() == Some(name)
+    })
+    .await;
+}
+
 async fn holder(leases: &Api<Lease>) -> Option<String> {
     leases
         .get_opt("leen-operator")
@@ -27,39 +62,18 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_acts_and_a_standby_takes_over() {
-    let Some(cp) = ControlPlane::start().await else {
-        return;
-    };
+    let cp = ControlPlane::start().await;
     cp.namespace("leen-system").await;
     cp.namespace("apps").await;
     let fake = FakeLeen::start().await.expect("fake");
     fake.add_api_key("k");
     let endpoint = fake.base_url();
-    let lease = format!("{LEASE_SECS}s");
-    let env = |name: &'static str| {
-        vec![
-            ("LEEN_ENDPOINT", endpoint.clone()),
-            ("LEEN_API_KEY", "k".to_string()),
-            ("LEEN_LEADER_ELECTION", "true".to_string()),
-            ("LEEN_LEADER_ELECTION_NAMESPACE", "leen-system".to_string()),
-            ("LEEN_LEASE_DURATION", lease.clone()),
-            ("POD_NAME", name.to_string()),
-        ]
-    };
-    let a_env = env("replica-a");
-    let a_env: Vec<(&str, &str)> = a_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut a = Operator::start(&cp, &a_env).await;
+    let mut a = replica(&cp, &endpoint, "replica-a", None).await;
     let admin = cp.client().await;
     let leases: Api<Lease> = Api::namespaced(admin.clone(), "leen-system");
     // a is alone: it leads once the Lease names it.
-    let deadline = Instant::now() + WAIT;
-    while holder(&leases).await.as_deref() != Some("replica-a") {
-        assert!(Instant::now() < deadline, "replica-a never led");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let b_env = env("replica-b");
-    let b_env: Vec<(&str, &str)> = b_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let b = Operator::start(&cp, &b_env).await;
+    wait_leader(&leases, "replica-a").await;
+    let b = replica(&cp, &endpoint, "replica-b", None).await;
 
     let api: Api<LeenConnection> = Api::namespaced(admin.clone(), "apps");
     let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
@@ -106,37 +120,17 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
 /// deadline, before the standby may take over: never two leaders.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_leader_stops_before_a_standby_acquires() {
-    let Some(cp) = ControlPlane::start().await else {
-        return;
-    };
+    let cp = ControlPlane::start().await;
     cp.namespace("leen-system").await;
     let fake = FakeLeen::start().await.expect("fake");
     let endpoint = fake.base_url();
-    let lease = format!("{LEASE_SECS}s");
-    let env = |name: &'static str| {
-        vec![
-            ("LEEN_ENDPOINT", endpoint.clone()),
-            ("LEEN_LEADER_ELECTION", "true".to_string()),
-            ("LEEN_LEADER_ELECTION_NAMESPACE", "leen-system".to_string()),
-            ("LEEN_LEASE_DURATION", lease.clone()),
-            ("POD_NAME", name.to_string()),
-        ]
-    };
     let proxy = StallingProxy::start(cp.addr()).await;
     let via_proxy = cp.dir.path().join("proxy.kubeconfig");
     cp.write_kubeconfig_via(&format!("https://{}", proxy.addr), &via_proxy);
-    let a_env = env("replica-a");
-    let a_env: Vec<(&str, &str)> = a_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut a = Operator::start_with_kubeconfig(&cp, &via_proxy, &a_env).await;
+    let mut a = replica(&cp, &endpoint, "replica-a", Some(&via_proxy)).await;
     let leases: Api<Lease> = Api::namespaced(cp.client().await, "leen-system");
-    let deadline = Instant::now() + WAIT;
-    while holder(&leases).await.as_deref() != Some("replica-a") {
-        assert!(Instant::now() < deadline, "replica-a never led");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let b_env = env("replica-b");
-    let b_env: Vec<(&str, &str)> = b_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let _b = Operator::start(&cp, &b_env).await;
+    wait_leader(&leases, "replica-a").await;
+    let _b = replica(&cp, &endpoint, "replica-b", None).await;
 
     proxy.stall();
     let stalled = Instant::now();

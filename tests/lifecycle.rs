@@ -24,9 +24,7 @@ fn reason_is(reason: &'static str) -> impl Fn(&LeenConnection) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_create_mirror_delete() {
-    let Some(e) = scenario("security", &[]).await else {
-        return;
-    };
+    let e = scenario("security", &[]).await;
     let (org, id) = e.seeded();
     e.create(connection("crowdstrike-prod", org, id)).await;
 
@@ -91,9 +89,7 @@ async fn lifecycle_create_mirror_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphan_policy_calls_nothing_and_needs_no_credentials() {
     // No default key: Orphan must not need one.
-    let Some(cp) = ControlPlane::start().await else {
-        return;
-    };
+    let cp = ControlPlane::start().await;
     let fake = FakeLeen::start().await.expect("fake");
     cp.namespace("orphans").await;
     let endpoint = fake.base_url();
@@ -130,9 +126,7 @@ async fn orphan_policy_calls_nothing_and_needs_no_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_found_on_delete_is_already_deleted() {
-    let Some(e) = scenario("gone", &[]).await else {
-        return;
-    };
+    let e = scenario("gone", &[]).await;
     let (_, id) = e.ready_connection("c").await;
     e.fake.push_fault(Fault::status(id, 404).method("DELETE"));
     delete(&e.api, "c").await;
@@ -144,9 +138,7 @@ async fn not_found_on_delete_is_already_deleted() {
 /// A failing DELETE keeps the finalizer with `reason`; after the fault clears, the
 /// deletion completes.
 async fn kept_then_released(ns: &'static str, fault: impl Fn(Uuid) -> Fault, reason: &'static str) {
-    let Some(e) = scenario(ns, &[]).await else {
-        return;
-    };
+    let e = scenario(ns, &[]).await;
     let (org, id) = e.ready_connection("c").await;
     e.fake.push_fault(fault(id));
     delete(&e.api, "c").await;
@@ -203,9 +195,7 @@ async fn malformed_body_keeps_finalizer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_keeps_finalizer_until_orphaned() {
-    let Some(e) = scenario("rejected", &[]).await else {
-        return;
-    };
+    let e = scenario("rejected", &[]).await;
     let (org, id) = e.ready_connection("c").await;
     e.fake.push_fault(
         Fault::status(id, 422)
@@ -215,12 +205,7 @@ async fn rejected_keeps_finalizer_until_orphaned() {
     );
     delete(&e.api, "c").await;
     let obj = wait_for(&e.api, "c", "Rejected", reason_is("Rejected")).await;
-    let message = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.ready())
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = ready_message(&obj);
     assert!(message.contains("connection is locked"), "{message}");
     assert!(has_finalizer(&obj));
     // The documented way out: Orphan.
@@ -231,9 +216,7 @@ async fn rejected_keeps_finalizer_until_orphaned() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_key_unblocks_unauthorized_deletion() {
-    let Some(e) = scenario("rotate", &[]).await else {
-        return;
-    };
+    let e = scenario("rotate", &[]).await;
     let (org, id) = e.create_with_secret("c", "leen-key", "old-key").await;
     wait_for(&e.api, "c", "Ready=True", is_ready).await;
     assert!(
@@ -290,9 +273,7 @@ async fn rotated_key_unblocks_unauthorized_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_missing_secret_unblocks_deletion() {
-    let Some(e) = scenario("creds", &[]).await else {
-        return;
-    };
+    let e = scenario("creds", &[]).await;
     e.fake.add_api_key("tenant-key");
     let (org, id) = e.seeded();
     let mut obj = connection("c", org, id);
@@ -325,9 +306,7 @@ async fn creating_missing_secret_unblocks_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_rejects_bad_ids_and_regions() {
-    let Some(cp) = ControlPlane::start().await else {
-        return;
-    };
+    let cp = ControlPlane::start().await;
     cp.namespace("schema").await;
     // Raw objects: the point is what the API server accepts, not what our types can hold.
     let api: Api<DynamicObject> = Api::namespaced_with(
@@ -377,9 +356,7 @@ async fn schema_rejects_bad_ids_and_regions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_connection_id_is_refused_and_never_deleted() {
-    let Some(e) = scenario("immutable", &[]).await else {
-        return;
-    };
+    let e = scenario("immutable", &[]).await;
     let (org, id) = e.ready_connection("c").await;
     let (other_org, other) = e.seeded();
     let patched = e
@@ -429,9 +406,7 @@ async fn changed_connection_id_is_refused_and_never_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_all_deletes_every_connection() {
-    let Some(e) = scenario("bulk", &[]).await else {
-        return;
-    };
+    let e = scenario("bulk", &[]).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let (org, id) = e.seeded();
@@ -465,9 +440,7 @@ async fn delete_all_deletes_every_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_namespace_confines_the_controller() {
-    let Some(e) = scenario("mine", &[("WATCH_NAMESPACE", "mine")]).await else {
-        return;
-    };
+    let e = scenario("mine", &[("WATCH_NAMESPACE", "mine")]).await;
     let (theirs, id) = e.create_elsewhere("theirs", "other").await;
     // A resource in the watched namespace becoming Ready proves the operator is running;
     // by then the other one has been seen by the watch if it ever would be.
@@ -484,9 +457,7 @@ async fn watch_namespace_confines_the_controller() {
 async fn killed_after_delete_finishes_after_restart() {
     // Leen answers the DELETE slowly; the operator is killed while it waits, after Leen
     // has deleted. The restarted operator must finish: 404 -> AlreadyDeleted.
-    let Some(mut e) = scenario("crash", &[]).await else {
-        return;
-    };
+    let mut e = scenario("crash", &[]).await;
     let (org, id) = e.ready_connection("c").await;
     e.fake.push_fault(
         Fault::status(id, 200)
@@ -515,9 +486,7 @@ async fn killed_after_delete_finishes_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_key_is_limited_to_trusted_namespaces() {
-    let Some(e) = scenario("trusted", &[("LEEN_DEFAULT_KEY_NAMESPACES", "trusted")]).await else {
-        return;
-    };
+    let e = scenario("trusted", &[("LEEN_DEFAULT_KEY_NAMESPACES", "trusted")]).await;
     let (untrusted, id) = e.create_elsewhere("untrusted", "c").await;
     let obj = wait_for(
         &untrusted,
@@ -526,12 +495,7 @@ async fn default_key_is_limited_to_trusted_namespaces() {
         reason_is("CredentialsMissing"),
     )
     .await;
-    let message = obj
-        .status
-        .as_ref()
-        .and_then(|s| s.ready())
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let message = ready_message(&obj);
     assert!(message.contains("LEEN_DEFAULT_KEY_NAMESPACES"), "{message}");
     assert_eq!(e.fake.count("GET", id), 0, "the default key was not used");
     e.ready_connection("ok").await;

@@ -19,28 +19,20 @@ use support::*;
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/leen-operator");
 
 /// A binary of the `prometheus` Debian package; panics with the install line when absent.
-fn prometheus_tool(name: &str) -> Option<PathBuf> {
-    if std::env::var("LEEN_SKIP_PROMETHEUS").as_deref() == Ok("1") {
-        eprintln!("LEEN_SKIP_PROMETHEUS=1: skipping a test that needs {name}");
-        return None;
-    }
+fn prometheus_tool(name: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join(name))
             .find(|p| p.is_file())
     });
-    Some(found.unwrap_or_else(|| {
-        panic!("{name} not found: apt-get install prometheus (or set LEEN_SKIP_PROMETHEUS=1)")
-    }))
+    found.unwrap_or_else(|| panic!("{name} not found: apt-get install prometheus"))
 }
 
-fn helm() -> Option<PathBuf> {
-    if std::env::var("LEEN_SKIP_HELM").as_deref() == Ok("1") {
-        return None;
-    }
-    Some(PathBuf::from(std::env::var("HELM").unwrap_or_else(|_| {
-        panic!("HELM is not set: run `export HELM=$(hack/get-helm.sh)`, or set LEEN_SKIP_HELM=1")
-    })))
+fn helm() -> PathBuf {
+    PathBuf::from(
+        std::env::var("HELM")
+            .unwrap_or_else(|_| panic!("HELM is not set: run `export HELM=$(hack/get-helm.sh)`")),
+    )
 }
 
 /// The rule groups of the chart's PrometheusRule, as a plain Prometheus rules file.
@@ -109,10 +101,8 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[test]
 fn alerts_pass_promtool_check_and_unit_tests() {
-    let Some(promtool) = prometheus_tool("promtool") else {
-        return;
-    };
-    let Some(helm) = helm() else { return };
+    let promtool = prometheus_tool("promtool");
+    let helm = helm();
     let dir = tempfile::tempdir().expect("dir");
     let rules = rendered_rules(&helm, dir.path());
     let check = Command::new(&promtool)
@@ -176,13 +166,9 @@ async fn query(http: &reqwest::Client, base: &str, expr: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_finds_every_metric_the_chart_uses() {
-    let Some(prometheus) = prometheus_tool("prometheus") else {
-        return;
-    };
-    let Some(helm) = helm() else { return };
-    let Some(e) = scenario("observed", &[]).await else {
-        return;
-    };
+    let prometheus = prometheus_tool("prometheus");
+    let helm = helm();
+    let e = scenario("observed", &[]).await;
     // A lifecycle that touches every metric: a healthy and an UNAUTHORIZED connection, a
     // finished deletion, a deletion Leen keeps failing, a 429 that holds another call.
     e.ready_connection("healthy").await;

@@ -211,7 +211,10 @@ async fn delete_writes_status_before_removing_finalizer() {
     assert_eq!(status["health"]["description"], "Connection deleted");
     assert_eq!(status["conditions"][0]["reason"], "Deleted");
     assert_eq!(status["conditions"][0]["status"], "False");
-    assert_eq!(status["observedGeneration"], 3, "the generation of the object read");
+    assert_eq!(
+        status["observedGeneration"], 3,
+        "the generation of the object read"
+    );
     // The finalizer patch tests that it removes ours, and only ours.
     let ops = writes[1].body.as_array().expect("JSON patch");
     assert_eq!(ops[0]["op"], "test");

@@ -84,16 +84,13 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(30),
     );
-    let Some(Scenario {
+    let Scenario {
         op,
         fake,
         api,
         cp: _cp,
         ..
-    }) = scenario("outage", &[]).await
-    else {
-        return;
-    };
+    } = scenario("outage", &[]).await;
     let items = create_many(&api, &fake, "c", 50, 16).await;
     wait_all_ready(&api, 50, Duration::from_secs(300)).await;
 
@@ -141,16 +138,13 @@ async fn leen_outage_keeps_every_finalizer_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_server_errors_lose_nothing() {
-    let Some(Scenario {
+    let Scenario {
         op: _op,
         fake,
         api,
         cp: _cp,
         ..
-    }) = scenario("random", &[]).await
-    else {
-        return;
-    };
+    } = scenario("random", &[]).await;
     let n = 500;
     let items = create_many(&api, &fake, "c", n, 16).await;
     wait_all_ready(&api, n, Duration::from_secs(300)).await;
@@ -158,11 +152,7 @@ async fn random_server_errors_lose_nothing() {
     delete_all(&api).await;
     wait_empty(&api, Duration::from_secs(300)).await;
     assert_no_orphans(&fake, &items);
-    let deletes = fake
-        .requests()
-        .iter()
-        .filter(|r| r.method == "DELETE")
-        .count();
+    let deletes = fake.count_method("DELETE");
     let failed = fake
         .requests()
         .iter()
@@ -180,16 +170,13 @@ async fn random_server_errors_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_server_restart_mid_deletion() {
-    let Some(Scenario {
+    let Scenario {
         op,
         fake,
         api,
         mut cp,
         ..
-    }) = scenario("restart", &[]).await
-    else {
-        return;
-    };
+    } = scenario("restart", &[]).await;
     let items = create_many(&api, &fake, "c", 10, 16).await;
     wait_all_ready(&api, 10, Duration::from_secs(300)).await;
     fake.go_down().await;
@@ -211,16 +198,13 @@ async fn api_server_restart_mid_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_loses_nothing() {
-    let Some(Scenario {
+    let Scenario {
         mut op,
         fake,
         api,
         cp: _cp,
         ..
-    }) = scenario("crash", &[]).await
-    else {
-        return;
-    };
+    } = scenario("crash", &[]).await;
     // Leen slow enough (200 deletions / 16 in flight x 500 ms = 6 s of work) that the
     // kills land while deletions are in every stage.
     fake.set_latency(Duration::from_millis(500));
@@ -293,11 +277,7 @@ async fn sigkill_at_random_points_loses_nothing() {
         "freed without Leen's confirmation in status: {unconfirmed:?}"
     );
     assert_no_orphans(&fake, &items);
-    let deletes = fake
-        .requests()
-        .iter()
-        .filter(|r| r.method == "DELETE")
-        .count();
+    let deletes = fake.count_method("DELETE");
     println!(
         "{n} deletions, {kills} SIGKILLs: {deletes} DELETE requests, 0 orphans, 0 unconfirmed"
     );
@@ -305,17 +285,14 @@ async fn sigkill_at_random_points_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_never_reach_logs_events_status_or_metrics() {
-    let Some(Scenario {
+    let Scenario {
         op,
         fake,
         api,
         client,
         cp: _cp,
         ..
-    }) = scenario("keys", &[("LOG_LEVEL", "trace")]).await
-    else {
-        return;
-    };
+    } = scenario("keys", &[("LOG_LEVEL", "trace")]).await;
     let tenant_key = "tenant-secret-key-91c3";
     fake.add_api_key(tenant_key);
     secret(&client, "keys", "tenant", "apiKey", tenant_key).await;

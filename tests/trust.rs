@@ -22,9 +22,7 @@ fn reason_is(reason: &'static str) -> impl Fn(&LeenConnection) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_real_confirmation_frees_the_finalizer() {
-    let Some(e) = scenario("proof", &[]).await else {
-        return;
-    };
+    let e = scenario("proof", &[]).await;
     let (org, id) = e.ready_connection("c").await;
     // A proxy's HTML 404, then an empty 200, then a 200 about another connection: none of
     // them proves anything; the fourth answer is Leen's and frees the finalizer.
@@ -73,9 +71,7 @@ async fn only_real_confirmation_frees_the_finalizer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_read_is_not_ready() {
-    let Some(e) = scenario("emptyread", &[]).await else {
-        return;
-    };
+    let e = scenario("emptyread", &[]).await;
     let (org, id) = e.seeded();
     e.fake.push_fault(
         Fault::status(id, 200)
@@ -90,9 +86,7 @@ async fn an_empty_read_is_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_still_bound_elsewhere_is_not_deleted() {
-    let Some(e) = scenario("old", &[]).await else {
-        return;
-    };
+    let e = scenario("old", &[]).await;
     let (org, id) = e.ready_connection("c").await;
     // A GitOps move: the same connection declared in another namespace, then the old
     // object pruned.
@@ -152,9 +146,7 @@ async fn a_connection_still_bound_elsewhere_is_not_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_that_prunes_at_once_keeps_the_connection() {
-    let Some(e) = scenario("rename", &[]).await else {
-        return;
-    };
+    let e = scenario("rename", &[]).await;
     let (org, id) = e.ready_connection("old-name").await;
     // Create the new name and prune the old one in the same breath, before the controller
     // has read (and labelled) the new object.
@@ -177,19 +169,11 @@ async fn a_rename_that_prunes_at_once_keeps_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_secret_pruned_with_its_resource_outlives_the_deletion() {
-    let Some(mut e) = scenario("app", &[]).await else {
-        return;
-    };
+    let mut e = scenario("app", &[]).await;
     let (org, id) = e.create_with_secret("c", "leen-key", "tenant-key").await;
     wait_for(&e.api, "c", "Ready=True", is_ready).await;
     let secrets: Api<Secret> = Api::namespaced(e.client.clone(), "app");
-    wait_secret(
-        &secrets,
-        "leen-key",
-        "the secret-in-use finalizer",
-        secret_protected,
-    )
-    .await;
+    wait_protected(&secrets, "leen-key").await;
 
     // Leen fails the first DELETE; the prune takes the resource and its Secret together.
     e.fake
@@ -222,19 +206,11 @@ async fn a_key_secret_pruned_with_its_resource_outlives_the_deletion() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphan_resource_does_not_hold_its_secret() {
-    let Some(e) = scenario("orphans", &[]).await else {
-        return;
-    };
+    let e = scenario("orphans", &[]).await;
     e.create_with_secret("c", "leen-key", "tenant-key").await;
     wait_for(&e.api, "c", "Ready=True", is_ready).await;
     let secrets: Api<Secret> = Api::namespaced(e.client.clone(), "orphans");
-    wait_secret(
-        &secrets,
-        "leen-key",
-        "the secret-in-use finalizer",
-        secret_protected,
-    )
-    .await;
+    wait_protected(&secrets, "leen-key").await;
     // Switching to Orphan: the deletion will need no key, so the Secret is released.
     e.set_policy("c", "Orphan").await;
     wait_secret(&secrets, "leen-key", "the finalizer released", |s| {
@@ -245,9 +221,7 @@ async fn an_orphan_resource_does_not_hold_its_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_region_is_refused_and_never_deleted_elsewhere() {
-    let Some(e) = scenario("regions", &[]).await else {
-        return;
-    };
+    let e = scenario("regions", &[]).await;
     let (org, id) = e.ready_connection("c").await;
     e.api
         .patch(
@@ -289,9 +263,7 @@ async fn a_changed_region_is_refused_and_never_deleted_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_pauses_every_deletion_sharing_the_key() {
-    let Some(e) = scenario("limited", &[]).await else {
-        return;
-    };
+    let e = scenario("limited", &[]).await;
     let items = create_many(&e.api, &e.fake, "c", 20, 10).await;
     for (name, _, _) in &items {
         wait_for(&e.api, name, "Ready=True", is_ready).await;
@@ -337,9 +309,7 @@ async fn a_429_pauses_every_deletion_sharing_the_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_key_is_for_no_namespace_unless_chosen() {
-    let Some(e) = scenario("untrusted", &[("LEEN_DEFAULT_KEY_NAMESPACES", "")]).await else {
-        return;
-    };
+    let e = scenario("untrusted", &[("LEEN_DEFAULT_KEY_NAMESPACES", "")]).await;
     let (org, id) = e.seeded();
     e.create(connection("c", org, id)).await;
     let obj = wait_for(
@@ -356,9 +326,7 @@ async fn the_default_key_is_for_no_namespace_unless_chosen() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_that_cannot_be_a_header_is_credentials_missing() {
-    let Some(e) = scenario("badkey", &[]).await else {
-        return;
-    };
+    let e = scenario("badkey", &[]).await;
     e.create_with_secret("c", "leen-key", "abc\u{1}def").await;
     let obj = wait_for(
         &e.api,
@@ -377,9 +345,7 @@ async fn a_key_that_cannot_be_a_header_is_credentials_missing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_refuses_a_secret_name_that_is_not_a_name() {
-    let Some(e) = scenario("names", &[]).await else {
-        return;
-    };
+    let e = scenario("names", &[]).await;
     let (org, id) = e.seeded();
     let mut obj = connection("c", org, id);
     obj.spec.api_key_secret_ref =

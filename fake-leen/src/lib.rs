@@ -454,6 +454,15 @@ impl FakeLeen {
             .collect()
     }
 
+    /// Requests with this method (GET, DELETE, POST, PATCH).
+    pub fn count_method(&self, method: &str) -> usize {
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|r| r.method == method)
+            .count()
+    }
+
     /// Requests of this operation (get, delete, create, update, test, list).
     pub fn count_operation(&self, operation: &str) -> usize {
         lock(&self.state)
@@ -560,6 +569,26 @@ struct Incoming {
     query: HashMap<String, String>,
 }
 
+impl Incoming {
+    fn new(
+        method: Method,
+        operation: &'static str,
+        org: String,
+        id: String,
+        body: Option<Value>,
+        query: HashMap<String, String>,
+    ) -> Self {
+        Self {
+            method,
+            operation,
+            org,
+            id,
+            body,
+            query,
+        }
+    }
+}
+
 async fn handle(state: Shared, headers: HeaderMap, r: Incoming) -> Response {
     let api_key = headers
         .get("x-api-key")
@@ -611,14 +640,7 @@ async fn connection(
     };
     let body = json_body(&body);
     let query = HashMap::new();
-    let r = Incoming {
-        method,
-        operation,
-        org,
-        id,
-        body,
-        query,
-    };
+    let r = Incoming::new(method, operation, org, id, body, query);
     handle(state, headers, r).await
 }
 
@@ -629,14 +651,7 @@ async fn test_connection(
     Path((org, id)): Path<(String, String)>,
 ) -> Response {
     let (operation, body, query) = ("test", None, HashMap::new());
-    let r = Incoming {
-        method,
-        operation,
-        org,
-        id,
-        body,
-        query,
-    };
+    let r = Incoming::new(method, operation, org, id, body, query);
     handle(state, headers, r).await
 }
 
@@ -654,14 +669,7 @@ async fn collection(
         "list"
     };
     let (id, body) = (String::new(), json_body(&body));
-    let r = Incoming {
-        method,
-        operation,
-        org,
-        id,
-        body,
-        query,
-    };
+    let r = Incoming::new(method, operation, org, id, body, query);
     handle(state, headers, r).await
 }
 

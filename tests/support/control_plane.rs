@@ -1,34 +1,23 @@
 //! A real kube-apiserver + etcd per test, found the envtest way, with the CRD installed.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::{
-    collections::BTreeMap,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use fake_leen::FakeLeen;
-use futures::StreamExt;
 use k8s_openapi::{
-    ByteString,
-    api::{
-        core::v1::{Namespace, Secret},
-        events::v1::Event,
-    },
+    api::core::v1::Namespace,
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Client, Config,
-    api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{Api, ObjectMeta, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::{conditions, wait::await_condition, watcher},
+    runtime::{conditions, wait::await_condition},
 };
-use leen_operator::resource::{LeenConnection, LeenConnectionSpec};
-use uuid::Uuid;
-
-use super::*;
 
 /// The operator's default API key in a [`Scenario`].
 pub const DEFAULT_KEY: &str = "leen-test-default-key-5f1d";
@@ -46,19 +35,15 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The folder holding kube-apiserver and etcd, from `KUBEBUILDER_ASSETS`.
-/// `None` only when `LEEN_SKIP_ENVTEST=1` asks to skip; otherwise missing assets panic
-/// with the one line that says how to get them.
-pub fn assets() -> Option<PathBuf> {
-    if std::env::var("LEEN_SKIP_ENVTEST").as_deref() == Ok("1") {
-        eprintln!("LEEN_SKIP_ENVTEST=1: skipping a test that needs kube-apiserver and etcd");
-        return None;
-    }
+/// The folder holding kube-apiserver and etcd, from `KUBEBUILDER_ASSETS`. Missing assets
+/// fail the test with the one line that says how to get them: a test that needs the API
+/// server never passes without one.
+pub fn assets() -> PathBuf {
     let dir = std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from);
     match dir {
-        Some(d) if d.join("kube-apiserver").is_file() && d.join("etcd").exists() => Some(d),
+        Some(d) if d.join("kube-apiserver").is_file() && d.join("etcd").exists() => d,
         _ => panic!(
-            "KUBEBUILDER_ASSETS must name a folder holding kube-apiserver and etcd: run `export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh)` (or `setup-envtest use -p path`), or set LEEN_SKIP_ENVTEST=1 to skip these tests"
+            "KUBEBUILDER_ASSETS must name a folder holding kube-apiserver and etcd: run `export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh)` (or `setup-envtest use -p path`), or run only the tests that need none (README, Tests)"
         ),
     }
 }
@@ -92,14 +77,13 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Starts etcd and kube-apiserver, waits for `/readyz` and installs `crds/`.
-    /// Returns `None` when `LEEN_SKIP_ENVTEST=1`.
-    pub async fn start() -> Option<Self> {
+    pub async fn start() -> Self {
         Self::start_with_tokens(&[]).await
     }
 
     /// As [`ControlPlane::start`], with extra `token,user,uid[,groups]` lines in the tokens file.
-    pub async fn start_with_tokens(extra_tokens: &[&str]) -> Option<Self> {
-        let assets = assets()?;
+    pub async fn start_with_tokens(extra_tokens: &[&str]) -> Self {
+        let assets = assets();
         let dir = tempfile::Builder::new()
             .prefix("leen-envtest-")
             .tempdir()
@@ -160,7 +144,7 @@ impl ControlPlane {
         cp.write_kubeconfig("admin", ADMIN_TOKEN, &cp.kubeconfig.clone());
         cp.start_apiserver().await;
         cp.install_crds().await;
-        Some(cp)
+        cp
     }
 
     fn etcd_url(client_port: u16) -> String {

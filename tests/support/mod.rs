@@ -9,7 +9,7 @@
 //! Modules: [`control_plane`], [`operator`], [`scenario`] (the usual start of a test),
 //! [`fixtures`] (objects in a few words),
 //! [`waits`] (conditions, never sleeps), [`proxy`] (a stalling TCP proxy).
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod control_plane;
 pub mod fixtures;
@@ -18,9 +18,15 @@ pub mod proxy;
 pub mod scenario;
 pub mod waits;
 
+#[allow(unused_imports)] // each test crate uses its own part
 pub use control_plane::*;
+#[allow(unused_imports)] // each test crate uses its own part
 pub use fixtures::Fixture;
+#[allow(unused_imports)] // each test crate uses its own part
 pub use operator::*;
+#[allow(unused_imports)] // each test crate uses its own part
 pub use proxy::*;
+#[allow(unused_imports)] // each test crate uses its own part
 pub use scenario::*;
+#[allow(unused_imports)] // each test crate uses its own part
 pub use waits::*;

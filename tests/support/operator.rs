@@ -1,32 +1,11 @@
 //! The operator binary as a child process: start, kill, restart, its log and metrics.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::{
-    collections::BTreeMap,
-    net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
-
-use fake_leen::FakeLeen;
-use futures::StreamExt;
-use k8s_openapi::{
-    ByteString,
-    api::{
-        core::v1::{Namespace, Secret},
-        events::v1::Event,
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
-use kube::{
-    Client, Config,
-    api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
-    runtime::{conditions, wait::await_condition, watcher},
-};
-use leen_operator::resource::{LeenConnection, LeenConnectionSpec};
-use uuid::Uuid;
 
 use super::*;
 

@@ -1,12 +1,9 @@
 //! A scenario: control plane, fake Leen and operator together, with the objects and
 //! helpers most tests start from.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 use std::{
     collections::BTreeMap,
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -14,17 +11,11 @@ use fake_leen::FakeLeen;
 use futures::StreamExt;
 use k8s_openapi::{
     ByteString,
-    api::{
-        core::v1::{Namespace, Secret},
-        events::v1::Event,
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::{core::v1::Secret, events::v1::Event},
 };
 use kube::{
-    Client, Config,
-    api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
-    runtime::{conditions, wait::await_condition, watcher},
+    Client,
+    api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use leen_operator::resource::{LeenConnection, LeenConnectionSpec};
 use uuid::Uuid;
@@ -88,9 +79,9 @@ pub struct Scenario {
 }
 
 /// Control plane, fake Leen accepting [`DEFAULT_KEY`], namespace `ns`, operator running
-/// with [`DEFAULT_KEY`] as its default key. `None` when envtest is skipped.
-pub async fn scenario(ns: &'static str, extra_env: &[(&str, &str)]) -> Option<Scenario> {
-    let cp = ControlPlane::start().await?;
+/// with [`DEFAULT_KEY`] as its default key.
+pub async fn scenario(ns: &'static str, extra_env: &[(&str, &str)]) -> Scenario {
+    let cp = ControlPlane::start().await;
     let fake = FakeLeen::start().await.expect("fake Leen");
     fake.add_api_key(DEFAULT_KEY);
     cp.namespace(ns).await;
@@ -103,14 +94,14 @@ pub async fn scenario(ns: &'static str, extra_env: &[(&str, &str)]) -> Option<Sc
     let op = Operator::start(&cp, &vars).await;
     let client = cp.client().await;
     let api = Api::namespaced(client.clone(), ns);
-    Some(Scenario {
+    Scenario {
         cp,
         fake,
         op,
         client,
         api,
         ns,
-    })
+    }
 }
 
 impl Scenario {

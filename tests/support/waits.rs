@@ -1,33 +1,16 @@
 //! Waiting for conditions (watch-based, bounded), negative assertions held for a
 //! whole period, and the predicates tests wait on.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
-use std::{
-    collections::BTreeMap,
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use fake_leen::FakeLeen;
 use futures::StreamExt;
-use k8s_openapi::{
-    ByteString,
-    api::{
-        core::v1::{Namespace, Secret},
-        events::v1::Event,
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Client, Config,
-    api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
-    runtime::{conditions, wait::await_condition, watcher},
+    api::{Api, DeleteParams},
+    runtime::{wait::await_condition, watcher},
 };
-use leen_operator::resource::{LeenConnection, LeenConnectionSpec};
-use uuid::Uuid;
+use leen_operator::resource::LeenConnection;
 
 use super::*;
 
@@ -206,4 +189,19 @@ pub async fn wait_all_ready(api: &Api<LeenConnection>, n: usize, within: Duratio
             _ => panic!("only {} of {n} Ready within {within:?}", ready.len()),
         }
     }
+}
+
+/// Polls until `holds` is true, at most [`WAIT`]; panics naming `what` otherwise. A
+/// condition, not a sleep.
+pub async fn eventually(what: &str, holds: impl AsyncFn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !holds().await {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the Secret carries `leen.dev/secret-in-use`.
+pub async fn wait_protected(api: &Api<Secret>, name: &str) -> Option<Secret> {
+    wait_secret(api, name, "the secret-in-use finalizer", secret_protected).await
 }
