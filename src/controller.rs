@@ -123,6 +123,25 @@ pub type CachedConnection = PartialObjectMeta<LeenConnection>;
 /// The controller's view of Secrets: metadata only, never their data.
 pub type CachedSecret = PartialObjectMeta<Secret>;
 
+/// Where the reconcilers take the time and their jitter from: the real clock and a random
+/// number by default; fixed in tests, so that requeue times are exact.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    /// The current time.
+    pub now: fn() -> chrono::DateTime<chrono::Utc>,
+    /// A number in [0, 1] that spreads retries.
+    pub jitter: fn() -> f64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            now: chrono::Utc::now,
+            jitter: rand::random::<f64>,
+        }
+    }
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     /// Kubernetes client for calls (bounded by a timeout; watches use their own).
@@ -147,6 +166,8 @@ pub struct Context {
     pub budget: Option<DeletionBudget>,
     /// Which resources read which Secrets.
     pub secrets: SecretIndex,
+    /// Time and jitter of the decisions.
+    pub clock: Clock,
     held: Mutex<HashSet<String>>,
     summaries: Mutex<HashMap<String, ResourceSummary>>,
     writer: Mutex<Option<Writer<CachedConnection>>>,
@@ -188,6 +209,7 @@ impl Context {
             connections,
             budget,
             secrets: SecretIndex::default(),
+            clock: Clock::default(),
             held: Mutex::default(),
             summaries: Mutex::default(),
             writer: Mutex::new(Some(writer)),
@@ -293,8 +315,8 @@ impl Context {
 
     fn inputs(&self, uid: &str, also_bound_by: Vec<String>) -> DecisionInputs<'_> {
         DecisionInputs {
-            now: chrono::Utc::now(),
-            jitter: rand::random::<f64>(),
+            now: (self.clock.now)(),
+            jitter: (self.clock.jitter)(),
             sync_interval: self.sync_interval,
             sync_failures: self.failures(uid),
             policy: &self.policy,
@@ -526,20 +548,27 @@ fn field_manager() -> PatchParams {
 /// Requeue policy after a failed reconciliation.
 pub fn error_policy(obj: Arc<CachedConnection>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error(error.metric_reason());
-    if let Some(after) = error.pending_retry() {
+    if error.pending_retry().is_some() {
         debug!(name = %obj.name_any(), %error, "deletion pending");
-        return Action::requeue(after);
     }
-    let uid = obj.uid().unwrap_or_default();
-    let attempt = ctx.set_failures(&uid, true);
-    let delay = RetryPolicy::backoff(
-        ctx.policy.transient_base,
-        ctx.policy.transient_cap,
-        attempt,
-        rand::random::<f64>(),
-    );
-    warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, retry_in = ?delay, "reconcile failed");
+    let attempt = match error.pending_retry() {
+        Some(_) => 0,
+        None => ctx.set_failures(&obj.uid().unwrap_or_default(), true),
+    };
+    let delay = requeue_after(error, attempt, (ctx.clock.jitter)(), &ctx.policy);
+    if error.pending_retry().is_none() {
+        warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, retry_in = ?delay, "reconcile failed");
+    }
     Action::requeue(delay)
+}
+
+/// When to try again after a failed reconciliation: a pending deletion when its decision
+/// said (Leen's Retry-After, the deletion table's backoff); anything else after the
+/// transient backoff for the `attempt`-th consecutive failure, with `jitter` in [0, 1].
+pub fn requeue_after(error: &Error, attempt: u32, jitter: f64, policy: &RetryPolicy) -> Duration {
+    error.pending_retry().unwrap_or_else(|| {
+        RetryPolicy::backoff(policy.transient_base, policy.transient_cap, attempt, jitter)
+    })
 }
 
 /// A live resource: observe the connection (creating it first when the spec asks and

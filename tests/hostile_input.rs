@@ -104,9 +104,51 @@ const ID: &str = "0b9e7a52-0000-4000-8000-000000000002";
 const ORG: &str = "6f1c2d4e-0000-4000-8000-000000000001";
 const OTHER: &str = "11111111-0000-4000-8000-000000000000";
 
-/// DESIGN.md's confirmation rule, stated on its own: 200 with a JSON object whose id is the
-/// connection (and organization_id, when present, the organization), or 404 with a JSON
-/// object holding a non-null detail.
+/// Whether a JSON value has the type the API documents for a field (or is null): stated
+/// here from the OpenAPI fragment, not taken from the client's own types.
+fn typed(field: &str, v: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    let string_or_null = |v: &V| v.is_null() || v.is_string();
+    match field {
+        "is_active" => v.is_null() || v.is_boolean(),
+        "refresh_interval_secs" | "timeout_secs" => v.is_null() || v.is_i64(),
+        "health" => match v {
+            V::Null => true,
+            V::Object(h) => {
+                ["name", "status", "description", "resolution_owner"]
+                    .iter()
+                    .all(|k| h.get(*k).is_none_or(string_or_null))
+                    && h.get("details").is_none_or(|d| match d {
+                        V::Null => true,
+                        V::Array(items) => items.iter().all(|i| {
+                            i.as_object().is_some_and(|o| {
+                                ["data_export_type", "endpoint"]
+                                    .iter()
+                                    .all(|k| o.get(*k).is_none_or(string_or_null))
+                            })
+                        }),
+                        _ => false,
+                    })
+            }
+            _ => false,
+        },
+        "id"
+        | "vendor"
+        | "organization_id"
+        | "organization_name"
+        | "identifier"
+        | "state"
+        | "created_at"
+        | "updated_at"
+        | "oauth2_authorize_url" => string_or_null(v),
+        _ => true,
+    }
+}
+
+/// DESIGN.md's confirmation rule, stated on its own: 200 with a JSON object that is a
+/// connection (every documented field of its type) whose id is the connection (and
+/// organization_id, when present, the organization), or 404 with a JSON object holding a
+/// non-null detail.
 fn confirms(status: u16, body: &[u8]) -> bool {
     let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(body) else {
         return false;
@@ -117,8 +159,7 @@ fn confirms(status: u16, body: &[u8]) -> bool {
     };
     match status {
         200 => {
-            // A body that is not a connection at all (a field of the wrong type) is not one.
-            serde_json::from_slice::<leen_operator::leen::Connection>(body).is_ok()
+            m.iter().all(|(k, v)| typed(k, v))
                 && is(m.get("id"), ID)
                 && (m.get("organization_id").is_none_or(|v| v.is_null())
                     || is(m.get("organization_id"), ORG))
@@ -126,6 +167,33 @@ fn confirms(status: u16, body: &[u8]) -> bool {
         404 => m.get("detail").is_some_and(|d| !d.is_null()),
         _ => false,
     }
+}
+
+/// Retry-After values as servers send them: whole seconds (small, large, huge), HTTP dates
+/// in the past and the future (IMF-fixdate and RFC 2822 forms), and garbage.
+fn retry_after() -> impl Strategy<Value = (String, Option<(u64, u64)>)> {
+    let seconds = prop_oneof![0u64..120, 3000u64..5000, 1_000_000u64..u64::MAX]
+        .prop_map(|n| (n.to_string(), Some((n.min(3600), n.min(3600)))));
+    let date = (-7200i64..7200, any::<bool>()).prop_map(|(offset, imf)| {
+        let at = Utc::now() + chrono::Duration::seconds(offset);
+        let text = if imf {
+            at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+        } else {
+            at.to_rfc2822()
+        };
+        // Whole seconds in the text, and a little time passes before the parse.
+        let secs = offset.clamp(0, 3600) as u64;
+        (text, Some((secs.saturating_sub(2), secs.min(3600))))
+    });
+    let garbage = prop_oneof![
+        Just(String::new()),
+        Just("-5".to_string()),
+        Just("1.5".to_string()),
+        Just("soon".to_string()),
+        "[a-z ]{1,12}",
+    ]
+    .prop_map(|s| (s, None));
+    prop_oneof![2 => seconds, 2 => date, 1 => garbage]
 }
 
 fn inputs(policy: &RetryPolicy, jitter: f64) -> DecisionInputs<'_> {
@@ -153,7 +221,19 @@ proptest! {
     }
 
     #[test]
-    fn retry_after_never_panics_and_is_capped(value in ".{0,40}") {
+    fn retry_after_reads_seconds_and_dates_capped_at_an_hour((value, want) in retry_after()) {
+        let got = parse_retry_after(&value);
+        match want {
+            None => prop_assert_eq!(got, None, "{:?}", value),
+            Some((low, high)) => {
+                let got = got.map(|d| d.as_secs());
+                prop_assert!(got.is_some_and(|s| s >= low && s <= high), "{:?} -> {:?}, want {}..={}", value, got, low, high);
+            }
+        }
+    }
+
+    #[test]
+    fn parse_retry_after_never_panics(value in ".{0,40}") {
         if let Some(d) = parse_retry_after(&value) {
             prop_assert!(d <= leen_operator::leen::MAX_RETRY_AFTER);
         }
@@ -162,7 +242,7 @@ proptest! {
     #[test]
     fn only_success_rows_remove_the_finalizer(
         status in prop_oneof![3 => Just(200u16), 2 => Just(404u16), 1 => 0u16..1000],
-        retry_after in proptest::option::of(".{0,12}"),
+        retry_after in proptest::option::of(retry_after().prop_map(|(v, _)| v)),
         body in body(),
         cut in any::<bool>(),
         jitter in 0.0f64..=1.0,

@@ -1,50 +1,125 @@
-//! `reconcile` against a mocked Kubernetes API (tower-test) and the fake Leen: the exact
-//! requests, in order. The mock answers each request and records it; the test then
-//! checks that the status write comes before the finalizer removal, and that no
-//! finalizer is removed when Leen fails or the status write is refused.
+//! `reconcile` against a strict scripted Kubernetes API (controller-rs's
+//! `ApiServerVerifier`): each test lists the requests it expects, in order, with the answer
+//! to give; a missing or an extra request fails the test, and any write (the status, the
+//! finalizer patch, the metadata patch) can be made to fail. Events, published in the
+//! background, are collected beside the script. Leen is the fake Leen; time and jitter are
+//! fixed, so requeue times are exact.
 
-use std::{sync::Arc, time::Duration};
-
-use http::{Request, Response, StatusCode};
-use kube::{Client, client::Body};
 #[path = "support/fixtures.rs"]
 mod fixtures;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use clap::Parser;
 use fake_leen::{FakeLeen, Fault};
 use fixtures::Fixture;
+use http::{Request, Response, StatusCode};
+use kube::{Client, client::Body, runtime::controller::Action};
 use leen_operator::{
     config::Cli,
-    controller::{Context, reconcile_object},
+    controller::{Clock, Context, Error, error_policy, reconcile_object, requeue_after},
+    decision::RetryPolicy,
     leen::{LeenClient, LeenClientConfig},
     resource::{FINALIZER, LeenConnection},
     telemetry::Metrics,
 };
-use tokio::sync::mpsc;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    body: serde_json::Value,
+const OBJ: &str = "/apis/leen.dev/v1alpha1/namespaces/security/leenconnections/c";
+
+/// Which write a step expects.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Write {
+    /// `PATCH .../status`.
+    Status,
+    /// The finalizer removal: a JSON patch of the object.
+    FinalizerRemoval,
+    /// A merge patch of the object's metadata (finalizer, labels, annotation).
+    Metadata,
 }
 
-/// How the mock answers a status write.
-#[derive(Clone, Copy)]
-enum StatusWrites {
+/// How the mock answers a step.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// 200 with the object, the patch applied.
     Accept,
-    Refuse,
-    ConflictOnce,
+    /// This status code, with a Kubernetes `Status` body.
+    Fail(u16),
 }
 
-fn mock(
-    obj: LeenConnection,
-    status_writes: StatusWrites,
-) -> (Client, mpsc::UnboundedReceiver<Seen>) {
+/// One expected request.
+#[derive(Clone, Copy, Debug)]
+struct Step(Write, Answer);
+
+/// The scripted API server: the steps still expected, what arrived, what went wrong.
+#[derive(Default)]
+struct Script {
+    steps: Vec<Step>,
+    /// The bodies of the requests that arrived (not Events), in order.
+    seen: Vec<Value>,
+    events: Vec<Value>,
+    wrong: Vec<String>,
+}
+
+struct Verifier(Arc<Mutex<Script>>);
+
+impl Verifier {
+    /// Every expected request arrived, in order, and nothing else.
+    fn assert_done(&self) -> Vec<Value> {
+        let script = self.0.lock().expect("script");
+        assert!(
+            script.wrong.is_empty(),
+            "unexpected requests: {:?}",
+            script.wrong
+        );
+        assert!(
+            script.steps.is_empty(),
+            "expected requests that never came: {:?}",
+            script.steps
+        );
+        script.seen.clone()
+    }
+
+    /// The Events, waiting (bounded) until `n` arrived; then no more than `n`.
+    async fn events(&self, n: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self.0.lock().expect("script").events.clone();
+            if events.len() >= n || tokio::time::Instant::now() > deadline {
+                assert_eq!(events.len(), n, "{events:?}");
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn classify(method: &str, path: &str, body: &Value) -> Option<Write> {
+    match (method, path) {
+        ("PATCH", p) if p == format!("{OBJ}/status") => Some(Write::Status),
+        ("PATCH", OBJ) if body.is_array() => Some(Write::FinalizerRemoval),
+        ("PATCH", OBJ) if body.get("metadata").is_some() => Some(Write::Metadata),
+        _ => None,
+    }
+}
+
+fn failure(code: u16) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "scripted failure", "reason": "InternalError", "code": code})
+}
+
+/// A client whose API server answers exactly `steps`, in order.
+fn verifier(obj: &LeenConnection, steps: Vec<Step>) -> (Client, Verifier) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let mut conflicted = false;
+    let script = Arc::new(Mutex::new(Script {
+        steps: steps.into_iter().rev().collect(),
+        ..Default::default()
+    }));
+    let shared = script.clone();
+    let object = serde_json::to_value(obj).expect("object");
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
             let method = request.method().to_string();
@@ -54,68 +129,58 @@ fn mock(
                 .collect_bytes()
                 .await
                 .unwrap_or_default();
-            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-            let _ = tx.send(Seen {
-                method: method.clone(),
-                path: path.clone(),
-                body: body.clone(),
-            });
-            let (code, answer) = if path.ends_with("/status") {
-                match status_writes {
-                    StatusWrites::Accept => (
-                        StatusCode::OK,
-                        serde_json::to_value(&obj).unwrap_or_default(),
-                    ),
-                    StatusWrites::ConflictOnce if !conflicted => {
-                        conflicted = true;
-                        (
-                            StatusCode::CONFLICT,
-                            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "the object has been modified", "reason": "Conflict", "code": 409}),
-                        )
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let (code, answer) = {
+                let mut s = shared.lock().expect("script");
+                if path.contains("/events") {
+                    s.events.push(body.clone());
+                    (201, body)
+                } else {
+                    let write = classify(&method, &path, &body);
+                    s.seen.push(body.clone());
+                    match (s.steps.pop(), write) {
+                        (Some(Step(want, answer)), Some(got)) if want == got => match answer {
+                            Answer::Accept => {
+                                let mut patched = object.clone();
+                                if body.is_object() {
+                                    merge(&mut patched, &body);
+                                }
+                                (200, patched)
+                            }
+                            Answer::Fail(code) => (code, failure(code)),
+                        },
+                        (expected, _) => {
+                            s.wrong.push(format!(
+                                "{method} {path} ({write:?}) where {expected:?} was expected"
+                            ));
+                            if let Some(step) = expected {
+                                s.steps.push(step);
+                            }
+                            (500, failure(500))
+                        }
                     }
-                    StatusWrites::ConflictOnce => (
-                        StatusCode::OK,
-                        serde_json::to_value(&obj).unwrap_or_default(),
-                    ),
-                    StatusWrites::Refuse => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd down", "reason": "InternalError", "code": 500}),
-                    ),
                 }
-            } else if path.contains("/events") {
-                (StatusCode::CREATED, body)
-            } else if method == "PATCH" && body.is_object() {
-                // A merge patch of the object: answer with the patched object, as the API
-                // server does.
-                let mut patched = serde_json::to_value(&obj).unwrap_or_default();
-                merge(&mut patched, &body);
-                (StatusCode::OK, patched)
-            } else {
-                (
-                    StatusCode::OK,
-                    serde_json::to_value(&obj).unwrap_or_default(),
-                )
             };
             let response = Response::builder()
-                .status(code)
+                .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
                 .header("content-type", "application/json")
                 .body(Body::from(serde_json::to_vec(&answer).unwrap_or_default()))
                 .unwrap_or_else(|_| Response::new(Body::empty()));
             send.send_response(response);
         }
     });
-    (Client::new(service, "default"), rx)
+    (Client::new(service, "default"), Verifier(script))
 }
 
 /// RFC 7386 merge of `patch` into `target`.
-fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
-        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+        (Value::Object(t), Value::Object(p)) => {
             for (k, v) in p {
                 if v.is_null() {
                     t.remove(k);
                 } else {
-                    merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
                 }
             }
         }
@@ -123,7 +188,10 @@ fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
-async fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
+const JITTER: f64 = 1.0;
+
+/// A context on the scripted client and the fake Leen, with a fixed clock and jitter.
+fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
     leen_operator::install_crypto_provider();
     let metrics = Arc::new(Metrics::default());
     let leen = LeenClient::new(
@@ -144,7 +212,21 @@ async fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
     .run
     .settings()
     .expect("settings");
-    Arc::new(Context::new(client, leen, &settings, metrics))
+    let mut ctx = Context::new(client, leen, &settings, metrics);
+    ctx.clock = Clock {
+        now: || "2026-01-01T00:00:00Z".parse().expect("time"),
+        jitter: || JITTER,
+    };
+    Arc::new(ctx)
+}
+
+/// A fake Leen that knows connection (org, id) and the key.
+async fn leen_with_connection() -> (FakeLeen, Uuid, Uuid) {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    (fake, org, id)
 }
 
 /// The object under test: `security/c`, being deleted.
@@ -155,202 +237,261 @@ fn deleting(org: Uuid, id: Uuid) -> LeenConnection {
         .deleting()
 }
 
-/// The first `n` requests (Events are published in the background, so wait for them),
-/// then whatever else already arrived.
-async fn collect(rx: &mut mpsc::UnboundedReceiver<Seen>, n: usize) -> Vec<Seen> {
-    let mut seen = Vec::new();
-    while seen.len() < n {
-        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(s)) => seen.push(s),
-            _ => break,
-        }
-    }
-    // Give a stray extra request the chance to show up.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    seen.extend(drain(rx));
-    seen
+/// The cache's view of the object, as the controller hands it to `error_policy`.
+fn meta(obj: &LeenConnection) -> Arc<kube::core::PartialObjectMeta<LeenConnection>> {
+    use kube::core::PartialObjectMetaExt;
+    Arc::new(
+        obj.metadata
+            .clone()
+            .into_response_partial::<LeenConnection>(),
+    )
 }
-
-fn drain(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Vec<Seen> {
-    let mut seen = Vec::new();
-    while let Ok(s) = rx.try_recv() {
-        seen.push(s);
-    }
-    seen
-}
-
-const OBJ: &str = "/apis/leen.dev/v1alpha1/namespaces/security/leenconnections/c";
 
 #[tokio::test]
-async fn delete_writes_status_before_removing_finalizer() {
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key("mock-key");
-    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
-    fake.add_connection(org, id, "CrowdStrike");
+async fn delete_writes_status_then_removes_only_our_finalizer() {
+    let (fake, org, id) = leen_with_connection().await;
     let obj = deleting(org, id);
-    let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
-    let ctx = context(client, &fake).await;
-
-    reconcile_object(Arc::new(obj), ctx)
+    let steps = vec![
+        Step(Write::Status, Answer::Accept),
+        Step(Write::FinalizerRemoval, Answer::Accept),
+    ];
+    let (client, api) = verifier(&obj, steps);
+    let action = reconcile_object(Arc::new(obj), context(client, &fake))
         .await
-        .expect("reconcile succeeds");
-    let seen = collect(&mut rx, 3).await;
-    let (events, writes): (Vec<&Seen>, Vec<&Seen>) =
-        seen.iter().partition(|s| s.path.contains("/events"));
-    let summary: Vec<(&str, &str)> = writes
-        .iter()
-        .map(|s| (s.method.as_str(), s.path.as_str()))
-        .collect();
-    assert_eq!(
-        summary,
-        vec![("PATCH", format!("{OBJ}/status").as_str()), ("PATCH", OBJ)],
-        "the status write, then the finalizer removal, nothing else"
-    );
-    let status = &writes[0].body["status"];
+        .expect("reconciled");
+    assert_eq!(action, Action::await_change());
+    let seen = api.assert_done();
+    let status = &seen[0]["status"];
     assert_eq!(status["state"], "DELETED");
     assert_eq!(status["health"]["description"], "Connection deleted");
     assert_eq!(status["conditions"][0]["reason"], "Deleted");
     assert_eq!(status["conditions"][0]["status"], "False");
+    assert_eq!(status["observedGeneration"], 3);
     assert_eq!(
-        status["observedGeneration"], 3,
-        "the generation of the object read"
+        status["deletion"]["lastAttemptTime"],
+        "2026-01-01T00:00:00Z"
     );
     // The finalizer patch tests that it removes ours, and only ours.
-    let ops = writes[1].body.as_array().expect("JSON patch");
+    let ops = seen[1].as_array().expect("JSON patch");
     assert_eq!(ops[0]["op"], "test");
     assert_eq!(ops[0]["value"], FINALIZER);
     assert_eq!(ops[1]["op"], "remove");
-    assert_eq!(events.len(), 1, "one Event");
-    assert_eq!(events[0].method, "POST");
-    assert_eq!(events[0].body["reason"], "Deleted");
-    assert_eq!(events[0].body["type"], "Normal");
+    let events = api.events(1).await;
+    assert_eq!(events[0]["reason"], "Deleted");
+    assert_eq!(events[0]["type"], "Normal");
     assert_eq!(fake.count("DELETE", id), 1);
     assert_eq!(fake.count("GET", id), 0, "no GET during deletion");
 }
 
 #[tokio::test]
-async fn leen_failure_keeps_the_finalizer() {
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key("mock-key");
-    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
-    fake.add_connection(org, id, "CrowdStrike");
-    fake.push_fault(Fault::status(id, 503));
-    let obj = deleting(org, id);
-    let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
-    let ctx = context(client, &fake).await;
-
-    let err = reconcile_object(Arc::new(obj), ctx)
+async fn orphan_calls_nothing_and_needs_no_key() {
+    let (fake, org, id) = leen_with_connection().await;
+    fake.remove_api_key("mock-key");
+    let obj = deleting(org, id).orphan();
+    let steps = vec![
+        Step(Write::Status, Answer::Accept),
+        Step(Write::FinalizerRemoval, Answer::Accept),
+    ];
+    let (client, api) = verifier(&obj, steps);
+    reconcile_object(Arc::new(obj), context(client, &fake))
         .await
-        .expect_err("deletion pending");
-    assert!(err.to_string().contains("LeenUnavailable"), "{err}");
-    let seen = collect(&mut rx, 2).await;
-    let mut paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
-    paths.sort();
-    let status_path = format!("{OBJ}/status");
-    assert_eq!(
-        paths,
-        vec![
-            "/apis/events.k8s.io/v1/namespaces/security/events",
-            status_path.as_str()
-        ],
-        "status and Event, no finalizer patch"
-    );
-    let status = seen
-        .iter()
-        .find(|s| s.path.ends_with("/status"))
-        .expect("status");
-    let event = seen
-        .iter()
-        .find(|s| s.path.contains("/events"))
-        .expect("event");
-    assert_eq!(
-        status.body["status"]["conditions"][0]["reason"],
-        "LeenUnavailable"
-    );
-    assert_eq!(status.body["status"]["deletion"]["attempts"], 1);
-    assert_eq!(event.body["type"], "Warning");
+        .expect("reconciled");
+    let seen = api.assert_done();
+    assert_eq!(seen[0]["status"]["conditions"][0]["reason"], "Orphaned");
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    assert!(fake.has_connection(org, id));
 }
 
 #[tokio::test]
-async fn refused_status_write_keeps_the_finalizer() {
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key("mock-key");
-    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
-    fake.add_connection(org, id, "CrowdStrike");
+async fn leen_failure_keeps_the_finalizer_and_requeues_at_the_backoff() {
+    let (fake, org, id) = leen_with_connection().await;
+    fake.push_fault(Fault::status(id, 503));
     let obj = deleting(org, id);
-    let (client, mut rx) = mock(obj.clone(), StatusWrites::Refuse);
-    let ctx = context(client, &fake).await;
+    let (client, api) = verifier(&obj, vec![Step(Write::Status, Answer::Accept)]);
+    let ctx = context(client, &fake);
+    let err = reconcile_object(Arc::new(obj.clone()), ctx.clone())
+        .await
+        .expect_err("deletion pending");
+    let seen = api.assert_done();
+    let status = &seen[0]["status"];
+    assert_eq!(status["conditions"][0]["reason"], "LeenUnavailable");
+    assert_eq!(status["deletion"]["attempts"], 1);
+    assert_eq!(status["deletion"]["nextRetryTime"], "2026-01-01T00:00:02Z");
+    assert_eq!(api.events(1).await[0]["type"], "Warning");
+    // First transient failure, jitter 1: exactly the base delay.
+    assert_eq!(
+        error_policy(meta(&obj), &err, ctx),
+        Action::requeue(Duration::from_secs(2))
+    );
+}
 
-    reconcile_object(Arc::new(obj), ctx)
+#[tokio::test]
+async fn retry_after_is_the_requeue() {
+    let (fake, org, id) = leen_with_connection().await;
+    fake.push_fault(Fault::status(id, 429).retry_after("7"));
+    let obj = deleting(org, id);
+    let (client, api) = verifier(&obj, vec![Step(Write::Status, Answer::Accept)]);
+    let ctx = context(client, &fake);
+    let err = reconcile_object(Arc::new(obj.clone()), ctx.clone())
+        .await
+        .expect_err("rate limited");
+    api.assert_done();
+    assert_eq!(
+        error_policy(meta(&obj), &err, ctx),
+        Action::requeue(Duration::from_secs(7))
+    );
+}
+
+#[tokio::test]
+async fn refused_status_write_never_removes_the_finalizer() {
+    let (fake, org, id) = leen_with_connection().await;
+    let obj = deleting(org, id);
+    // The first write and its three retries fail; a finalizer patch would be extra.
+    let steps = vec![Step(Write::Status, Answer::Fail(500)); 4];
+    let (client, api) = verifier(&obj, steps);
+    reconcile_object(Arc::new(obj), context(client, &fake))
         .await
         .expect_err("status write failed");
-    let seen = drain(&mut rx);
-    assert!(!seen.is_empty());
-    assert!(
-        seen.iter().all(|s| s.path.ends_with("/status")),
-        "only (retried) status writes, never the finalizer: {seen:?}"
-    );
+    api.assert_done();
     assert_eq!(fake.count("DELETE", id), 1);
 }
 
 #[tokio::test]
-async fn live_resource_without_finalizer_gets_it_first() {
-    let fake = FakeLeen::start().await.expect("fake");
-    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
-    let obj: LeenConnection = serde_json::from_value(serde_json::json!({
-        "apiVersion": "leen.dev/v1alpha1", "kind": "LeenConnection",
-        "metadata": {"name": "c", "namespace": "security", "uid": "u-2", "generation": 1},
-        "spec": {"organizationId": org.to_string(), "connectionId": id.to_string()}
-    }))
-    .expect("object");
-    let (client, mut rx) = mock(obj.clone(), StatusWrites::Accept);
-    let ctx = context(client, &fake).await;
-    reconcile_object(Arc::new(obj), ctx)
+async fn a_failed_finalizer_patch_is_retried_without_calling_leen_again() {
+    let (fake, org, id) = leen_with_connection().await;
+    let obj = deleting(org, id);
+    let steps = vec![
+        Step(Write::Status, Answer::Accept),
+        Step(Write::FinalizerRemoval, Answer::Fail(500)),
+    ];
+    let (client, api) = verifier(&obj, steps);
+    let ctx = context(client, &fake);
+    let err = reconcile_object(Arc::new(obj.clone()), ctx.clone())
+        .await
+        .expect_err("finalizer patch failed");
+    assert!(matches!(err, Error::FinalizerPatch(_)), "{err}");
+    let seen = api.assert_done();
+    // Next time the status says Deleted: only the finalizer is left to remove.
+    let mut written = obj.clone();
+    written.status = serde_json::from_value(seen[0]["status"].clone()).ok();
+    let (client, api) = verifier(
+        &written,
+        vec![Step(Write::FinalizerRemoval, Answer::Accept)],
+    );
+    let ctx = context(client, &fake);
+    reconcile_object(Arc::new(written), ctx)
+        .await
+        .expect("released");
+    api.assert_done();
+    assert_eq!(fake.count("DELETE", id), 1, "Leen was not called again");
+}
+
+#[tokio::test]
+async fn a_conflict_on_the_status_write_is_retried_not_dropped() {
+    let (fake, org, id) = leen_with_connection().await;
+    let obj = deleting(org, id);
+    let steps = vec![
+        Step(Write::Status, Answer::Fail(409)),
+        Step(Write::Status, Answer::Accept),
+        Step(Write::FinalizerRemoval, Answer::Accept),
+    ];
+    let (client, api) = verifier(&obj, steps);
+    reconcile_object(Arc::new(obj), context(client, &fake))
+        .await
+        .expect("reconciled after the retry");
+    api.assert_done();
+    assert_eq!(fake.count("DELETE", id), 1, "Leen is not called again");
+}
+
+#[tokio::test]
+async fn a_new_resource_gets_finalizer_and_labels_before_any_call() {
+    let (fake, org, id) = leen_with_connection().await;
+    let mut obj = LeenConnection::test()
+        .named("security", "c")
+        .ids(&org.to_string(), &id.to_string());
+    obj.metadata.finalizers = None;
+    let (client, api) = verifier(&obj, vec![Step(Write::Metadata, Answer::Accept)]);
+    let action = reconcile_object(Arc::new(obj), context(client, &fake))
         .await
         .expect("reconciled");
-    let seen = drain(&mut rx);
-    // One metadata write puts the finalizer and the binding labels in place; Leen is read
-    // on the reconciliation that the finalizer's arrival triggers.
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(
-        (seen[0].method.as_str(), seen[0].path.as_str()),
-        ("PATCH", OBJ)
-    );
-    let meta = &seen[0].body["metadata"];
-    assert_eq!(meta["finalizers"], serde_json::json!([FINALIZER]));
+    // The finalizer's arrival brings the object back: Leen is read then, once.
+    assert_eq!(action, Action::await_change());
+    let seen = api.assert_done();
+    let meta = &seen[0]["metadata"];
+    assert_eq!(meta["finalizers"], json!([FINALIZER]));
+    assert_eq!(meta["resourceVersion"], "10");
     assert_eq!(meta["labels"]["leen.dev/connection-id"], id.to_string());
     assert_eq!(meta["labels"]["leen.dev/organization-id"], org.to_string());
     assert_eq!(meta["labels"]["leen.dev/region"], "us");
     assert!(
         fake.requests().is_empty(),
-        "no Leen call before the finalizer is in place"
+        "no Leen call before the finalizer"
     );
 }
 
 #[tokio::test]
-async fn conflict_on_status_write_is_retried_not_dropped() {
-    let fake = FakeLeen::start().await.expect("fake");
-    fake.add_api_key("mock-key");
-    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
-    fake.add_connection(org, id, "CrowdStrike");
-    let obj = deleting(org, id);
-    let (client, mut rx) = mock(obj.clone(), StatusWrites::ConflictOnce);
-    let ctx = context(client, &fake).await;
-
-    reconcile_object(Arc::new(obj), ctx)
+async fn a_failed_metadata_patch_calls_nothing() {
+    let (fake, org, id) = leen_with_connection().await;
+    let mut obj = LeenConnection::test()
+        .named("security", "c")
+        .ids(&org.to_string(), &id.to_string());
+    obj.metadata.finalizers = None;
+    let (client, api) = verifier(&obj, vec![Step(Write::Metadata, Answer::Fail(500))]);
+    reconcile_object(Arc::new(obj), context(client, &fake))
         .await
-        .expect("reconcile succeeds after the retry");
-    let seen = collect(&mut rx, 4).await;
-    let writes: Vec<&str> = seen
-        .iter()
-        .filter(|s| !s.path.contains("/events"))
-        .map(|s| s.path.as_str())
-        .collect();
-    let status_path = format!("{OBJ}/status");
+        .expect_err("metadata patch failed");
+    api.assert_done();
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_live_read_requeues_at_the_sync_interval() {
+    let (fake, org, id) = leen_with_connection().await;
+    let obj = LeenConnection::test()
+        .named("security", "c")
+        .ids(&org.to_string(), &id.to_string());
+    // The labels first (the fixture has none), then the status of the read.
+    let steps = vec![
+        Step(Write::Metadata, Answer::Accept),
+        Step(Write::Status, Answer::Accept),
+    ];
+    let (client, api) = verifier(&obj, steps);
+    let action = reconcile_object(Arc::new(obj), context(client, &fake))
+        .await
+        .expect("reconciled");
+    // Sync interval 5 min, spread by 0.9 + 0.2 x jitter: with jitter 1, 330 s exactly.
+    assert_eq!(action, Action::requeue(Duration::from_secs(330)));
+    let seen = api.assert_done();
+    assert_eq!(seen[1]["status"]["conditions"][0]["reason"], "Synced");
+    assert_eq!(fake.count("GET", id), 1);
+    assert_eq!(fake.count("DELETE", id), 0);
+}
+
+#[test]
+fn requeue_after_takes_the_pending_retry_else_the_backoff() {
+    let policy = RetryPolicy::default();
+    let pending = Error::DeletionPending {
+        reason: leen_operator::decision::Reason::RateLimited,
+        retry_after: Duration::from_secs(42),
+    };
     assert_eq!(
-        writes,
-        vec![status_path.as_str(), status_path.as_str(), OBJ],
-        "409, status again, then the finalizer"
+        requeue_after(&pending, 5, 0.0, &policy),
+        Duration::from_secs(42)
     );
-    assert_eq!(fake.count("DELETE", id), 1, "Leen is not called again");
+    let other = Error::NoNamespace;
+    // Backoff: attempt 1 is the base, each further attempt doubles it, capped; jitter
+    // draws from [d/2, d].
+    for (attempt, jitter, secs) in [
+        (1, 1.0, 2.0),
+        (1, 0.0, 1.0),
+        (2, 1.0, 4.0),
+        (3, 0.5, 6.0),
+        (20, 1.0, 300.0),
+    ] {
+        assert_eq!(
+            requeue_after(&other, attempt, jitter, &policy),
+            Duration::from_secs_f64(secs),
+            "attempt {attempt}, jitter {jitter}"
+        );
+    }
 }
