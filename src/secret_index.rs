@@ -59,3 +59,69 @@ impl SecretIndex {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    fn reader(
+        ns: &str,
+        name: &str,
+        key_secret: Option<&str>,
+        creds: Option<&str>,
+    ) -> LeenConnection {
+        let mut spec = serde_json::json!({
+            "organizationId": "6f1c2d4e-0000-4000-8000-000000000001",
+            "connectionId": "0b9e7a52-0000-4000-8000-000000000002",
+        });
+        if let Some(s) = key_secret {
+            spec["apiKeySecretRef"] = serde_json::json!({ "name": s });
+        }
+        if let Some(s) = creds {
+            spec["credentialsSecretRef"] = serde_json::json!({ "name": s });
+        }
+        let mut obj = LeenConnection::new(name, serde_json::from_value(spec).expect("spec"));
+        obj.metadata.namespace = Some(ns.to_string());
+        obj
+    }
+
+    fn key(obj: &LeenConnection) -> ObjectRef<CachedConnection> {
+        ObjectRef::new(&obj.name_any()).within(&obj.namespace().unwrap_or_default())
+    }
+
+    fn secret(ns: &str, name: &str) -> CachedSecret {
+        use kube::core::PartialObjectMetaExt;
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        }
+        .into_response_partial()
+    }
+
+    #[test]
+    fn a_secret_wakes_exactly_its_readers() {
+        let index = SecretIndex::default();
+        let a = reader("apps", "a", Some("key"), Some("creds"));
+        let b = reader("apps", "b", None, Some("creds"));
+        let c = reader("other", "c", Some("key"), None);
+        for obj in [&a, &b, &c] {
+            index.record(key(obj), obj);
+        }
+        let names = |secret: &CachedSecret| {
+            let mut v: Vec<String> = index.readers(secret).into_iter().map(|r| r.name).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&secret("apps", "key")), vec!["a"]);
+        assert_eq!(names(&secret("apps", "creds")), vec!["a", "b"]);
+        assert_eq!(names(&secret("other", "key")), vec!["c"]);
+        assert!(names(&secret("apps", "nothing")).is_empty());
+        // A reader that stops naming a Secret, and one that is gone, wake nothing.
+        let a2 = reader("apps", "a", None, None);
+        index.record(key(&a2), &a2);
+        index.forget(&key(&b));
+        assert!(names(&secret("apps", "creds")).is_empty());
+    }
+}

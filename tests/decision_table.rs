@@ -1127,3 +1127,29 @@ fn a_deletion_that_never_created_anything_releases_without_a_call() {
     assert_eq!(condition(&d.status, "Ready"), ("False", "NotCreated"));
     assert!(d.event.is_some_and(|e| !e.warning));
 }
+
+#[test]
+fn a_rate_limited_read_waits_exactly_what_leen_asked() {
+    let policy = RetryPolicy::default();
+    let limited = |after: Option<u64>| {
+        Observation::Leen(LeenOutcome::RateLimited {
+            retry_after: after.map(Duration::from_secs),
+        })
+    };
+    let obj = LeenConnection::test();
+    let d = decide_sync(&obj, &limited(Some(42)), &inputs(&policy));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(42)));
+    // Without Retry-After: the first transient step (jitter 1: the base, 2 s).
+    let d = decide_sync(&obj, &limited(None), &inputs(&policy));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(2)));
+    // Never later than the next regular sync.
+    let d = decide_sync(&obj, &limited(Some(3000)), &inputs(&policy));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(300)));
+    // And on a deletion, the same wait.
+    let d = decide_deletion(
+        &obj.deleting(),
+        &DeletionStep::Observed(limited(Some(42))),
+        &inputs(&policy),
+    );
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(42)));
+}

@@ -82,7 +82,11 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
         .await
         .expect("created");
     wait_for(&api, "c", "Ready=True", is_ready).await;
-    assert!(a.metric("leen_operator_leen_requests_total", &[]).await >= 1.0);
+    assert_eq!(
+        a.metric("leen_operator_leen_requests_total", &[]).await,
+        1.0,
+        "the leader read the connection once"
+    );
     assert_eq!(
         b.metric("leen_operator_leen_requests_total", &[]).await,
         0.0,
@@ -93,26 +97,23 @@ async fn only_the_leader_acts_and_a_standby_takes_over() {
     // Kill the leader without a chance to release the Lease.
     a.kill();
     let killed = Instant::now();
-    while holder(&leases).await.as_deref() != Some("replica-b") {
-        assert!(Instant::now() < killed + WAIT, "replica-b never took over");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let takeover = killed.elapsed();
-    println!("takeover after leader SIGKILL: {takeover:?} (lease {LEASE_SECS}s)");
-    assert!(
-        takeover < Duration::from_secs(LEASE_SECS * 2),
-        "took {takeover:?}"
+    wait_leader(&leases, "replica-b").await;
+    // A figure, not a bound (timing goals live in the benchmark).
+    println!(
+        "takeover after leader SIGKILL: {:?} (lease {LEASE_SECS}s)",
+        killed.elapsed()
     );
     delete(&api, "c").await;
     wait_gone(&api, "c").await;
     assert_eq!(fake.count("DELETE", id), 1);
-    assert!(
+    assert_eq!(
         b.metric(
             "leen_operator_leen_requests_total",
             &["operation=\"delete\""]
         )
-        .await
-            >= 1.0
+        .await,
+        1.0,
+        "the new leader deleted it"
     );
 }
 
@@ -158,4 +159,41 @@ async fn a_stalled_leader_stops_before_a_standby_acquires() {
         "the stalled leader stopped at {a_stopped:?}, after the standby acquired at {b_acquired:?}"
     );
     assert!(a.log_text().contains("renew"), "{}", a.log_text());
+}
+
+/// A leader whose Lease another holder took (an operator by hand, a replica that judged
+/// it expired) stops at once: never two leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_is_taken_stops() {
+    let cp = ControlPlane::start().await;
+    cp.namespace("leen-system").await;
+    let fake = FakeLeen::start().await.expect("fake");
+    let a = replica(&cp, &fake.base_url(), "replica-a", None).await;
+    let leases: Api<Lease> = Api::namespaced(cp.client().await, "leen-system");
+    wait_leader(&leases, "replica-a").await;
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    leases
+        .patch(
+            "leen-operator",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {
+                "holderIdentity": "intruder",
+                "renewTime": now,
+                "acquireTime": now,
+            }})),
+        )
+        .await
+        .expect("lease taken");
+    let a = std::sync::Mutex::new(a);
+    eventually("the old leader exits", async || {
+        a.lock().expect("operator").exited()
+    })
+    .await;
+    let log = a.lock().expect("operator").log_text();
+    assert!(
+        log.contains("the Lease was taken by another replica"),
+        "{log}"
+    );
 }

@@ -235,3 +235,15 @@ pub async fn create_many(
         .expect("created");
     items
 }
+
+/// Whether the API server enforces the CRD's CEL rules (x-kubernetes-validations: 1.25
+/// and later). Tests state which path each server must take, rather than accepting both.
+pub async fn cel_enforced(client: &Client) -> bool {
+    let version = client.apiserver_version().await.expect("server version");
+    let minor: u32 = version
+        .minor
+        .trim_end_matches('+')
+        .parse()
+        .expect("minor version");
+    version.major == "1" && minor >= 25
+}
