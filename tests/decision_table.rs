@@ -1153,3 +1153,113 @@ fn a_rate_limited_read_waits_exactly_what_leen_asked() {
     );
     assert_eq!(d.requeue_after, Some(Duration::from_secs(42)));
 }
+
+#[test]
+fn vendor_names_identifiers_and_connection_names() {
+    use leen_operator::decision::{connection_name, create_identifier, is_vendor_name};
+    for (name, ok) in [
+        ("QUALYS", true),
+        ("MS_DEFENDER_VMS", true),
+        ("WIZ2", true),
+        ("A", true),
+        ("qualys", false),
+        ("_QUALYS", false),
+        ("2WIZ", false),
+        ("WIZ-VMS", false),
+        ("", false),
+    ] {
+        assert_eq!(is_vendor_name(name), ok, "{name:?}");
+    }
+    assert!(is_vendor_name(&"A".repeat(128)));
+    assert!(!is_vendor_name(&"A".repeat(129)));
+
+    // The identifier: recorded at the create's start, else the spec's, else derived.
+    let mut obj = LeenConnection::to_create("QUALYS");
+    assert_eq!(create_identifier(&obj), "security/crowdstrike-prod/u-1");
+    obj.spec.identifier = Some("mine".into());
+    assert_eq!(create_identifier(&obj), "mine");
+    obj.status = Some(LeenConnectionStatus {
+        creation: Some(leen_operator::resource::CreationRecord {
+            identifier: "recorded".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(create_identifier(&obj), "recorded");
+
+    // The connection a resource stands for: bound, else the spec's, else none yet.
+    assert_eq!(
+        connection_name(&LeenConnection::to_create("QUALYS")),
+        "(not created)"
+    );
+    assert_eq!(connection_name(&LeenConnection::test()), ID);
+    let mut bound = LeenConnection::test();
+    bound.status = Some(LeenConnectionStatus {
+        bound_connection: Some(BoundConnection {
+            region: Some(Region::Us),
+            organization_id: ORG.into(),
+            connection_id: OTHER_ID.into(),
+        }),
+        ..Default::default()
+    });
+    assert_eq!(connection_name(&bound), OTHER_ID);
+}
+
+#[test]
+fn mirrored_strings_are_capped_and_reasons_cleaned() {
+    let policy = RetryPolicy::default();
+    let long = "x".repeat(leen_operator::decision::MAX_MIRRORED_CHARS + 10);
+    let exact = "y".repeat(leen_operator::decision::MAX_MIRRORED_CHARS);
+    let obs = Observation::Leen(LeenOutcome::Success(Box::new(Connection {
+        id: Some(ID.into()),
+        state: Some("ACTIVE".into()),
+        vendor: Some(long.clone()),
+        identifier: Some(exact.clone()),
+        health: Some(Health {
+            name: Some("9 vendor-down!".into()),
+            status: Some("UNHEALTHY".into()),
+            description: Some("the vendor is down".into()),
+            resolution_owner: Some("VENDOR".into()),
+            details: vec![Default::default(); leen_operator::decision::MAX_MIRRORED_DETAILS + 5],
+        }),
+        ..Default::default()
+    })));
+    let d = decide_sync(&LeenConnection::test(), &obs, &inputs(&policy));
+    let vendor = d.status.vendor.clone().expect("vendor");
+    assert_eq!(
+        vendor.chars().count(),
+        leen_operator::decision::MAX_MIRRORED_CHARS + 3
+    );
+    assert!(vendor.ends_with("..."));
+    assert_eq!(
+        d.status.identifier.as_deref(),
+        Some(exact.as_str()),
+        "at the cap: kept whole"
+    );
+    assert_eq!(
+        d.status.health.as_ref().map(|h| h.details.len()),
+        Some(leen_operator::decision::MAX_MIRRORED_DETAILS)
+    );
+    // A health name that is not a condition reason: cleaned to one.
+    let healthy = d.status.condition("Healthy").expect("Healthy");
+    assert_eq!(healthy.reason, "Unhealthy", "starts with a digit");
+    assert!(
+        healthy.message.contains("the vendor must act"),
+        "{}",
+        healthy.message
+    );
+}
+
+#[test]
+fn a_connection_bound_by_many_names_five_and_counts_the_rest() {
+    let policy = RetryPolicy::default();
+    let mut i = inputs(&policy);
+    i.also_bound_by = (1..=7).map(|n| format!("apps/r{n}")).collect();
+    let d = decide_sync(&LeenConnection::test(), &leen_says("ACTIVE", None), &i);
+    let message = &d.status.ready().expect("Ready").message;
+    assert!(message.contains("apps/r5 and 2 more"), "{message}");
+    assert!(!message.contains("apps/r6"), "{message}");
+    let event = d.event.expect("the sharing is news");
+    assert!(event.warning);
+    assert_eq!(event.reason, Reason::SharedConnection);
+}
