@@ -189,6 +189,11 @@ mod tests {
             Credentials::from_secret_data(&data(&[("credentials.json", "{}"), ("x", "hunter2")]))
                 .expect_err("mixed");
         assert!(!mixed.to_string().contains("hunter2"));
+        assert_eq!(
+            mixed,
+            CredentialsError::Mixed("x".into()),
+            "names the other keys only"
+        );
         let mut bin = BTreeMap::new();
         bin.insert("k".to_string(), ByteString(vec![0xff, 0xfe]));
         assert_eq!(

@@ -124,6 +124,7 @@ fn verifier(obj: &LeenConnection, steps: Vec<Step>) -> (Client, Verifier) {
         while let Some((request, send)) = handle.next_request().await {
             let method = request.method().to_string();
             let path = request.uri().path().to_string();
+            let query = request.uri().query().unwrap_or_default().to_string();
             let bytes = request
                 .into_body()
                 .collect_bytes()
@@ -137,6 +138,13 @@ fn verifier(obj: &LeenConnection, steps: Vec<Step>) -> (Client, Verifier) {
                     (201, body)
                 } else {
                     let write = classify(&method, &path, &body);
+                    // Our own writes name their manager (kube's finalizer helper does not).
+                    let ours = matches!(write, Some(Write::Status | Write::Metadata));
+                    if ours && !query.contains("fieldManager=leen-operator") {
+                        s.wrong.push(format!(
+                            "{method} {path} without the field manager: {query}"
+                        ));
+                    }
                     s.seen.push(body.clone());
                     match (s.steps.pop(), write) {
                         (Some(Step(want, answer)), Some(got)) if want == got => match answer {
