@@ -211,5 +211,13 @@ mod tests {
         assert!(!a.salted_hash("uid-1").contains("hunter22"));
         assert_eq!(format!("{a:?} {a}"), "Credentials(<redacted>) <redacted>");
         assert_eq!(a.secrets(), vec!["hunter22".to_string()]);
+        // At any depth, in arrays too; longest first; too short to matter left out.
+        let nested = Credentials(
+            serde_json::json!({"aws": {"keys": ["key-one", "k2"], "secret": "longest-secret"}, "n": 5}),
+        );
+        assert_eq!(
+            nested.secrets(),
+            vec!["longest-secret".to_string(), "key-one".to_string()]
+        );
     }
 }

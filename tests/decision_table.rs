@@ -1263,3 +1263,48 @@ fn a_connection_bound_by_many_names_five_and_counts_the_rest() {
     assert!(event.warning);
     assert_eq!(event.reason, Reason::SharedConnection);
 }
+
+#[test]
+fn sync_events_warn_on_failures_only() {
+    let policy = RetryPolicy::default();
+    // From Ready (Synced) to each outcome: the Event's type says whether it is a failure.
+    let mut ready = LeenConnection::test();
+    ready.status = Some(decide_sync(&ready, &leen_says("ACTIVE", None), &inputs(&policy)).status);
+    let rows = [
+        (leen_says("PAUSED", None), Reason::Paused, false),
+        (leen_says("PENDING", None), Reason::Pending, false),
+        (leen_says("DELETED", None), Reason::ConnectionDeleted, false),
+        (
+            Observation::Leen(LeenOutcome::NotFound {
+                detail: "Connection Not Found".into(),
+            }),
+            Reason::NotFound,
+            true,
+        ),
+        (
+            Observation::Leen(LeenOutcome::Unavailable {
+                status: Some(503),
+                error: "down".into(),
+            }),
+            Reason::LeenUnavailable,
+            true,
+        ),
+        (
+            Observation::CredentialsMissing("no key".into()),
+            Reason::CredentialsMissing,
+            true,
+        ),
+    ];
+    for (obs, reason, warning) in rows {
+        let d = decide_sync(&ready, &obs, &inputs(&policy));
+        let event = d.event.expect("a change is an Event");
+        assert_eq!((event.reason, event.warning), (reason, warning));
+    }
+    // The first successful read is no news.
+    let d = decide_sync(
+        &LeenConnection::test(),
+        &leen_says("ACTIVE", None),
+        &inputs(&policy),
+    );
+    assert!(d.event.is_none());
+}
