@@ -1308,3 +1308,61 @@ fn sync_events_warn_on_failures_only() {
     );
     assert!(d.event.is_none());
 }
+
+#[test]
+fn slow_retries_spread_by_jitter() {
+    let policy = RetryPolicy::default();
+    for (jitter, secs) in [(0.0, 810.0), (0.5, 900.0), (1.0, 990.0)] {
+        for reason in [
+            Reason::Rejected,
+            Reason::InvalidSpec,
+            Reason::ImmutableFieldChanged,
+        ] {
+            assert_eq!(
+                policy.delay(reason, None, 3, jitter),
+                Duration::from_secs_f64(secs),
+                "{reason:?} jitter {jitter}"
+            );
+        }
+    }
+    // Unauthorized: its own backoff, 30 s doubling to 10 min.
+    assert_eq!(
+        policy.delay(Reason::Unauthorized, None, 1, 1.0),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        policy.delay(Reason::Unauthorized, None, 9, 1.0),
+        Duration::from_secs(600)
+    );
+    // Retry-After is honoured, at least a second.
+    assert_eq!(
+        policy.delay(Reason::RateLimited, Some(Duration::ZERO), 1, 1.0),
+        Duration::from_secs(1)
+    );
+}
+
+#[test]
+fn secret_names_are_checked_in_both_references() {
+    let with = |field: &str, name: &str| {
+        let mut obj = LeenConnection::test();
+        let r = serde_json::json!({ "name": name });
+        match field {
+            "apiKeySecretRef" => obj.spec.api_key_secret_ref = serde_json::from_value(r).ok(),
+            _ => obj.spec.credentials_secret_ref = serde_json::from_value(r).ok(),
+        }
+        obj
+    };
+    for field in ["apiKeySecretRef", "credentialsSecretRef"] {
+        assert!(
+            validate_binding(&with(field, "leen-key.v2")).is_ok(),
+            "{field}"
+        );
+        assert!(
+            matches!(
+                validate_binding(&with(field, "Not_A_Name")),
+                Err(Observation::InvalidSpec { reason: Reason::InvalidSpec, ref message }) if message.contains(field)
+            ),
+            "{field}"
+        );
+    }
+}
