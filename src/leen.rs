@@ -723,17 +723,8 @@ impl LeenClient {
         connection: Uuid,
         key: &ApiKey,
     ) -> LeenOutcome {
-        let url = self.connection_url(region, organization, connection);
-        self.about(
-            Operation::Get,
-            region,
-            url,
-            None,
-            key,
-            organization,
-            connection,
-        )
-        .await
+        self.one(Operation::Get, region, organization, connection, key)
+            .await
     }
 
     /// `DELETE` one connection.
@@ -744,17 +735,22 @@ impl LeenClient {
         connection: Uuid,
         key: &ApiKey,
     ) -> LeenOutcome {
+        self.one(Operation::Delete, region, organization, connection, key)
+            .await
+    }
+
+    /// A call without a body on one connection's URL.
+    async fn one(
+        &self,
+        op: Operation,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        key: &ApiKey,
+    ) -> LeenOutcome {
         let url = self.connection_url(region, organization, connection);
-        self.about(
-            Operation::Delete,
-            region,
-            url,
-            None,
-            key,
-            organization,
-            connection,
-        )
-        .await
+        self.about(op, region, url, None, key, organization, connection)
+            .await
     }
 
     /// `PATCH` one connection with the given fields (update).
