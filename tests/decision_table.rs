@@ -1366,3 +1366,49 @@ fn secret_names_are_checked_in_both_references() {
         );
     }
 }
+
+#[test]
+fn a_binding_recorded_without_region_gets_the_spec_region() {
+    let policy = RetryPolicy::default();
+    let mut obj = LeenConnection::test();
+    obj.spec.region = Region::Eu;
+    obj.status = Some(LeenConnectionStatus {
+        bound_connection: Some(BoundConnection {
+            region: None,
+            organization_id: ORG.into(),
+            connection_id: ID.into(),
+        }),
+        ..Default::default()
+    });
+    let d = decide_sync(&obj, &leen_says("ACTIVE", None), &inputs(&policy));
+    let bound = d.status.bound_connection.expect("bound");
+    assert_eq!(bound.region, Some(Region::Eu));
+}
+
+#[test]
+fn a_ready_sync_requeues_at_the_interval_spread_by_jitter() {
+    let policy = RetryPolicy::default();
+    for (jitter, secs) in [(0.0, 270.0), (0.5, 300.0), (1.0, 330.0)] {
+        let mut i = inputs(&policy);
+        i.jitter = jitter;
+        let d = decide_sync(&LeenConnection::test(), &leen_says("ACTIVE", None), &i);
+        assert_eq!(
+            d.requeue_after,
+            Some(Duration::from_secs_f64(secs)),
+            "{jitter}"
+        );
+    }
+}
+
+#[test]
+fn sharing_is_announced_once() {
+    let policy = RetryPolicy::default();
+    let mut i = inputs(&policy);
+    i.also_bound_by = vec!["apps/other".into()];
+    let mut obj = LeenConnection::test();
+    let first = decide_sync(&obj, &leen_says("ACTIVE", None), &i);
+    assert!(first.event.is_some());
+    obj.status = Some(first.status);
+    let again = decide_sync(&obj, &leen_says("ACTIVE", None), &i);
+    assert!(again.event.is_none(), "{:?}", again.event);
+}
