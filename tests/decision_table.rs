@@ -694,9 +694,12 @@ fn an_identical_failure_soon_after_writes_nothing_and_emits_nothing() {
     assert!(again.event.is_none(), "no second Event");
     assert_eq!(again.finalizer, FinalizerAction::Keep);
     assert_eq!(again.requeue_after, Some(Duration::from_secs(5)));
-    // Once REPEAT_QUIET has passed, the record is brought up to date.
+    // Just inside REPEAT_QUIET: still quiet; at it: the record is brought up to date.
+    let mut edge = inputs(&policy);
+    edge.now += chrono::Duration::seconds(59);
+    assert!(decide_deletion(&obj, &step, &edge).event.is_none());
     let mut later = inputs(&policy);
-    later.now += chrono::Duration::seconds(61);
+    later.now += chrono::Duration::seconds(60);
     let later = decide_deletion(&obj, &step, &later);
     assert_eq!(later.status.deletion.map(|r| r.attempts), Some(2));
     assert!(later.event.is_some());
@@ -1408,6 +1411,9 @@ fn sharing_is_announced_once() {
     let mut obj = LeenConnection::test();
     let first = decide_sync(&obj, &leen_says("ACTIVE", None), &i);
     assert!(first.event.is_some());
+    let message = &first.status.ready().expect("Ready").message;
+    assert!(message.contains("also bound by apps/other:"), "{message}");
+    assert!(!message.contains("more"), "one other, no count: {message}");
     obj.status = Some(first.status);
     let again = decide_sync(&obj, &leen_says("ACTIVE", None), &i);
     assert!(again.event.is_none(), "{:?}", again.event);
