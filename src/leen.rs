@@ -749,7 +749,7 @@ impl LeenClient {
         key: &ApiKey,
     ) -> LeenOutcome {
         let url = self.connection_url(region, organization, connection);
-        self.about(op, region, url, None, key, organization, connection)
+        self.about(op, region, url, None, key, (organization, connection), &[])
             .await
     }
 
@@ -768,25 +768,16 @@ impl LeenClient {
             .as_ref()
             .map(|c| c.secrets())
             .unwrap_or_default();
-        let expected = Expected {
-            organization,
-            connection,
-        };
-        self.call_redacting(
+        self.about(
             Operation::Update,
             region,
             url,
             Some(update.body()),
             key,
+            (organization, connection),
             &secrets,
-            move |status, ra, body| match classify(expected, status, ra, body) {
-                LeenOutcome::Success(c) => Ok(c),
-                other => Err(other),
-            },
         )
         .await
-        .map(LeenOutcome::Success)
-        .unwrap_or_else(|outcome| outcome)
     }
 
     /// `POST` a new connection (create). `Ok` only with a connection that has a UUID id.
@@ -935,19 +926,20 @@ impl LeenClient {
         url: String,
         body: Option<Value>,
         key: &ApiKey,
-        organization: Uuid,
-        connection: Uuid,
+        (organization, connection): (Uuid, Uuid),
+        secrets: &[String],
     ) -> LeenOutcome {
         let expected = Expected {
             organization,
             connection,
         };
-        self.call(
+        self.call_redacting(
             op,
             region,
             url,
             body,
             key,
+            secrets,
             move |status, ra, body| match classify(expected, status, ra, body) {
                 LeenOutcome::Success(c) => Ok(c),
                 other => Err(other),
