@@ -1418,3 +1418,123 @@ fn sharing_is_announced_once() {
     let again = decide_sync(&obj, &leen_says("ACTIVE", None), &i);
     assert!(again.event.is_none(), "{:?}", again.event);
 }
+
+#[test]
+fn a_failed_credentials_test_says_what_leen_answered() {
+    // The CredentialsValid message of a failed test is this text: it must carry the
+    // status code and Leen's own words, whatever the kind of failure.
+    let rows = [
+        (
+            LeenOutcome::Unavailable {
+                status: Some(503),
+                error: "HTTP 503: maintenance".into(),
+            },
+            ["unavailable", "maintenance"],
+        ),
+        (
+            LeenOutcome::Unauthorized {
+                status: 403,
+                detail: "key revoked".into(),
+            },
+            ["403", "key revoked"],
+        ),
+        (
+            LeenOutcome::Rejected {
+                detail: "credentials.secret is required".into(),
+            },
+            ["422", "credentials.secret is required"],
+        ),
+        (
+            LeenOutcome::InvalidResponse {
+                status: 200,
+                error: "not JSON".into(),
+            },
+            ["200", "not JSON"],
+        ),
+        (
+            LeenOutcome::Unexpected {
+                status: 409,
+                detail: "conflict".into(),
+            },
+            ["409", "conflict"],
+        ),
+    ];
+    for (outcome, words) in rows {
+        let message = leen_operator::decision::describe_failure(&outcome);
+        for word in words {
+            assert!(message.contains(word), "{outcome:?}: {message:?}");
+        }
+    }
+}
+
+#[test]
+fn an_unhealthy_connection_names_who_must_act() {
+    let policy = RetryPolicy::default();
+    let hints = [
+        "the customer must act",
+        "the vendor must act",
+        "Leen must act",
+    ];
+    // (resolution owner, the one hint the Healthy message gives)
+    let rows = [
+        ("CUSTOMER", Some(hints[0])),
+        ("VENDOR", Some(hints[1])),
+        ("LEEN", Some(hints[2])),
+        ("SOMEONE_NEW", None),
+    ];
+    for (owner, hint) in rows {
+        let obs = Observation::Leen(LeenOutcome::Success(Box::new(Connection {
+            id: Some(ID.into()),
+            state: Some("ACTIVE".into()),
+            health: Some(Health {
+                name: Some("UNAUTHORIZED".into()),
+                status: Some("UNHEALTHY".into()),
+                description: Some("Vendor credentials are invalid".into()),
+                resolution_owner: Some(owner.into()),
+                details: vec![],
+            }),
+            ..Default::default()
+        })));
+        let d = decide_sync(&LeenConnection::test(), &obs, &inputs(&policy));
+        let message = &d.status.condition("Healthy").expect("Healthy").message;
+        assert!(
+            message.contains(&format!("resolution owner {owner}")),
+            "{message}"
+        );
+        for h in hints {
+            assert_eq!(message.contains(h), hint == Some(h), "{owner}: {message}");
+        }
+    }
+}
+
+#[test]
+fn health_names_become_condition_reasons_with_underscores_kept() {
+    let policy = RetryPolicy::default();
+    // (Leen's health name, the Healthy reason): letters, digits and `_` stay, anything
+    // else goes, trailing `_` too; a name that does not start with a letter is replaced.
+    let rows = [
+        ("VENDOR_API_DOWN", "VENDOR_API_DOWN"),
+        ("Token expired!", "Tokenexpired"),
+        ("RATE_LIMITED__", "RATE_LIMITED"),
+        ("_hidden", "Unhealthy"),
+        ("9 vendor-down!", "Unhealthy"),
+    ];
+    for (name, reason) in rows {
+        let obs = Observation::Leen(LeenOutcome::Success(Box::new(Connection {
+            id: Some(ID.into()),
+            state: Some("ACTIVE".into()),
+            health: Some(Health {
+                name: Some(name.into()),
+                status: Some("UNHEALTHY".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })));
+        let d = decide_sync(&LeenConnection::test(), &obs, &inputs(&policy));
+        assert_eq!(
+            d.status.condition("Healthy").map(|c| c.reason.as_str()),
+            Some(reason),
+            "{name}"
+        );
+    }
+}
