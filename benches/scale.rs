@@ -4,10 +4,13 @@
 //!     export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh)
 //!     cargo bench --bench scale -- [--n 100,1000,10000] [--latency-ms 0] [--out BENCHMARKS.md]
 //!     cargo bench --bench scale -- --create 100,1000 [--latency-ms 50]
+//!     cargo bench --bench scale -- --throughput 1000,10000 --latency-ms 50
 //!
 //! `--create` measures connections created from the spec instead (create -> Ready, calls
 //! per resource, beside the floor of creating the same objects with no operator) and only
-//! prints its table.
+//! prints its table. `--throughput` runs each contestant on a fresh control plane: no
+//! operator at all (the floor: `kubectl create -f`, then one `kubectl delete -l`), then the
+//! operator; it prints both times, their ratio, and the API server's own profile of each.
 //!
 //! Not part of CI: N = 10 000 takes minutes.
 
@@ -46,6 +49,7 @@ struct Args {
     reconciles: Option<u16>,
     out: Option<String>,
     create: Vec<usize>,
+    throughput: Vec<usize>,
 }
 
 fn args() -> Args {
@@ -57,6 +61,7 @@ fn args() -> Args {
         reconciles: None,
         out: Some("BENCHMARKS.md".into()),
         create: Vec::new(),
+        throughput: Vec::new(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -74,6 +79,12 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = value.parse().unwrap_or(16),
             "--reconciles" => a.reconciles = value.parse().ok(),
             "--out" => a.out = (value != "-").then_some(value),
+            "--throughput" => {
+                a.throughput = value
+                    .split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .collect()
+            }
             "--create" => {
                 a.create = value
                     .split(',')
@@ -590,6 +601,354 @@ async fn isolated_latency(samples: usize) -> (Duration, Duration) {
     (percentile(&lat, 0.5), percentile(&calls, 0.5))
 }
 
+/// What the API server did during one phase: requests and their summed handling time by
+/// verb and resource (from its own `/metrics`), its CPU, etcd's CPU, the operator's CPU.
+#[derive(Default, Clone)]
+struct Profile {
+    requests: HashMap<String, (f64, f64)>,
+    watch_events: f64,
+    apiserver_cpu: f64,
+    etcd_cpu: f64,
+    operator_cpu: f64,
+}
+
+impl Profile {
+    async fn take(client: &Client, cp: &ControlPlane, operator: Option<u32>) -> Profile {
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("request");
+        let text = client
+            .request_text(request)
+            .await
+            .expect("API server metrics");
+        let mut p = Profile::default();
+        let label = |line: &str, name: &str| -> String {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        for line in text.lines() {
+            let value = || {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            let key = || {
+                let sub = label(line, "subresource");
+                format!(
+                    "{} {}{}",
+                    label(line, "verb"),
+                    label(line, "resource"),
+                    if sub.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{sub}")
+                    }
+                )
+            };
+            if line.starts_with("apiserver_request_total{") {
+                p.requests.entry(key()).or_default().0 += value();
+            } else if line.starts_with("apiserver_request_duration_seconds_sum{") {
+                p.requests.entry(key()).or_default().1 += value();
+            } else if line.starts_with("apiserver_watch_events_total{") {
+                p.watch_events += value();
+            } else if line.starts_with("process_cpu_seconds_total ") {
+                p.apiserver_cpu = value();
+            }
+        }
+        let (_, etcd) = cp.pids();
+        p.etcd_cpu = proc_stats(etcd).2;
+        p.operator_cpu = operator.map(|pid| proc_stats(pid).2).unwrap_or(0.0);
+        p
+    }
+
+    /// `self - before`, per object.
+    fn per_object(&self, before: &Profile, n: usize) -> Profile {
+        let n = n as f64;
+        let mut requests = HashMap::new();
+        for (k, (count, secs)) in &self.requests {
+            let (c0, s0) = before.requests.get(k).copied().unwrap_or_default();
+            if (count - c0) / n >= 0.01 && !k.starts_with("WATCH") {
+                requests.insert(k.clone(), ((count - c0) / n, (secs - s0) / n));
+            }
+        }
+        Profile {
+            requests,
+            watch_events: (self.watch_events - before.watch_events) / n,
+            apiserver_cpu: (self.apiserver_cpu - before.apiserver_cpu) / n,
+            etcd_cpu: (self.etcd_cpu - before.etcd_cpu) / n,
+            operator_cpu: (self.operator_cpu - before.operator_cpu) / n,
+        }
+    }
+
+    /// One line: requests per object with the API server's handling ms, then CPU ms.
+    fn describe(&self) -> String {
+        let mut keys: Vec<_> = self.requests.iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        let requests: Vec<String> = keys
+            .into_iter()
+            .map(|(k, (c, s))| format!("{k} {c:.2} ({:.2} ms)", s * 1000.0))
+            .collect();
+        format!(
+            "{}; watch events {:.2}; CPU ms per object: API server {:.2}, etcd {:.2}, operator {:.2}",
+            requests.join(", "),
+            self.watch_events,
+            self.apiserver_cpu * 1000.0,
+            self.etcd_cpu * 1000.0,
+            self.operator_cpu * 1000.0
+        )
+    }
+}
+
+/// Runs the real kubectl against `cp` off the async runtime.
+async fn kubectl(cp: &ControlPlane, args: &[&str]) {
+    let kubeconfig = cp.kubeconfig.clone();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(&args)
+            .output()
+            .expect("kubectl runs (install kubectl)");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await
+    .expect("kubectl task");
+}
+
+/// Writes N adoptable LeenConnections (registered with the fake when given) as one
+/// `List` manifest, the way a user or GitOps tool would hand them to kubectl.
+fn manifest(cp: &ControlPlane, n: usize, fake: Option<&FakeLeen>) -> std::path::PathBuf {
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+            if let Some(fake) = fake {
+                fake.add_connection(org, id, "CrowdStrike");
+            }
+            let mut obj = connection(&format!("c{i}"), org, id);
+            obj.metadata.namespace = Some(NS.into());
+            obj.metadata.labels = Some([("bench".to_string(), "throughput".to_string())].into());
+            serde_json::to_value(&obj).expect("object")
+        })
+        .collect();
+    let path = cp
+        .dir
+        .path()
+        .join(format!("connections-{}.json", Uuid::new_v4()));
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    std::fs::write(&path, serde_json::to_vec(&list).expect("json")).expect("manifest written");
+    path
+}
+
+/// Watches the namespace until `n` objects are gone; resolves once the watch is running.
+async fn gone_watch(api: &Api<LeenConnection>, n: usize) -> tokio::task::JoinHandle<()> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let api = api.clone();
+    let handle = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+        let mut ready_tx = Some(ready_tx);
+        let mut gone = 0;
+        while gone < n {
+            match stream.next().await {
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if let Some(tx) = ready_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(_))) => gone += 1,
+                None => break,
+                _ => {}
+            }
+        }
+    });
+    let _ = ready_rx.await;
+    handle
+}
+
+/// Deletes every object the way `kubectl delete -l ... --wait=false` does and times
+/// until all are gone.
+async fn kubectl_delete_all(cp: &ControlPlane, api: &Api<LeenConnection>, n: usize) -> Duration {
+    let gone = gone_watch(api, n).await;
+    let started = Instant::now();
+    kubectl(
+        cp,
+        &[
+            "delete",
+            "leenconnections",
+            "-n",
+            NS,
+            "-l",
+            "bench=throughput",
+            "--wait=false",
+        ],
+    )
+    .await;
+    tokio::time::timeout(BENCH_WAIT, gone)
+        .await
+        .expect("all gone in time")
+        .expect("watch task");
+    started.elapsed()
+}
+
+struct Throughput {
+    n: usize,
+    latency_ms: u64,
+    floor_create: Duration,
+    floor_delete: Duration,
+    floor_profile: Profile,
+    ready: Duration,
+    delete: Duration,
+    create_profile: Profile,
+    delete_profile: Profile,
+    rss_steady_kb: u64,
+    rss_peak_kb: u64,
+    deletes_per: f64,
+    events_per: f64,
+}
+
+/// One contestant after the other on fresh control planes: no operator (the floor), then
+/// the operator with the fake Leen answering after `latency_ms`; the same N objects
+/// created with `kubectl create -f` and deleted with one `kubectl delete -l`.
+async fn throughput(n: usize, latency_ms: u64) -> Throughput {
+    // The floor: nothing but the API server and kubectl.
+    let (floor_create, floor_delete, floor_profile) = {
+        let cp = ControlPlane::start().await;
+        cp.namespace(NS).await;
+        let client = cp.client().await;
+        let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
+        let file = manifest(&cp, n, None);
+        let started = Instant::now();
+        kubectl(&cp, &["create", "-f", &file.to_string_lossy()]).await;
+        let create = started.elapsed();
+        let before = Profile::take(&client, &cp, None).await;
+        let delete = kubectl_delete_all(&cp, &api, n).await;
+        let profile = Profile::take(&client, &cp, None)
+            .await
+            .per_object(&before, n);
+        (create, delete, profile)
+    };
+
+    let (cp, fake) = stage(latency_ms).await;
+    let endpoint = fake.base_url();
+    // The deletion budget is off (the harness sets LEEN_MAX_DELETIONS=0): a budget exists
+    // to stop exactly this many deletions at once.
+    let op = Operator::start(
+        &cp,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("LEEN_API_KEY", "bench-key"),
+            ("LOG_LEVEL", "warn"),
+        ],
+    )
+    .await;
+    let pid = op.pid().expect("pid");
+    let client = cp.client().await;
+    let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
+    let file = manifest(&cp, n, Some(&fake));
+    let before = Profile::take(&client, &cp, Some(pid)).await;
+    let started = Instant::now();
+    let path = file.to_string_lossy().into_owned();
+    let create_args = ["create", "-f", path.as_str()];
+    tokio::join!(
+        wait_all_ready(&api, n, BENCH_WAIT),
+        kubectl(&cp, &create_args)
+    );
+    let ready = started.elapsed();
+    let created = Profile::take(&client, &cp, Some(pid)).await;
+    let create_profile = created.per_object(&before, n);
+    let rss_steady_kb = proc_stats(pid).0;
+    let events_before = metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await;
+    let peak = Arc::new(Mutex::new(0u64));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let rss = proc_stats(pid).0;
+                {
+                    let mut p = peak.lock().expect("lock");
+                    *p = (*p).max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let delete = kubectl_delete_all(&cp, &api, n).await;
+    sampler.abort();
+    let delete_profile = Profile::take(&client, &cp, Some(pid))
+        .await
+        .per_object(&created, n);
+    let events =
+        metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await - events_before;
+    let rss_peak_kb = proc_stats(pid).1.max(*peak.lock().expect("lock"));
+    Throughput {
+        n,
+        latency_ms,
+        floor_create,
+        floor_delete,
+        floor_profile,
+        ready,
+        delete,
+        create_profile,
+        delete_profile,
+        rss_steady_kb,
+        rss_peak_kb,
+        deletes_per: fake.count_method("DELETE") as f64 / n as f64,
+        events_per: events / n as f64,
+    }
+}
+
+fn print_throughput(rows: &[Throughput]) {
+    println!(
+        "| N | Leen latency ms | floor: kubectl create s | create -> all Ready s | ratio | floor: kubectl delete, all gone s | operator: delete -> all gone s | ratio | DELETE per deletion | Events per deletion | RSS steady MiB | RSS peak MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.1} | {:.1} |",
+            r.n,
+            r.latency_ms,
+            r.floor_create.as_secs_f64(),
+            r.ready.as_secs_f64(),
+            r.ready.as_secs_f64() / r.floor_create.as_secs_f64().max(0.001),
+            r.floor_delete.as_secs_f64(),
+            r.delete.as_secs_f64(),
+            r.delete.as_secs_f64() / r.floor_delete.as_secs_f64().max(0.001),
+            r.deletes_per,
+            r.events_per,
+            mib(r.rss_steady_kb),
+            mib(r.rss_peak_kb),
+        );
+    }
+    println!(
+        "\nAPI server profile, per object (requests by verb and resource, with the API server's summed handling time):\n"
+    );
+    for r in rows {
+        println!(
+            "- N = {} floor deletion: {}",
+            r.n,
+            r.floor_profile.describe()
+        );
+        println!(
+            "- N = {} operator creation: {}",
+            r.n,
+            r.create_profile.describe()
+        );
+        println!(
+            "- N = {} operator deletion: {}",
+            r.n,
+            r.delete_profile.describe()
+        );
+    }
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -619,6 +978,15 @@ fn machine() -> String {
 async fn main() {
     let a = args();
     leen_operator::install_crypto_provider();
+    if !a.throughput.is_empty() {
+        let mut rows = Vec::new();
+        for &n in &a.throughput {
+            eprintln!("bench: throughput N={n}, Leen latency {} ms", a.latency_ms);
+            rows.push(throughput(n, a.latency_ms).await);
+        }
+        print_throughput(&rows);
+        return;
+    }
     if !a.create.is_empty() {
         println!(
             "| N | Leen latency ms | create -> all Ready s | floor: plain creates s | ratio | POST per resource | list per resource | GET per resource | test per resource | status writes per resource |"

@@ -238,6 +238,14 @@ impl ControlPlane {
         self.start_apiserver().await;
     }
 
+    /// Process ids of the API server (while it runs) and etcd, for CPU figures.
+    pub fn pids(&self) -> (Option<u32>, u32) {
+        (
+            self.apiserver.as_ref().map(|p| p.child.id()),
+            self.etcd.child.id(),
+        )
+    }
+
     /// The API server's address.
     pub fn addr(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.secure_port))
