@@ -1538,3 +1538,31 @@ fn health_names_become_condition_reasons_with_underscores_kept() {
         );
     }
 }
+
+#[test]
+fn a_body_that_breaks_off_is_transient_on_success_and_ignored_on_an_error_status() {
+    use leen_operator::leen::BodyError;
+    let expected = Expected {
+        organization: ORG.parse().expect("org"),
+        connection: ID.parse().expect("id"),
+    };
+    let broken = || Err(BodyError::Read("connection reset".into()));
+    // A 200 whose body broke off may have been a confirmation: retried, never a failure
+    // of Leen's answer.
+    match classify(expected, 200, None, broken()) {
+        LeenOutcome::Unavailable { status, error } => {
+            assert_eq!(status, Some(200));
+            assert!(error.contains("connection reset"), "{error}");
+        }
+        other => panic!("200 with a broken body: {other:?}"),
+    }
+    // An error status says enough by its code.
+    assert!(matches!(
+        classify(expected, 401, None, broken()),
+        LeenOutcome::Unauthorized { status: 401, .. }
+    ));
+    assert!(matches!(
+        classify(expected, 422, None, broken()),
+        LeenOutcome::Rejected { .. }
+    ));
+}
