@@ -1566,3 +1566,37 @@ fn a_body_that_breaks_off_is_transient_on_success_and_ignored_on_an_error_status
         LeenOutcome::Rejected { .. }
     ));
 }
+
+#[test]
+fn a_list_page_is_read_in_every_documented_shape() {
+    use leen_operator::leen::parse_list;
+    let one = format!(r#"{{"id": "{ID}", "identifier": "a"}}"#);
+    // (body, ids read, total)
+    let rows = [
+        (format!(r#"[{one}, 7, "x"]"#), 1, None),
+        (format!(r#"{{"items": [{one}], "total": 31}}"#), 1, Some(31)),
+        (format!(r#"{{"data": [{one}, {one}]}}"#), 2, None),
+        (format!(r#"{{"connections": []}}"#), 0, None),
+    ];
+    for (body, ids, total) in rows {
+        let (items, t) = parse_list(body.as_bytes()).expect(&body);
+        assert_eq!((items.len(), t), (ids, total), "{body}");
+        assert!(items.iter().all(|c| c.id.as_deref() == Some(ID)), "{body}");
+    }
+    for body in [r#"{"total": 3}"#, "42", r#""items""#, "not json"] {
+        assert!(parse_list(body.as_bytes()).is_err(), "{body}");
+    }
+}
+
+#[test]
+fn a_created_connection_must_belong_to_the_organization_asked_for() {
+    use leen_operator::leen::parse_created;
+    let org: uuid::Uuid = ORG.parse().expect("org");
+    let other = uuid::Uuid::new_v4();
+    let body = |o: &str| format!(r#"{{"id": "{ID}", "organization_id": "{o}"}}"#);
+    assert!(parse_created(org, body(ORG).as_bytes()).is_ok());
+    assert!(parse_created(org, format!(r#"{{"id": "{ID}"}}"#).as_bytes()).is_ok());
+    let err = parse_created(org, body(&other.to_string()).as_bytes()).expect_err("other org");
+    assert!(err.contains(&other.to_string()), "{err}");
+    assert!(parse_created(org, body("not-a-uuid").as_bytes()).is_err());
+}
