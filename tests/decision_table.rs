@@ -1600,3 +1600,33 @@ fn a_created_connection_must_belong_to_the_organization_asked_for() {
     assert!(err.contains(&other.to_string()), "{err}");
     assert!(parse_created(org, body("not-a-uuid").as_bytes()).is_err());
 }
+
+#[test]
+fn quoted_bodies_and_details_are_cut_at_their_limits_and_marked() {
+    let expected = Expected {
+        organization: ORG.parse().expect("org"),
+        connection: ID.parse().expect("id"),
+    };
+    // A page that is not Leen's: quoted up to 120 characters, "..." when cut.
+    let page = |len: usize| match classify(expected, 404, None, Ok("p".repeat(len).as_bytes())) {
+        LeenOutcome::Unexpected { detail, .. } => detail,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        page(5).ends_with(&format!(": {}", "p".repeat(5))),
+        "{}",
+        page(5)
+    );
+    assert!(page(120).ends_with(&format!(": {}", "p".repeat(120))));
+    assert!(page(121).ends_with(&format!(": {}...", "p".repeat(120))));
+    // Leen's own detail: kept up to 512 characters, "..." when cut.
+    let detail = |len: usize| {
+        let body = serde_json::json!({"detail": "d".repeat(len)}).to_string();
+        match classify(expected, 401, None, Ok(body.as_bytes())) {
+            LeenOutcome::Unauthorized { detail, .. } => detail,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(detail(512), "d".repeat(512));
+    assert_eq!(detail(513), format!("{}...", "d".repeat(512)));
+}
