@@ -1630,3 +1630,12 @@ fn quoted_bodies_and_details_are_cut_at_their_limits_and_marked() {
     assert_eq!(detail(512), "d".repeat(512));
     assert_eq!(detail(513), format!("{}...", "d".repeat(512)));
 }
+
+#[test]
+fn a_body_that_is_only_the_key_is_redacted_and_an_empty_key_redacts_nothing() {
+    use leen_operator::leen::{REDACTED, redact};
+    assert_eq!(redact(b"s3cr3t".to_vec(), b"s3cr3t"), REDACTED.as_bytes());
+    assert_eq!(redact(b"s3cr".to_vec(), b"s3cr3t"), b"s3cr");
+    assert_eq!(redact(b"any body".to_vec(), b""), b"any body");
+    assert_eq!(redact(Vec::new(), b""), b"");
+}
