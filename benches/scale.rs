@@ -671,7 +671,7 @@ impl Profile {
         let mut requests = HashMap::new();
         for (k, (count, secs)) in &self.requests {
             let (c0, s0) = before.requests.get(k).copied().unwrap_or_default();
-            if (count - c0) / n >= 0.01 && !k.starts_with("WATCH") {
+            if count > &c0 {
                 requests.insert(k.clone(), ((count - c0) / n, (secs - s0) / n));
             }
         }
@@ -690,7 +690,7 @@ impl Profile {
         keys.sort_by(|a, b| a.0.cmp(b.0));
         let requests: Vec<String> = keys
             .into_iter()
-            .map(|(k, (c, s))| format!("{k} {c:.2} ({:.2} ms)", s * 1000.0))
+            .map(|(k, (c, s))| format!("{k} {c:.3} ({:.2} ms)", s * 1000.0))
             .collect();
         format!(
             "{}; watch events {:.2}; CPU ms per object: API server {:.2}, etcd {:.2}, operator {:.2}",
@@ -701,6 +701,26 @@ impl Profile {
             self.operator_cpu * 1000.0
         )
     }
+}
+
+/// With `BENCH_PPROF=<file>` set, a CPU profile of the API server over `seconds`, written
+/// to that file (read it with `go tool pprof -top <kube-apiserver> <file>`).
+fn pprof(client: &Client, seconds: u64) -> Option<tokio::task::JoinHandle<()>> {
+    let path = std::env::var("BENCH_PPROF").ok()?;
+    let client = client.clone();
+    Some(tokio::spawn(async move {
+        let request = http::Request::get(format!("/debug/pprof/profile?seconds={seconds}"))
+            .body(kube::client::Body::empty())
+            .expect("request");
+        let response = client.send(request).await.expect("pprof");
+        let bytes = response
+            .into_body()
+            .collect_bytes()
+            .await
+            .expect("pprof body");
+        std::fs::write(&path, &bytes).expect("pprof written");
+        eprintln!("bench: API server CPU profile in {path}");
+    }))
 }
 
 /// Runs the real kubectl against `cp` off the async runtime.
@@ -862,6 +882,11 @@ async fn throughput(n: usize, latency_ms: u64) -> Throughput {
         kubectl(&cp, &create_args)
     );
     let ready = started.elapsed();
+    if std::env::var("BENCH_DUMP").is_ok() {
+        let one = api.get("c0").await.expect("c0");
+        let text = serde_json::to_string_pretty(&one).expect("json");
+        eprintln!("bench: one Ready object, {} bytes as JSON:\n{text}", serde_json::to_string(&one).expect("json").len());
+    }
     let created = Profile::take(&client, &cp, Some(pid)).await;
     let create_profile = created.per_object(&before, n);
     let rss_steady_kb = proc_stats(pid).0;
@@ -880,8 +905,12 @@ async fn throughput(n: usize, latency_ms: u64) -> Throughput {
             }
         })
     };
+    let profiler = pprof(&client, 10);
     let delete = kubectl_delete_all(&cp, &api, n).await;
     sampler.abort();
+    if let Some(p) = profiler {
+        let _ = p.await;
+    }
     let delete_profile = Profile::take(&client, &cp, Some(pid))
         .await
         .per_object(&created, n);
