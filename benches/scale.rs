@@ -4,13 +4,15 @@
 //!     export KUBEBUILDER_ASSETS=$(../shared/envtest/setup.sh)
 //!     cargo bench --bench scale -- [--n 100,1000,10000] [--latency-ms 0] [--out BENCHMARKS.md]
 //!     cargo bench --bench scale -- --create 100,1000 [--latency-ms 50]
-//!     cargo bench --bench scale -- --throughput 1000,10000 --latency-ms 50
+//!     cargo bench --bench scale -- --throughput 1000,10000 --latency-ms 50 [--operator-only] [--reconciles 32]
 //!
 //! `--create` measures connections created from the spec instead (create -> Ready, calls
 //! per resource, beside the floor of creating the same objects with no operator) and only
 //! prints its table. `--throughput` runs each contestant on a fresh control plane: no
 //! operator at all (the floor: `kubectl create -f`, then one `kubectl delete -l`), then the
-//! operator; it prints both times, their ratio, and the API server's own profile of each.
+//! operator, then two plain clients on objects of the operator's Ready shape (finalizer +
+//! Event; status + finalizer + Event); it prints every time beside the floor and the API
+//! server's own profile of each (`--operator-only` skips the plain clients).
 //!
 //! Not part of CI: N = 10 000 takes minutes.
 
@@ -38,6 +40,9 @@ use uuid::Uuid;
 const NS: &str = "bench";
 const CREATE_PARALLELISM: usize = 32;
 
+/// Concurrency of the plain finalizer clients: the operator's default reconciles.
+const CONTRACT_CONCURRENCY: usize = 32;
+
 /// Longest the benchmark waits for all resources to be Ready.
 const BENCH_WAIT: Duration = Duration::from_secs(1800);
 
@@ -50,6 +55,7 @@ struct Args {
     out: Option<String>,
     create: Vec<usize>,
     throughput: Vec<usize>,
+    operator_only: bool,
 }
 
 fn args() -> Args {
@@ -62,6 +68,7 @@ fn args() -> Args {
         out: Some("BENCHMARKS.md".into()),
         create: Vec::new(),
         throughput: Vec::new(),
+        operator_only: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -79,6 +86,11 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = value.parse().unwrap_or(16),
             "--reconciles" => a.reconciles = value.parse().ok(),
             "--out" => a.out = (value != "-").then_some(value),
+            "--operator-only" => {
+                a.operator_only = true;
+                i += 1;
+                continue;
+            }
             "--throughput" => {
                 a.throughput = value
                     .split(',')
@@ -746,7 +758,12 @@ async fn kubectl(cp: &ControlPlane, args: &[&str]) {
 
 /// Writes N adoptable LeenConnections (registered with the fake when given) as one
 /// `List` manifest, the way a user or GitOps tool would hand them to kubectl.
-fn manifest(cp: &ControlPlane, n: usize, fake: Option<&FakeLeen>) -> std::path::PathBuf {
+fn manifest(
+    cp: &ControlPlane,
+    n: usize,
+    fake: Option<&FakeLeen>,
+    finalizer: bool,
+) -> std::path::PathBuf {
     let items: Vec<serde_json::Value> = (0..n)
         .map(|i| {
             let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
@@ -756,6 +773,9 @@ fn manifest(cp: &ControlPlane, n: usize, fake: Option<&FakeLeen>) -> std::path::
             let mut obj = connection(&format!("c{i}"), org, id);
             obj.metadata.namespace = Some(NS.into());
             obj.metadata.labels = Some([("bench".to_string(), "throughput".to_string())].into());
+            if finalizer {
+                obj.metadata.finalizers = Some(vec![leen_operator::resource::FINALIZER.into()]);
+            }
             serde_json::to_value(&obj).expect("object")
         })
         .collect();
@@ -818,12 +838,149 @@ async fn kubectl_delete_all(cp: &ControlPlane, api: &Api<LeenConnection>, n: usi
     started.elapsed()
 }
 
+/// A plain client that does, per deletion, only the Kubernetes writes a finalizer needs:
+/// the status (when `status`: what DESIGN.md requires before the finalizer goes), the
+/// finalizer removal and one Event; no Leen, no decisions. The lower bound for any
+/// operator with the same contract on the same API server.
+fn plain_finalizer(client: Client, status: bool) -> tokio::task::JoinHandle<()> {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    tokio::spawn(async move {
+        let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
+        let recorder = Recorder::new(
+            client,
+            Reporter {
+                controller: "bench-plain".into(),
+                instance: None,
+            },
+        );
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(CONTRACT_CONCURRENCY));
+        let mut seen = std::collections::HashSet::new();
+        let mut stream = std::pin::pin!(watcher(api.clone(), watcher::Config::default()));
+        while let Some(event) = stream.next().await {
+            let Ok(watcher::Event::Apply(obj)) = event else {
+                continue;
+            };
+            let Some(name) = obj.metadata.name.clone() else {
+                continue;
+            };
+            if obj.metadata.deletion_timestamp.is_none() || !seen.insert(name.clone()) {
+                continue;
+            }
+            let permit = semaphore.clone().acquire_owned().await.expect("permit");
+            let (api, recorder) = (api.clone(), recorder.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                if status {
+                    api.patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(plain_deletion_status()),
+                    )
+                    .await
+                    .expect("status patch");
+                }
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}})),
+                )
+                .await
+                .expect("finalizer removal");
+                let reference = kube::Resource::object_ref(&obj, &());
+                let _ = recorder
+                    .publish(
+                        &Event {
+                            type_: EventType::Normal,
+                            reason: "Deleted".into(),
+                            note: Some("deleted".into()),
+                            action: "Delete".into(),
+                            secondary: None,
+                        },
+                        &reference,
+                    )
+                    .await;
+            });
+        }
+    })
+}
+
+/// About what the operator writes when a deletion is confirmed.
+fn plain_deletion_status() -> serde_json::Value {
+    let now = "2026-11-29T00:00:00Z";
+    let condition = |t: &str, s: &str, r: &str| serde_json::json!({"type": t, "status": s, "reason": r, "message": "Leen deleted connection 0abb73db-4cb1-49bf-a133-6ceb10bfe762 (state DELETED, health HEALTHY)", "lastTransitionTime": now, "observedGeneration": 1});
+    serde_json::json!({"status": {
+        "state": "DELETED",
+        "deletion": {"attempts": 1, "startedAt": now, "finishedAt": now},
+        "conditions": [
+            condition("Ready", "False", "Deleted"),
+            condition("Healthy", "True", "HEALTHY"),
+            condition("Reconciling", "False", "Deleted"),
+            condition("Stalled", "False", "Deleted"),
+        ],
+    }})
+}
+
+/// The same N objects, with the operator's finalizer, deleted by `kubectl delete -l` while
+/// [`plain_finalizer`] releases them: time until all are gone, and the API server's profile.
+async fn plain_contestant(n: usize, status: bool, sample: &LeenConnection) -> (Duration, Profile) {
+    let cp = ControlPlane::start().await;
+    cp.namespace(NS).await;
+    let client = cp.client().await;
+    let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
+    let file = manifest(&cp, n, None, true);
+    kubectl(&cp, &["create", "-f", &file.to_string_lossy()]).await;
+    // The shape of the operator's Ready resources: its labels and its status.
+    let labels: std::collections::BTreeMap<String, String> = sample
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("leen.dev/"))
+        .collect();
+    let ready_status = serde_json::json!({ "status": sample.status });
+    stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let (labels, ready_status) = (labels.clone(), ready_status.clone());
+            async move {
+                let name = format!("c{i}");
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"metadata": {"labels": labels}})),
+                )
+                .await?;
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(ready_status))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(CREATE_PARALLELISM)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("Ready shape written");
+    let worker = plain_finalizer(client.clone(), status);
+    let before = Profile::take(&client, &cp, None).await;
+    let took = kubectl_delete_all(&cp, &api, n).await;
+    let profile = Profile::take(&client, &cp, None)
+        .await
+        .per_object(&before, n);
+    worker.abort();
+    (took, profile)
+}
+
 struct Throughput {
     n: usize,
     latency_ms: u64,
     floor_create: Duration,
     floor_delete: Duration,
     floor_profile: Profile,
+    /// Finalizer removal + Event from a plain client (the reference operator's writes).
+    reference: Duration,
+    /// Status + finalizer removal + Event from a plain client (this contract's writes).
+    minimum: Duration,
+    minimum_profile: Profile,
     ready: Duration,
     delete: Duration,
     create_profile: Profile,
@@ -837,14 +994,14 @@ struct Throughput {
 /// One contestant after the other on fresh control planes: no operator (the floor), then
 /// the operator with the fake Leen answering after `latency_ms`; the same N objects
 /// created with `kubectl create -f` and deleted with one `kubectl delete -l`.
-async fn throughput(n: usize, latency_ms: u64) -> Throughput {
+async fn throughput(n: usize, latency_ms: u64, reconciles: Option<u16>, plain: bool) -> Throughput {
     // The floor: nothing but the API server and kubectl.
     let (floor_create, floor_delete, floor_profile) = {
         let cp = ControlPlane::start().await;
         cp.namespace(NS).await;
         let client = cp.client().await;
         let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
-        let file = manifest(&cp, n, None);
+        let file = manifest(&cp, n, None, false);
         let started = Instant::now();
         kubectl(&cp, &["create", "-f", &file.to_string_lossy()]).await;
         let create = started.elapsed();
@@ -860,19 +1017,20 @@ async fn throughput(n: usize, latency_ms: u64) -> Throughput {
     let endpoint = fake.base_url();
     // The deletion budget is off (the harness sets LEEN_MAX_DELETIONS=0): a budget exists
     // to stop exactly this many deletions at once.
-    let op = Operator::start(
-        &cp,
-        &[
-            ("LEEN_ENDPOINT", endpoint.as_str()),
-            ("LEEN_API_KEY", "bench-key"),
-            ("LOG_LEVEL", "warn"),
-        ],
-    )
-    .await;
+    let reconciles = reconciles.map(|r| r.to_string());
+    let mut env = vec![
+        ("LEEN_ENDPOINT", endpoint.as_str()),
+        ("LEEN_API_KEY", "bench-key"),
+        ("LOG_LEVEL", "warn"),
+    ];
+    if let Some(r) = &reconciles {
+        env.push(("LEEN_MAX_CONCURRENT_RECONCILES", r.as_str()));
+    }
+    let op = Operator::start(&cp, &env).await;
     let pid = op.pid().expect("pid");
     let client = cp.client().await;
     let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
-    let file = manifest(&cp, n, Some(&fake));
+    let file = manifest(&cp, n, Some(&fake), false);
     let before = Profile::take(&client, &cp, Some(pid)).await;
     let started = Instant::now();
     let path = file.to_string_lossy().into_owned();
@@ -882,10 +1040,15 @@ async fn throughput(n: usize, latency_ms: u64) -> Throughput {
         kubectl(&cp, &create_args)
     );
     let ready = started.elapsed();
+    // What a Ready resource looks like: the plain clients below start from the same.
+    let sample = api.get("c0").await.expect("c0");
     if std::env::var("BENCH_DUMP").is_ok() {
-        let one = api.get("c0").await.expect("c0");
+        let one = sample.clone();
         let text = serde_json::to_string_pretty(&one).expect("json");
-        eprintln!("bench: one Ready object, {} bytes as JSON:\n{text}", serde_json::to_string(&one).expect("json").len());
+        eprintln!(
+            "bench: one Ready object, {} bytes as JSON:\n{text}",
+            serde_json::to_string(&one).expect("json").len()
+        );
     }
     let created = Profile::take(&client, &cp, Some(pid)).await;
     let create_profile = created.per_object(&before, n);
@@ -917,37 +1080,55 @@ async fn throughput(n: usize, latency_ms: u64) -> Throughput {
     let events =
         metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await - events_before;
     let rss_peak_kb = proc_stats(pid).1.max(*peak.lock().expect("lock"));
+    let deletes_per = fake.count_method("DELETE") as f64 / n as f64;
+    drop(op);
+    drop(cp);
+
+    let (reference, minimum, minimum_profile) = if plain {
+        let (reference, _) = plain_contestant(n, false, &sample).await;
+        let (minimum, profile) = plain_contestant(n, true, &sample).await;
+        (reference, minimum, profile)
+    } else {
+        (Duration::ZERO, Duration::ZERO, Profile::default())
+    };
     Throughput {
         n,
         latency_ms,
         floor_create,
         floor_delete,
         floor_profile,
+        reference,
+        minimum,
+        minimum_profile,
         ready,
         delete,
         create_profile,
         delete_profile,
         rss_steady_kb,
         rss_peak_kb,
-        deletes_per: fake.count_method("DELETE") as f64 / n as f64,
+        deletes_per,
         events_per: events / n as f64,
     }
 }
 
 fn print_throughput(rows: &[Throughput]) {
     println!(
-        "| N | Leen latency ms | floor: kubectl create s | create -> all Ready s | ratio | floor: kubectl delete, all gone s | operator: delete -> all gone s | ratio | DELETE per deletion | Events per deletion | RSS steady MiB | RSS peak MiB |"
+        "| N | Leen latency ms | floor: kubectl create s | create -> all Ready s | ratio | floor: kubectl delete, all gone s | plain client: finalizer + Event s (ratio) | plain client: status + finalizer + Event s (ratio) | operator: delete -> all gone s | ratio | DELETE per deletion | Events per deletion | RSS steady MiB | RSS peak MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.1} | {:.1} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} ({:.2}x) | {:.2} ({:.2}x) | {:.2} | {:.2}x | {:.2} | {:.2} | {:.1} | {:.1} |",
             r.n,
             r.latency_ms,
             r.floor_create.as_secs_f64(),
             r.ready.as_secs_f64(),
             r.ready.as_secs_f64() / r.floor_create.as_secs_f64().max(0.001),
             r.floor_delete.as_secs_f64(),
+            r.reference.as_secs_f64(),
+            r.reference.as_secs_f64() / r.floor_delete.as_secs_f64().max(0.001),
+            r.minimum.as_secs_f64(),
+            r.minimum.as_secs_f64() / r.floor_delete.as_secs_f64().max(0.001),
             r.delete.as_secs_f64(),
             r.delete.as_secs_f64() / r.floor_delete.as_secs_f64().max(0.001),
             r.deletes_per,
@@ -964,6 +1145,11 @@ fn print_throughput(rows: &[Throughput]) {
             "- N = {} floor deletion: {}",
             r.n,
             r.floor_profile.describe()
+        );
+        println!(
+            "- N = {} plain client, status + finalizer + Event: {}",
+            r.n,
+            r.minimum_profile.describe()
         );
         println!(
             "- N = {} operator creation: {}",
@@ -1011,7 +1197,7 @@ async fn main() {
         let mut rows = Vec::new();
         for &n in &a.throughput {
             eprintln!("bench: throughput N={n}, Leen latency {} ms", a.latency_ms);
-            rows.push(throughput(n, a.latency_ms).await);
+            rows.push(throughput(n, a.latency_ms, a.reconciles, !a.operator_only).await);
         }
         print_throughput(&rows);
         return;
