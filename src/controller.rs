@@ -19,7 +19,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{PartialObjectMeta, Patch, PatchParams},
+    api::{GetParams, PartialObjectMeta, Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
@@ -117,8 +117,8 @@ impl Error {
     }
 }
 
-/// The controller caches whole LeenConnections, less what it never reads (see [`strip`]).
-pub type CachedConnection = LeenConnection;
+/// The controller caches only the metadata of LeenConnections (see [`run`]).
+pub type CachedConnection = PartialObjectMeta<LeenConnection>;
 
 /// The controller's view of Secrets: metadata only, never their data.
 pub type CachedSecret = PartialObjectMeta<Secret>;
@@ -400,17 +400,34 @@ fn binding_labels(b: &Binding) -> [(&'static str, String); 3] {
     ]
 }
 
-/// Reconciles one LeenConnection as the controller's cache holds it (the watch delivers
-/// whole objects, so no read is needed first), then [`reconcile_object`]. Every log line
-/// inside carries the object's name and namespace through this span.
+/// Reconciles one LeenConnection from its cached metadata: reads the whole object (the
+/// cache holds only metadata, to stay small at scale), then [`reconcile_object`]. Every
+/// log line inside carries the object's name and namespace through this span.
 #[tracing::instrument(
     name = "reconcile",
     skip_all,
-    fields(name = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default())
+    fields(name = %meta.name_any(), namespace = %meta.namespace().unwrap_or_default())
 )]
-pub async fn reconcile(obj: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.secrets.record(ObjectRef::from_obj(obj.as_ref()), &obj);
-    reconcile_object(obj, ctx).await
+pub async fn reconcile(meta: Arc<CachedConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = meta.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = ObjectRef::from_obj(meta.as_ref());
+    // At least as new as the metadata that triggered this: served from the API server's
+    // watch cache instead of a quorum read from etcd.
+    let params = GetParams {
+        resource_version: meta.resource_version(),
+    };
+    let obj = match api.get_with(&meta.name_any(), &params).await {
+        Ok(obj) => obj,
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            // Gone, however it went (also a finalizer removed by hand): forget it.
+            ctx.forget(&key, meta.uid().as_deref());
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    ctx.secrets.record(key, &obj);
+    reconcile_object(Arc::new(obj), ctx).await
 }
 
 /// Reconciles one LeenConnection: its labels, annotation and finalizer first, then the
@@ -1472,9 +1489,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = watch_client;
-    // Whole LeenConnections (the cache is what the controller reconciles, so a reconcile
-    // costs the API server no read), but only the metadata of Secrets: no Secret's data
-    // reaches the operator unless it reads a key.
+    // Metadata only, for LeenConnections as for Secrets: the controller reads the whole
+    // object when it reconciles it, so the cache stays small with many resources, and no
+    // Secret's data ever reaches the operator unless it reads a key.
     let (connections, secrets): (Api<CachedConnection>, Api<CachedSecret>) = match &watch_namespace
     {
         Some(ns) => (

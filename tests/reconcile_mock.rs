@@ -245,6 +245,16 @@ fn deleting(org: Uuid, id: Uuid) -> LeenConnection {
         .deleting()
 }
 
+/// The cache's view of the object, as the controller hands it to `error_policy`.
+fn meta(obj: &LeenConnection) -> Arc<kube::core::PartialObjectMeta<LeenConnection>> {
+    use kube::core::PartialObjectMetaExt;
+    Arc::new(
+        obj.metadata
+            .clone()
+            .into_response_partial::<LeenConnection>(),
+    )
+}
+
 #[tokio::test]
 async fn delete_writes_status_then_removes_only_our_finalizer() {
     let (fake, org, id) = leen_with_connection().await;
@@ -318,7 +328,7 @@ async fn leen_failure_keeps_the_finalizer_and_requeues_at_the_backoff() {
     assert_eq!(api.events(1).await[0]["type"], "Warning");
     // First transient failure, jitter 1: exactly the base delay.
     assert_eq!(
-        error_policy(Arc::new(obj.clone()), &err, ctx),
+        error_policy(meta(&obj), &err, ctx),
         Action::requeue(Duration::from_secs(2))
     );
 }
@@ -335,7 +345,7 @@ async fn retry_after_is_the_requeue() {
         .expect_err("rate limited");
     api.assert_done();
     assert_eq!(
-        error_policy(Arc::new(obj.clone()), &err, ctx),
+        error_policy(meta(&obj), &err, ctx),
         Action::requeue(Duration::from_secs(7))
     );
 }
