@@ -972,6 +972,78 @@ async fn plain_contestant(n: usize, status: bool, sample: &LeenConnection) -> (D
     (took, profile)
 }
 
+/// A plain client that does, per new object, only the Kubernetes writes a Ready resource
+/// needs: the finalizer (with the binding labels, as the operator adds them in the same
+/// patch) and the Ready status; no Leen, no decisions. The lower bound for creation.
+fn plain_adopter(client: Client, sample: LeenConnection) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<LeenConnection> = Api::namespaced(client, NS);
+        let labels: std::collections::BTreeMap<String, String> = sample
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("leen.dev/"))
+            .collect();
+        let ready = serde_json::json!({ "status": sample.status });
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(CONTRACT_CONCURRENCY));
+        let mut stream = std::pin::pin!(watcher(api.clone(), watcher::Config::default()));
+        while let Some(event) = stream.next().await {
+            let Ok(watcher::Event::Apply(obj)) = event else {
+                continue;
+            };
+            let Some(name) = obj.metadata.name.clone() else {
+                continue;
+            };
+            let write = if obj.metadata.finalizers.is_none() {
+                serde_json::json!({"metadata": {
+                    "finalizers": [leen_operator::resource::FINALIZER],
+                    "labels": labels,
+                }})
+            } else if obj.status.is_none() {
+                ready.clone()
+            } else {
+                continue;
+            };
+            let status = obj.metadata.finalizers.is_some();
+            let permit = semaphore.clone().acquire_owned().await.expect("permit");
+            let api = api.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let params = PatchParams::default();
+                let written = if status {
+                    api.patch_status(&name, &params, &Patch::Merge(write)).await
+                } else {
+                    api.patch(&name, &params, &Patch::Merge(write)).await
+                };
+                written.expect("plain adopter write");
+            });
+        }
+    })
+}
+
+/// The same N objects created with `kubectl create -f` while [`plain_adopter`] makes them
+/// Ready: time until all are Ready.
+async fn plain_creation(n: usize, sample: &LeenConnection) -> Duration {
+    let cp = ControlPlane::start().await;
+    cp.namespace(NS).await;
+    let client = cp.client().await;
+    let api: Api<LeenConnection> = Api::namespaced(client.clone(), NS);
+    let file = manifest(&cp, n, None, false);
+    let worker = plain_adopter(client, sample.clone());
+    let path = file.to_string_lossy().into_owned();
+    let create_args = ["create", "-f", path.as_str()];
+    let started = Instant::now();
+    tokio::join!(
+        wait_all_ready(&api, n, BENCH_WAIT),
+        kubectl(&cp, &create_args)
+    );
+    let took = started.elapsed();
+    worker.abort();
+    took
+}
+
 struct Throughput {
     n: usize,
     latency_ms: u64,
@@ -982,6 +1054,8 @@ struct Throughput {
     reference: Duration,
     /// Status + finalizer removal + Event from a plain client (this contract's writes).
     minimum: Duration,
+    /// Finalizer + Ready status from a plain client, while kubectl creates.
+    minimum_create: Duration,
     minimum_profile: Profile,
     ready: Duration,
     delete: Duration,
@@ -1086,12 +1160,18 @@ async fn throughput(n: usize, latency_ms: u64, reconciles: Option<u16>, plain: b
     drop(op);
     drop(cp);
 
-    let (reference, minimum, minimum_profile) = if plain {
+    let (reference, minimum, minimum_profile, minimum_create) = if plain {
         let (reference, _) = plain_contestant(n, false, &sample).await;
         let (minimum, profile) = plain_contestant(n, true, &sample).await;
-        (reference, minimum, profile)
+        let create = plain_creation(n, &sample).await;
+        (reference, minimum, profile, create)
     } else {
-        (Duration::ZERO, Duration::ZERO, Profile::default())
+        (
+            Duration::ZERO,
+            Duration::ZERO,
+            Profile::default(),
+            Duration::ZERO,
+        )
     };
     Throughput {
         n,
@@ -1102,6 +1182,7 @@ async fn throughput(n: usize, latency_ms: u64, reconciles: Option<u16>, plain: b
         reference,
         minimum,
         minimum_profile,
+        minimum_create,
         ready,
         delete,
         create_profile,
@@ -1115,15 +1196,17 @@ async fn throughput(n: usize, latency_ms: u64, reconciles: Option<u16>, plain: b
 
 fn print_throughput(rows: &[Throughput]) {
     println!(
-        "| N | Leen latency ms | floor: kubectl create s | create -> all Ready s | ratio | floor: kubectl delete, all gone s | plain client: finalizer + Event s (ratio) | plain client: status + finalizer + Event s (ratio) | operator: delete -> all gone s | ratio | DELETE per deletion | Events per deletion | RSS steady MiB | RSS peak MiB |"
+        "| N | Leen latency ms | floor: kubectl create s | plain client: finalizer + Ready status s (ratio) | create -> all Ready s | ratio | floor: kubectl delete, all gone s | plain client: finalizer + Event s (ratio) | plain client: status + finalizer + Event s (ratio) | operator: delete -> all gone s | ratio | DELETE per deletion | Events per deletion | RSS steady MiB | RSS peak MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} ({:.2}x) | {:.2} ({:.2}x) | {:.2} | {:.2}x | {:.2} | {:.2} | {:.1} | {:.1} |",
+            "| {} | {} | {:.2} | {:.2} ({:.2}x) | {:.2} | {:.2}x | {:.2} | {:.2} ({:.2}x) | {:.2} ({:.2}x) | {:.2} | {:.2}x | {:.2} | {:.2} | {:.1} | {:.1} |",
             r.n,
             r.latency_ms,
             r.floor_create.as_secs_f64(),
+            r.minimum_create.as_secs_f64(),
+            r.minimum_create.as_secs_f64() / r.floor_create.as_secs_f64().max(0.001),
             r.ready.as_secs_f64(),
             r.ready.as_secs_f64() / r.floor_create.as_secs_f64().max(0.001),
             r.floor_delete.as_secs_f64(),
