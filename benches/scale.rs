@@ -139,6 +139,25 @@ fn proc_stats(pid: u32) -> (u64, u64, f64) {
     (kb("VmRSS:"), kb("VmHWM:"), cpu)
 }
 
+/// Samples a process's RSS every 50 ms until aborted; the highest seen so far.
+fn rss_sampler(pid: u32) -> (Arc<Mutex<u64>>, tokio::task::JoinHandle<()>) {
+    let peak = Arc::new(Mutex::new(0u64));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                let rss = proc_stats(pid).0;
+                {
+                    let mut p = peak.lock().expect("lock");
+                    *p = (*p).max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    (peak, sampler)
+}
+
 fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -505,20 +524,7 @@ async fn run_one(
     };
     let writes_before = object_writes(&op.metrics().await);
     let events_before = metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await;
-    let peak = Arc::new(Mutex::new(0u64));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                let rss = proc_stats(pid).0;
-                {
-                    let mut p = peak.lock().expect("lock");
-                    *p = (*p).max(rss);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let (peak, sampler) = rss_sampler(pid);
     let figures = delete_all(&api, n).await;
     sampler.abort();
     row.delete_wall = figures.wall;
@@ -932,15 +938,7 @@ async fn plain_contestant(n: usize, status: bool, sample: &LeenConnection) -> (D
     let file = manifest(&cp, n, None, true);
     kubectl(&cp, &["create", "-f", &file.to_string_lossy()]).await;
     // The shape of the operator's Ready resources: its labels and its status.
-    let labels: std::collections::BTreeMap<String, String> = sample
-        .metadata
-        .labels
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("leen.dev/"))
-        .collect();
-    let ready_status = serde_json::json!({ "status": sample.status });
+    let (labels, ready_status) = ready_shape(sample);
     stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
@@ -972,21 +970,32 @@ async fn plain_contestant(n: usize, status: bool, sample: &LeenConnection) -> (D
     (took, profile)
 }
 
+/// What a Ready resource of the operator carries that kubectl did not create: the
+/// controller's labels, and the status as a merge patch.
+fn ready_shape(
+    sample: &LeenConnection,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    serde_json::Value,
+) {
+    let labels = sample
+        .metadata
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("leen.dev/"))
+        .collect();
+    (labels, serde_json::json!({ "status": sample.status }))
+}
+
 /// A plain client that does, per new object, only the Kubernetes writes a Ready resource
 /// needs: the finalizer (with the binding labels, as the operator adds them in the same
 /// patch) and the Ready status; no Leen, no decisions. The lower bound for creation.
 fn plain_adopter(client: Client, sample: LeenConnection) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let api: Api<LeenConnection> = Api::namespaced(client, NS);
-        let labels: std::collections::BTreeMap<String, String> = sample
-            .metadata
-            .labels
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("leen.dev/"))
-            .collect();
-        let ready = serde_json::json!({ "status": sample.status });
+        let (labels, ready) = ready_shape(&sample);
         let semaphore = Arc::new(tokio::sync::Semaphore::new(CONTRACT_CONCURRENCY));
         let mut stream = std::pin::pin!(watcher(api.clone(), watcher::Config::default()));
         while let Some(event) = stream.next().await {
@@ -1130,20 +1139,7 @@ async fn throughput(n: usize, latency_ms: u64, reconciles: Option<u16>, plain: b
     let create_profile = created.per_object(&before, n);
     let rss_steady_kb = proc_stats(pid).0;
     let events_before = metric(&op, "leen_operator_kube_writes_total", &["write=\"event\""]).await;
-    let peak = Arc::new(Mutex::new(0u64));
-    let sampler = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                let rss = proc_stats(pid).0;
-                {
-                    let mut p = peak.lock().expect("lock");
-                    *p = (*p).max(rss);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let (peak, sampler) = rss_sampler(pid);
     let profiler = pprof(&client, 10);
     let delete = kubectl_delete_all(&cp, &api, n).await;
     sampler.abort();
