@@ -10,9 +10,10 @@
 //! per resource, beside the floor of creating the same objects with no operator) and only
 //! prints its table. `--throughput` runs each contestant on a fresh control plane: no
 //! operator at all (the floor: `kubectl create -f`, then one `kubectl delete -l`), then the
-//! operator, then two plain clients on objects of the operator's Ready shape (finalizer +
-//! Event; status + finalizer + Event); it prints every time beside the floor and the API
-//! server's own profile of each (`--operator-only` skips the plain clients).
+//! operator, then plain clients on objects of the operator's Ready shape (deletion:
+//! finalizer + Event, and status + finalizer + Event; creation: finalizer + Ready status);
+//! it prints every time beside the floor and the API server's own profile of each
+//! (`--operator-only` skips the plain clients).
 //!
 //! Not part of CI: N = 10 000 takes minutes.
 
