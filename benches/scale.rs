@@ -185,46 +185,7 @@ struct DeleteFigures {
 /// Deletes every object in the namespace at once; per-object latency from when a watch
 /// first sees deletionTimestamp to when it sees the object gone.
 async fn delete_all(api: &Api<LeenConnection>, n: usize) -> DeleteFigures {
-    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let done: Arc<Mutex<Vec<Duration>>> = Arc::default();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let watch = {
-        let (api, seen, done) = (api.clone(), seen.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
-            let mut ready_tx = Some(ready_tx);
-            let mut gone = 0;
-            while gone < n {
-                match stream.next().await {
-                    Some(Ok(watcher::Event::InitDone)) => {
-                        if let Some(tx) = ready_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    Some(Ok(watcher::Event::Apply(o)))
-                        if o.metadata.deletion_timestamp.is_some() =>
-                    {
-                        let name = o.metadata.name.clone().unwrap_or_default();
-                        seen.lock()
-                            .expect("lock")
-                            .entry(name)
-                            .or_insert_with(Instant::now);
-                    }
-                    Some(Ok(watcher::Event::Delete(o))) => {
-                        let name = o.metadata.name.clone().unwrap_or_default();
-                        let start = seen.lock().expect("lock").get(&name).copied();
-                        if let Some(start) = start {
-                            done.lock().expect("lock").push(start.elapsed());
-                        }
-                        gone += 1;
-                    }
-                    None => break,
-                    _ => {}
-                }
-            }
-        })
-    };
-    let _ = ready_rx.await;
+    let watch = gone_watch(api, n).await;
     let started = Instant::now();
     // Every object deleted at once, as `kubectl delete --all` or a GitOps prune would:
     // individual DELETEs in parallel (deletecollection on this API server uses one worker).
@@ -250,12 +211,11 @@ async fn delete_all(api: &Api<LeenConnection>, n: usize) -> DeleteFigures {
         .await
         .expect("deletes");
     let marked = started.elapsed();
-    tokio::time::timeout(Duration::from_secs(3600), watch)
+    let mut latencies = tokio::time::timeout(Duration::from_secs(3600), watch)
         .await
         .expect("deletions finish")
         .expect("watch task");
     let wall = started.elapsed();
-    let mut latencies = done.lock().expect("lock").clone();
     latencies.sort();
     DeleteFigures {
         wall,
@@ -798,12 +758,16 @@ fn manifest(
 }
 
 /// Watches the namespace until `n` objects are gone; resolves once the watch is running.
-async fn gone_watch(api: &Api<LeenConnection>, n: usize) -> tokio::task::JoinHandle<()> {
+/// The task returns each object's latency from when the watch first saw its
+/// deletionTimestamp to when it saw the object gone.
+async fn gone_watch(api: &Api<LeenConnection>, n: usize) -> tokio::task::JoinHandle<Vec<Duration>> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let api = api.clone();
     let handle = tokio::spawn(async move {
         let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
         let mut ready_tx = Some(ready_tx);
+        let mut seen: HashMap<String, Instant> = HashMap::new();
+        let mut latencies = Vec::with_capacity(n);
         let mut gone = 0;
         while gone < n {
             match stream.next().await {
@@ -812,11 +776,22 @@ async fn gone_watch(api: &Api<LeenConnection>, n: usize) -> tokio::task::JoinHan
                         let _ = tx.send(());
                     }
                 }
-                Some(Ok(watcher::Event::Delete(_))) => gone += 1,
+                Some(Ok(watcher::Event::Apply(o))) if o.metadata.deletion_timestamp.is_some() => {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    seen.entry(name).or_insert_with(Instant::now);
+                }
+                Some(Ok(watcher::Event::Delete(o))) => {
+                    let name = o.metadata.name.clone().unwrap_or_default();
+                    if let Some(start) = seen.get(&name) {
+                        latencies.push(start.elapsed());
+                    }
+                    gone += 1;
+                }
                 None => break,
                 _ => {}
             }
         }
+        latencies
     });
     let _ = ready_rx.await;
     handle
