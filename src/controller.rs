@@ -51,7 +51,7 @@ use crate::{
         LeenConnectionStatus, ORGANIZATION_LABEL, REGION_LABEL, Region, SECRET_FINALIZER,
     },
     secret_index::SecretIndex,
-    telemetry::{Metrics, Readiness, ResourceSummary},
+    telemetry::{Metrics, Readiness, ResourceSummary, Summaries},
 };
 
 /// Field manager of the controller's writes.
@@ -117,8 +117,7 @@ impl Error {
     }
 }
 
-/// The controller caches only the metadata of LeenConnections (see [`run`]).
-pub type CachedConnection = PartialObjectMeta<LeenConnection>;
+pub use crate::cache::CachedConnection;
 
 /// The controller's view of Secrets: metadata only, never their data.
 pub type CachedSecret = PartialObjectMeta<Secret>;
@@ -169,7 +168,7 @@ pub struct Context {
     /// Time and jitter of the decisions.
     pub clock: Clock,
     held: Mutex<HashSet<String>>,
-    summaries: Mutex<HashMap<String, ResourceSummary>>,
+    summaries: Mutex<Summaries>,
     writer: Mutex<Option<Writer<CachedConnection>>>,
     synced: AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
@@ -258,18 +257,21 @@ impl Context {
         if let Some(uid) = uid {
             self.set_failures(uid, false);
             self.set_held(uid, false);
-            if let Ok(mut map) = self.summaries.lock() {
-                map.remove(uid);
+            if let Ok(mut summaries) = self.summaries.lock() {
+                summaries.forget(uid);
             }
         }
     }
 
     /// Records what the gauges by state, health and reason count for a resource.
     fn summarize(&self, uid: &str, status: &crate::resource::LeenConnectionStatus) {
-        let label = |s: Option<&str>| {
-            s.map(|s| s.chars().take(64).collect::<String>())
-                .unwrap_or_else(|| "unknown".to_string())
-        };
+        // At most 64 characters of a value (Leen's words are not ours to bound).
+        fn label(s: Option<&str>) -> &str {
+            match s {
+                Some(s) => s.char_indices().nth(64).map_or(s, |(end, _)| &s[..end]),
+                None => "unknown",
+            }
+        }
         let ready = status.ready();
         let summary = ResourceSummary {
             state: label(status.state.as_deref()),
@@ -277,8 +279,8 @@ impl Context {
             ready: ready.is_some_and(|c| c.status == "True"),
             reason: label(ready.map(|c| c.reason.as_str())),
         };
-        if let Ok(mut map) = self.summaries.lock() {
-            map.insert(uid.to_string(), summary);
+        if let Ok(mut summaries) = self.summaries.lock() {
+            summaries.record(uid, summary);
         }
     }
 
@@ -286,12 +288,12 @@ impl Context {
     /// cache in one pass, the pending deletions and the age of the oldest (nothing to leak
     /// when a resource goes).
     fn publish_gauges(&self) {
-        if let Ok(map) = self.summaries.lock() {
-            self.metrics.set_resources(map.values());
+        if let Ok(summaries) = self.summaries.lock() {
+            self.metrics.set_resources(summaries.iter());
         }
-        let pending = self.connections.state_filter(|o| {
-            o.meta().deletion_timestamp.is_some() && o.finalizers().iter().any(|f| f == FINALIZER)
-        });
+        let pending = self
+            .connections
+            .state_filter(|o| o.deleting() && o.holds(FINALIZER));
         self.metrics.set_deletions_pending(pending.len());
         let oldest = pending
             .iter()
@@ -326,16 +328,13 @@ impl Context {
     }
 
     /// Other live resources (not being deleted) in the cache whose labels bind `binding`.
+    /// Runs on every reconcile over the whole cache: the filter allocates nothing.
     fn labelled_binders(&self, me: &LeenConnection, binding: &Binding) -> Vec<String> {
-        let labels = binding_labels(binding);
+        let mine = me.meta().uid.as_deref();
         let mut found: Vec<String> = self
             .connections
             .state_filter(|o| {
-                o.meta().deletion_timestamp.is_none()
-                    && o.uid() != me.uid()
-                    && labels
-                        .iter()
-                        .all(|(k, v)| o.labels().get(*k).is_some_and(|x| x == v))
+                o.labelled.as_ref() == Some(binding) && !o.deleting() && o.uid_str() != mine
             })
             .iter()
             .map(|o| display_ref(o.as_ref()))
@@ -355,11 +354,10 @@ impl Context {
         if let Some(first) = self.labelled_binders(me, binding).into_iter().next() {
             return Ok(Some(first));
         }
-        let unlabelled = self.connections.state_filter(|o| {
-            o.meta().deletion_timestamp.is_none()
-                && o.uid() != me.uid()
-                && !o.labels().contains_key(CONNECTION_LABEL)
-        });
+        let mine = me.meta().uid.as_deref();
+        let unlabelled = self
+            .connections
+            .state_filter(|o| o.labelled.is_none() && !o.deleting() && o.uid_str() != mine);
         for meta in unlabelled {
             let Some(ns) = meta.namespace() else { continue };
             let api: Api<LeenConnection> = Api::namespaced(self.client.clone(), &ns);
@@ -1357,24 +1355,19 @@ pub async fn reconcile_secret(
 async fn secret_user(ctx: &Context, ns: &str, name: &str) -> Result<Option<String>, Error> {
     let in_ns = ctx
         .connections
-        .state_filter(|o| o.namespace().as_deref() == Some(ns));
+        .state_filter(|o| o.metadata.namespace.as_deref() == Some(ns));
     let mut unknown = Vec::new();
     for o in in_ns {
-        let deleting = o.meta().deletion_timestamp.is_some();
-        let holds = o.finalizers().iter().any(|f| f == FINALIZER);
+        let deleting = o.deleting();
+        let holds = o.holds(FINALIZER);
         if deleting && !holds {
             continue;
         }
-        if o.annotations()
-            .get(KEY_SECRET_ANNOTATION)
-            .map(String::as_str)
-            == Some(name)
-            && (holds || !deleting)
-        {
+        if o.key_secret.as_deref() == Some(name) && (holds || !deleting) {
             return Ok(Some(display_ref(o.as_ref())));
         }
         // Not labelled yet, or deleting before its first read: its spec decides.
-        if !o.labels().contains_key(CONNECTION_LABEL) || !holds {
+        if o.labelled.is_none() || !holds {
             unknown.push(o);
         }
     }
@@ -1455,21 +1448,9 @@ fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     predicates::generation(obj).hash(&mut h);
     predicates::finalizers(obj).hash(&mut h);
-    obj.meta().deletion_timestamp.is_some().hash(&mut h);
-    obj.annotations()
-        .get(CONFIRM_DELETION_ANNOTATION)
-        .hash(&mut h);
+    obj.deleting().hash(&mut h);
+    obj.confirm_deletion.hash(&mut h);
     Some(h.finish())
-}
-
-/// Drops what the controller never reads from its cache, to keep memory small: all but
-/// the controller's own labels and annotation.
-fn strip(obj: &mut CachedConnection) {
-    obj.managed_fields_mut().clear();
-    let ours = |k: &String| k.starts_with("leen.dev/");
-    obj.annotations_mut().retain(|k, _| ours(k));
-    obj.labels_mut().retain(|k, _| ours(k));
-    obj.owner_references_mut().clear();
 }
 
 fn strip_secret(obj: &mut CachedSecret) {
@@ -1492,14 +1473,14 @@ pub async fn run(
     // Metadata only, for LeenConnections as for Secrets: the controller reads the whole
     // object when it reconciles it, so the cache stays small with many resources, and no
     // Secret's data ever reaches the operator unless it reads a key.
-    let (connections, secrets): (Api<CachedConnection>, Api<CachedSecret>) = match &watch_namespace
-    {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (connections, secrets): (Api<PartialObjectMeta<LeenConnection>>, Api<CachedSecret>) =
+        match &watch_namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
     let Some(writer) = ctx.writer.lock().ok().and_then(|mut w| w.take()) else {
         warn!("controller already running on this context");
         return;
@@ -1508,7 +1489,7 @@ pub async fn run(
     let gone_ctx = ctx.clone();
     let main_stream = watcher(connections, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(strip)
+        .map_ok(crate::cache::cached_event)
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event {
@@ -1528,10 +1509,7 @@ pub async fn run(
             gone_ctx.forget(&ObjectRef::from_obj(obj), obj.uid().as_deref());
             // It may have been the last one to need its key Secret: look at that Secret
             // now that the cache no longer holds it.
-            if let (Some(ns), Some(secret)) = (
-                obj.namespace(),
-                obj.annotations().get(KEY_SECRET_ANNOTATION),
-            ) {
+            if let (Some(ns), Some(secret)) = (obj.namespace(), obj.key_secret.as_deref()) {
                 let _ = gone_ctx
                     .wake_secrets
                     .send(ObjectRef::new(secret).within(&ns));

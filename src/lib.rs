@@ -5,10 +5,11 @@
 //! [`decision`] (what to do, as pure functions), [`controller`] (wiring and writes), [`events`] (Kubernetes Events, off the critical path),
 //! [`config`] (flags and environment), [`leader`] (leader election), [`telemetry`] (metrics, logs, health endpoints),
 //! [`rate_gate`] (one pause per Leen rate limit), [`budget`] (the deletion budget), [`credentials`] (vendor credentials),
-//! [`secret_index`] (which resources read which Secrets).
+//! [`secret_index`] (which resources read which Secrets), [`cache`] (what the controller keeps of each resource).
 //! The fake Leen used by tests, the benchmark and the demo is its own crate, `fake-leen`.
 
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod controller;
 pub mod credentials;

@@ -56,16 +56,109 @@ struct ReadyLabels {
 }
 
 /// What the gauges by state, health and Ready reason count for one resource.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ResourceSummary {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceSummary<'a> {
     /// Leen's state (PENDING, ACTIVE, PAUSED, DELETED), or "unknown".
-    pub state: String,
+    pub state: &'a str,
     /// Leen's health name (HEALTHY, UNAUTHORIZED, ...), or "unknown".
-    pub health: String,
+    pub health: &'a str,
     /// Whether Ready is True.
     pub ready: bool,
     /// The Ready reason.
-    pub reason: String,
+    pub reason: &'a str,
+}
+
+/// Most distinct label values [`Summaries`] keeps; further ones are kept as "other".
+pub const MAX_INTERNED_VALUES: usize = 1024;
+
+/// One resource's summary, each value an index into [`Summaries`]' values.
+#[derive(Clone, Copy, Debug)]
+struct Row {
+    state: u16,
+    health: u16,
+    reason: u16,
+    ready: bool,
+}
+
+/// The summaries of all resources, by uid, behind the gauges by state, health and reason.
+/// Values repeat across resources (a few states, health names and reasons), so each is
+/// kept once and a resource costs a few bytes rather than three strings: at 10 000
+/// resources this is a tenth of a map of strings.
+#[derive(Debug, Default)]
+pub struct Summaries {
+    values: Vec<Box<str>>,
+    index: std::collections::HashMap<Box<str>, u16>,
+    rows: std::collections::HashMap<u128, Row>,
+}
+
+impl Summaries {
+    /// Records (or replaces) the summary of the resource with this uid.
+    pub fn record(&mut self, uid: &str, summary: ResourceSummary<'_>) {
+        let row = Row {
+            state: self.intern(summary.state),
+            health: self.intern(summary.health),
+            reason: self.intern(summary.reason),
+            ready: summary.ready,
+        };
+        self.rows.insert(uid_key(uid), row);
+    }
+
+    /// Forgets the resource with this uid.
+    pub fn forget(&mut self, uid: &str) {
+        self.rows.remove(&uid_key(uid));
+    }
+
+    /// How many resources are summarized.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Every resource's summary.
+    pub fn iter(&self) -> impl Iterator<Item = ResourceSummary<'_>> {
+        let value = |i: u16| self.values.get(usize::from(i)).map_or("other", |v| v);
+        self.rows.values().map(move |r| ResourceSummary {
+            state: value(r.state),
+            health: value(r.health),
+            ready: r.ready,
+            reason: value(r.reason),
+        })
+    }
+
+    fn intern(&mut self, value: &str) -> u16 {
+        if let Some(&i) = self.index.get(value) {
+            return i;
+        }
+        let value = if self.values.len() < MAX_INTERNED_VALUES - 1 {
+            value
+        } else {
+            "other"
+        };
+        if let Some(&i) = self.index.get(value) {
+            return i;
+        }
+        let i = u16::try_from(self.values.len()).unwrap_or(u16::MAX);
+        self.values.push(value.into());
+        self.index.insert(value.into(), i);
+        i
+    }
+}
+
+/// A uid as a map key: 16 bytes for a UUID (what Kubernetes assigns), a hash otherwise.
+fn uid_key(uid: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    uuid::Uuid::parse_str(uid).map_or_else(
+        |_| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            uid.hash(&mut h);
+            u128::from(h.finish()) | (1 << 127)
+        },
+        |u| u.as_u128(),
+    )
 }
 
 /// Most distinct label values one gauge family holds; further ones count as "other", so
@@ -294,7 +387,7 @@ impl Metrics {
     }
 
     /// Recounts the gauges by state, health and Ready reason.
-    pub fn set_resources<'a>(&self, resources: impl Iterator<Item = &'a ResourceSummary>) {
+    pub fn set_resources<'a>(&self, resources: impl Iterator<Item = ResourceSummary<'a>>) {
         use std::collections::HashMap;
         let mut states: HashMap<String, i64> = HashMap::new();
         let mut healths: HashMap<String, i64> = HashMap::new();
@@ -307,12 +400,12 @@ impl Metrics {
             }
         };
         for r in resources {
-            let state = bounded(&states, &r.state);
+            let state = bounded(&states, r.state);
             *states.entry(state).or_default() += 1;
-            let health = bounded(&healths, &r.health);
+            let health = bounded(&healths, r.health);
             *healths.entry(health).or_default() += 1;
             let ready = if r.ready { "True" } else { "False" };
-            *readies.entry((ready, r.reason.clone())).or_default() += 1;
+            *readies.entry((ready, r.reason.to_string())).or_default() += 1;
         }
         self.connections_by_state.clear();
         for (state, n) in states {

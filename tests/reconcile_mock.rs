@@ -246,13 +246,8 @@ fn deleting(org: Uuid, id: Uuid) -> LeenConnection {
 }
 
 /// The cache's view of the object, as the controller hands it to `error_policy`.
-fn meta(obj: &LeenConnection) -> Arc<kube::core::PartialObjectMeta<LeenConnection>> {
-    use kube::core::PartialObjectMetaExt;
-    Arc::new(
-        obj.metadata
-            .clone()
-            .into_response_partial::<LeenConnection>(),
-    )
+fn meta(obj: &LeenConnection) -> Arc<leen_operator::cache::CachedConnection> {
+    Arc::new(leen_operator::cache::CachedConnection::of(obj))
 }
 
 #[tokio::test]
