@@ -23,8 +23,13 @@ use crate::{
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(from = "PartialObjectMeta<LeenConnection>")]
 pub struct CachedConnection {
-    /// Its metadata without labels, annotations, managedFields and owner references.
+    /// Its metadata without labels, annotations, managedFields, owner references and
+    /// resourceVersion.
     pub metadata: ObjectMeta,
+    /// Its resourceVersion, kept here rather than in `metadata`: kube copies the metadata's
+    /// into every reference to the object (the cache's key, two in the controller's queue),
+    /// and nothing but the read in a reconcile needs it.
+    pub resource_version: Option<Box<str>>,
     /// The binding recorded in the controller's labels (`leen.dev/region`,
     /// `leen.dev/organization-id`, `leen.dev/connection-id`); `None` when any of them is
     /// missing or does not parse (such a resource counts as not labelled yet).
@@ -42,6 +47,7 @@ impl CachedConnection {
         let mut annotations = metadata.annotations.take().unwrap_or_default();
         metadata.managed_fields = None;
         metadata.owner_references = None;
+        let resource_version = metadata.resource_version.take().map(String::into_boxed_str);
         let region = labels.get(REGION_LABEL).and_then(|r| parse_region(r));
         let uuid = |key: &str| labels.get(key).and_then(|v| Uuid::parse_str(v).ok());
         let labelled = match (region, uuid(ORGANIZATION_LABEL), uuid(CONNECTION_LABEL)) {
@@ -53,6 +59,7 @@ impl CachedConnection {
             _ => None,
         };
         Self {
+            resource_version,
             labelled,
             key_secret: annotations
                 .remove(KEY_SECRET_ANNOTATION)

@@ -413,7 +413,7 @@ pub async fn reconcile(meta: Arc<CachedConnection>, ctx: Arc<Context>) -> Result
     // At least as new as the metadata that triggered this: served from the API server's
     // watch cache instead of a quorum read from etcd.
     let params = GetParams {
-        resource_version: meta.resource_version(),
+        resource_version: meta.resource_version.as_deref().map(str::to_string),
     };
     let obj = match api.get_with(&meta.name_any(), &params).await {
         Ok(obj) => obj,

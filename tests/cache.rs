@@ -133,7 +133,10 @@ fn labels_annotations_managed_fields_and_owners_are_dropped() {
     assert_eq!(m.name.as_deref(), Some("crowdstrike"));
     assert_eq!(m.namespace.as_deref(), Some("security"));
     assert_eq!(c.uid_str(), Some("uid-1"));
-    assert_eq!(m.resource_version.as_deref(), Some("42"));
+    assert_eq!(c.resource_version.as_deref(), Some("42"));
+    // Only in its own field: kube copies the metadata's into every reference.
+    assert_eq!(m.resource_version, None);
+    assert_eq!(ObjectRef::from_obj(&c).extra.resource_version, None);
     assert!(c.holds("leen.dev/finalizer"));
     assert!(!c.holds("other"));
     assert!(!c.deleting());
