@@ -317,6 +317,11 @@ impl Metrics {
         self.reconciles.inc();
     }
 
+    /// Reconciliations started so far.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.get()
+    }
+
     /// Counts one failed reconciliation.
     pub fn reconcile_error(&self, reason: &str) {
         self.reconcile_errors
