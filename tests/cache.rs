@@ -154,6 +154,9 @@ fn it_names_the_leenconnection_itself() {
         CachedConnection::url_path(&(), Some("security")),
         LeenConnection::url_path(&(), Some("security"))
     );
+    let mut renamed = c.clone();
+    renamed.meta_mut().name = Some("renamed".into());
+    assert_eq!(renamed.metadata.name.as_deref(), Some("renamed"));
     let r = c.object_ref(&());
     assert_eq!(r.kind.as_deref(), Some("LeenConnection"));
     assert_eq!(
