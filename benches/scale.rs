@@ -117,15 +117,7 @@ fn args() -> Args {
 
 /// RSS and CPU of a process from /proc.
 fn proc_stats(pid: u32) -> (u64, u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let kb = status_kb(pid);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name: utime is 14th, stime 15th overall.
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
@@ -142,16 +134,22 @@ fn proc_stats(pid: u32) -> (u64, u64, f64) {
 
 /// A process's resident anonymous memory and resident file pages (its code), KiB.
 fn rss_split(pid: u32) -> (u64, u64) {
+    let kb = status_kb(pid);
+    (kb("RssAnon:"), kb("RssFile:"))
+}
+
+/// A reader of the KiB figures in a process's /proc status (VmRSS:, RssAnon:, ...); 0 for
+/// a key that is not there.
+fn status_kb(pid: u32) -> impl Fn(&str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
+    move |key| {
         status
             .lines()
             .find(|l| l.starts_with(key))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
-    };
-    (kb("RssAnon:"), kb("RssFile:"))
+    }
 }
 
 /// Samples a process's RSS every 50 ms until aborted; the highest seen so far.
