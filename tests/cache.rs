@@ -143,6 +143,34 @@ fn labels_annotations_managed_fields_and_owners_are_dropped() {
 }
 
 #[test]
+fn a_deletion_timestamp_means_deleting() {
+    let mut m = meta(&[], &[]);
+    m.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:00:00Z".parse().expect("a timestamp"),
+    ));
+    assert!(CachedConnection::from_metadata(m).deleting());
+}
+
+#[test]
+fn the_view_of_a_whole_object_is_the_view_of_its_metadata() {
+    let mut obj: LeenConnection = serde_json::from_value(serde_json::json!({
+        "apiVersion": "leen.dev/v1alpha1",
+        "kind": "LeenConnection",
+        "metadata": {"name": "crowdstrike"},
+        "spec": {"organizationId": ORG, "connectionId": CONN}
+    }))
+    .expect("a LeenConnection");
+    obj.metadata = meta(
+        &[("leen.dev/connection-id", CONN)],
+        &[("leen.dev/api-key-secret", "k")],
+    );
+    let c = CachedConnection::of(&obj);
+    assert_eq!(c, CachedConnection::from_metadata(obj.metadata.clone()));
+    assert_eq!(c.metadata.name.as_deref(), Some("crowdstrike"));
+    assert_eq!(c.key_secret.as_deref(), Some("k"));
+}
+
+#[test]
 fn it_names_the_leenconnection_itself() {
     let c = cached(&[], &[]);
     let key = ObjectRef::from_obj(&c);
