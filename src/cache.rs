@@ -6,18 +6,21 @@
 
 use std::borrow::Cow;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use kube::{Resource, core::PartialObjectMeta, runtime::watcher::Event};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
-    decision::Binding,
+    leen::Binding,
     resource::{
         CONFIRM_DELETION_ANNOTATION, CONNECTION_LABEL, KEY_SECRET_ANNOTATION, LeenConnection,
         ORGANIZATION_LABEL, REGION_LABEL, Region,
     },
 };
+
+/// The controller's view of Secrets: metadata only, never their data.
+pub type CachedSecret = PartialObjectMeta<Secret>;
 
 /// The cached view of one LeenConnection.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

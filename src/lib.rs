@@ -21,6 +21,7 @@ pub mod rate_gate;
 pub mod resource;
 pub mod secret_index;
 pub mod telemetry;
+pub mod text;
 
 /// Installs the one rustls crypto provider (aws-lc-rs) that both kube and reqwest use.
 /// Safe to call more than once.

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Mutex};
 
 use kube::{ResourceExt, runtime::reflector::ObjectRef};
 
-use crate::controller::{CachedConnection, CachedSecret};
+use crate::cache::{CachedConnection, CachedSecret};
 use crate::resource::LeenConnection;
 
 /// The Secrets each resource reads, by resource. Entries go with the resource (the

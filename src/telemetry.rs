@@ -21,8 +21,6 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::leen::Operation;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
@@ -332,27 +330,23 @@ impl Metrics {
     }
 
     /// Records one request to Leen.
-    pub fn observe_leen_request(&self, op: Operation, status: Option<u16>, took: Duration) {
+    pub fn observe_leen_request(&self, op: &'static str, status: Option<u16>, took: Duration) {
         let code = status.map_or_else(|| "none".to_string(), |s| s.to_string());
         self.leen_requests
             .get_or_create(&RequestLabels {
-                operation: op.as_str(),
+                operation: op,
                 code,
             })
             .inc();
         self.leen_request_duration
-            .get_or_create(&OperationLabels {
-                operation: op.as_str(),
-            })
+            .get_or_create(&OperationLabels { operation: op })
             .observe(took.as_secs_f64());
     }
 
     /// Counts one call held back by the rate gate.
-    pub fn leen_request_held(&self, op: Operation) {
+    pub fn leen_request_held(&self, op: &'static str) {
         self.leen_requests_held
-            .get_or_create(&OperationLabels {
-                operation: op.as_str(),
-            })
+            .get_or_create(&OperationLabels { operation: op })
             .inc();
     }
 

@@ -1,0 +1,534 @@
+//! The HTTP implementation of [`super::LeenApi`]: one place every request goes through
+//! (the 429 gate, the in-flight limit, the key header, redaction, metrics).
+
+use std::{sync::Arc, time::Duration};
+
+use reqwest::header::HeaderValue;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use url::Url;
+use uuid::Uuid;
+
+use super::{classify::*, wire::*};
+use crate::{
+    rate_gate::{Admission, LimitKey, RateGate},
+    resource::Region,
+    telemetry::Metrics,
+};
+
+/// Settings of a [`LeenClient`].
+#[derive(Clone, Debug)]
+pub struct LeenClientConfig {
+    /// Replaces every region's base URL (LEEN_ENDPOINT), including `/v1`.
+    pub endpoint: Option<Url>,
+    /// Timeout of one request, connect to last byte.
+    pub request_timeout: Duration,
+    /// Most requests to Leen in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for LeenClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 16,
+        }
+    }
+}
+
+/// Calls Leen's connection endpoints. Cheap to clone.
+#[derive(Clone)]
+pub struct LeenClient {
+    http: reqwest::Client,
+    endpoint: Option<Url>,
+    in_flight: Arc<Semaphore>,
+    gate: RateGate,
+    metrics: Arc<Metrics>,
+}
+
+/// Failure to build a [`LeenClient`].
+#[derive(Debug, thiserror::Error)]
+#[error("building the HTTP client for Leen failed: {0}")]
+pub struct ClientBuildError(#[from] reqwest::Error);
+
+impl LeenClient {
+    /// Builds a client. Redirects are not followed, so the key is never sent elsewhere.
+    pub fn new(config: LeenClientConfig, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
+        let mut builder = reqwest::Client::builder();
+        // A loopback endpoint (a local proxy, tests) is never reached through a proxy
+        // from HTTP_PROXY/HTTPS_PROXY: that would send the key off the machine.
+        if config.endpoint.as_ref().is_some_and(is_loopback) {
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("leen-operator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            endpoint: config.endpoint,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            gate: RateGate::default(),
+            metrics,
+        })
+    }
+
+    /// The base URL of the given region (or the configured endpoint), including `/v1`.
+    pub fn base_url(&self, region: Region) -> &str {
+        self.endpoint
+            .as_ref()
+            .map(|u| u.as_str())
+            .unwrap_or(region.base_url())
+            .trim_end_matches('/')
+    }
+
+    /// The URL of the organization's connections in the given region (or at the
+    /// configured endpoint).
+    pub fn connections_url(&self, region: Region, organization: Uuid) -> String {
+        format!(
+            "{}/provisioning/organizations/{organization}/connections",
+            self.base_url(region)
+        )
+    }
+
+    /// The URL of one connection in the given region (or at the configured endpoint).
+    pub fn connection_url(&self, region: Region, organization: Uuid, connection: Uuid) -> String {
+        format!(
+            "{}/{connection}",
+            self.connections_url(region, organization)
+        )
+    }
+
+    /// `GET` one connection (observe).
+    pub async fn get_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        key: &ApiKey,
+    ) -> LeenOutcome {
+        self.one(Operation::Get, region, organization, connection, key)
+            .await
+    }
+
+    /// `DELETE` one connection.
+    pub async fn delete_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        key: &ApiKey,
+    ) -> LeenOutcome {
+        self.one(Operation::Delete, region, organization, connection, key)
+            .await
+    }
+
+    /// A call without a body on one connection's URL.
+    async fn one(
+        &self,
+        op: Operation,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        key: &ApiKey,
+    ) -> LeenOutcome {
+        let url = self.connection_url(region, organization, connection);
+        self.about(op, region, url, None, key, (organization, connection), &[])
+            .await
+    }
+
+    /// `PATCH` one connection with the given fields (update).
+    pub async fn update_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        update: &UpdateRequest,
+        key: &ApiKey,
+    ) -> LeenOutcome {
+        let url = self.connection_url(region, organization, connection);
+        let secrets = update
+            .credentials
+            .as_ref()
+            .map(|c| c.secrets())
+            .unwrap_or_default();
+        self.about(
+            Operation::Update,
+            region,
+            url,
+            Some(update.body()),
+            key,
+            (organization, connection),
+            &secrets,
+        )
+        .await
+    }
+
+    /// `POST` a new connection (create). `Ok` only with a connection that has a UUID id.
+    pub async fn create_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        create: &CreateRequest,
+        key: &ApiKey,
+    ) -> Result<Connection, LeenOutcome> {
+        let url = self.connections_url(region, organization);
+        let secrets = create
+            .credentials
+            .as_ref()
+            .map(|c| c.secrets())
+            .unwrap_or_default();
+        self.call_redacting(
+            Operation::Create,
+            region,
+            url,
+            Some(create.body()),
+            key,
+            &secrets,
+            move |status, retry_after, body| {
+                // 201 is what a REST API usually answers to a create; accept it as well.
+                classify_answer(
+                    status,
+                    retry_after,
+                    body,
+                    &[200, 201],
+                    "a connection",
+                    |b| parse_created(organization, b),
+                )
+            },
+        )
+        .await
+    }
+
+    /// `GET .../test`: Leen's check of the connection's credentials.
+    pub async fn test_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        connection: Uuid,
+        key: &ApiKey,
+    ) -> Result<CredentialCheck, LeenOutcome> {
+        let url = format!(
+            "{}/test",
+            self.connection_url(region, organization, connection)
+        );
+        self.call(
+            Operation::Test,
+            region,
+            url,
+            None,
+            key,
+            |status, retry_after, body| {
+                classify_answer(
+                    status,
+                    retry_after,
+                    body,
+                    &[200],
+                    "a test result",
+                    parse_check,
+                )
+            },
+        )
+        .await
+    }
+
+    /// The organization's connection whose `identifier` is this one, looked up page by page
+    /// in the list (at most [`MAX_LIST_PAGES`] pages of [`LIST_PAGE`]). A connection Leen
+    /// reports DELETED does not count.
+    pub async fn find_connection(
+        &self,
+        region: Region,
+        organization: Uuid,
+        identifier: &str,
+        key: &ApiKey,
+    ) -> Result<Option<Connection>, LeenOutcome> {
+        let base = self.connections_url(region, organization);
+        for page in 0..MAX_LIST_PAGES {
+            let offset = page * LIST_PAGE;
+            let url = Url::parse_with_params(
+                &base,
+                &[
+                    ("limit", LIST_PAGE.to_string()),
+                    ("offset", offset.to_string()),
+                ],
+            )
+            .map(String::from)
+            .unwrap_or_else(|_| base.clone());
+            let (items, total) = self
+                .call(
+                    Operation::List,
+                    region,
+                    url,
+                    None,
+                    key,
+                    |status, ra, body| {
+                        classify_answer(
+                            status,
+                            ra,
+                            body,
+                            &[200],
+                            "a list of connections",
+                            parse_list,
+                        )
+                    },
+                )
+                .await?;
+            let count = items.len() as u64;
+            let found = items.into_iter().find(|c| {
+                c.identifier.as_deref() == Some(identifier)
+                    && c.state.as_deref() != Some("DELETED")
+                    && c.id
+                        .as_deref()
+                        .is_some_and(|id| Uuid::parse_str(id).is_ok())
+                    && c.organization_id
+                        .as_deref()
+                        .is_none_or(|o| Uuid::parse_str(o).ok() == Some(organization))
+            });
+            if found.is_some() {
+                return Ok(found);
+            }
+            let seen = offset + count;
+            if count < LIST_PAGE || total.is_some_and(|t| seen >= t) {
+                return Ok(None);
+            }
+        }
+        Err(LeenOutcome::Unexpected {
+            status: 200,
+            detail: format!(
+                "the organization lists more than {} connections; identifier {identifier:?} was not among them",
+                MAX_LIST_PAGES * LIST_PAGE
+            ),
+        })
+    }
+
+    /// A call about one known connection: its answer must name that connection.
+    #[allow(clippy::too_many_arguments)]
+    async fn about(
+        &self,
+        op: Operation,
+        region: Region,
+        url: String,
+        body: Option<Value>,
+        key: &ApiKey,
+        (organization, connection): (Uuid, Uuid),
+        secrets: &[String],
+    ) -> LeenOutcome {
+        let expected = Expected {
+            organization,
+            connection,
+        };
+        self.call_redacting(
+            op,
+            region,
+            url,
+            body,
+            key,
+            secrets,
+            move |status, ra, body| match classify(expected, status, ra, body) {
+                LeenOutcome::Success(c) => Ok(c),
+                other => Err(other),
+            },
+        )
+        .await
+        .map(LeenOutcome::Success)
+        .unwrap_or_else(|outcome| outcome)
+    }
+
+    /// The one place every request goes through: the 429 gate, the in-flight limit, the
+    /// key header, redaction, metrics.
+    async fn call<T>(
+        &self,
+        op: Operation,
+        region: Region,
+        url: String,
+        body: Option<Value>,
+        key: &ApiKey,
+        classify: impl FnOnce(u16, Option<&str>, Result<&[u8], BodyError>) -> Result<T, LeenOutcome>,
+    ) -> Result<T, LeenOutcome> {
+        self.call_redacting(op, region, url, body, key, &[], classify)
+            .await
+    }
+
+    /// [`Self::call`], also redacting these values (credentials sent) from the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_redacting<T>(
+        &self,
+        op: Operation,
+        region: Region,
+        url: String,
+        body: Option<Value>,
+        key: &ApiKey,
+        secrets: &[String],
+        classify: impl FnOnce(u16, Option<&str>, Result<&[u8], BodyError>) -> Result<T, LeenOutcome>,
+    ) -> Result<T, LeenOutcome> {
+        let limit = LimitKey::new(self.base_url(region), key.expose());
+        let admission = self.gate.admit(limit);
+        if let Admission::Wait(rest) = admission {
+            // Another call of this limit was answered 429: this one is not sent at all.
+            self.metrics.leen_request_held(op.as_str());
+            // Spread over half the pause again, so that the held calls do not all come
+            // back in the same instant (the probe goes first in any case).
+            let spread = rest.mul_f64(rand::random::<f64>() * 0.5);
+            return Err(LeenOutcome::RateLimited {
+                retry_after: Some(rest + spread),
+            });
+        }
+        // The semaphore is never closed, so acquire cannot fail; if it ever did, going on
+        // without a permit is the lesser harm.
+        let _permit = self.in_flight.acquire().await.ok();
+        let started = std::time::Instant::now();
+        let (status, result) = self.send(op, &url, body, key, secrets, classify).await;
+        // Transport errors could quote what the server sent; the key must not reach status.
+        let result = result.map_err(|o| {
+            o.map_text(|mut text| {
+                for secret in
+                    std::iter::once(key.expose()).chain(secrets.iter().map(String::as_str))
+                {
+                    text = text.replace(secret, REDACTED);
+                }
+                text
+            })
+        });
+        self.metrics
+            .observe_leen_request(op.as_str(), status, started.elapsed());
+        let retry_after = match &result {
+            Err(LeenOutcome::RateLimited { retry_after }) => Some(*retry_after),
+            _ => None,
+        };
+        self.gate.report(
+            limit,
+            admission,
+            retry_after.is_some(),
+            retry_after.flatten(),
+            rand::random::<f64>(),
+        );
+        result
+    }
+
+    async fn send<T>(
+        &self,
+        op: Operation,
+        url: &str,
+        body: Option<Value>,
+        key: &ApiKey,
+        secrets: &[String],
+        classify: impl FnOnce(u16, Option<&str>, Result<&[u8], BodyError>) -> Result<T, LeenOutcome>,
+    ) -> (Option<u16>, Result<T, LeenOutcome>) {
+        // ApiKey::new admits only keys that are valid header values.
+        let Ok(mut header) = HeaderValue::from_str(key.expose()) else {
+            return (
+                None,
+                Err(LeenOutcome::Unavailable {
+                    status: None,
+                    error: "the API key cannot be sent in a header".to_string(),
+                }),
+            );
+        };
+        header.set_sensitive(true);
+        let mut request = self
+            .http
+            .request(op.method(), url)
+            .header("X-API-KEY", header)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    None,
+                    Err(LeenOutcome::Unavailable {
+                        status: None,
+                        error: describe_transport_error(&e),
+                    }),
+                );
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // A hostile or buggy server could echo the key back: redact it in the raw body,
+        // before any normalisation or truncation could split it.
+        let body = read_bounded(&mut response).await.map(|b| {
+            secrets
+                .iter()
+                .fold(redact(b, key.expose().as_bytes()), |b, s| {
+                    redact(b, s.as_bytes())
+                })
+        });
+        let result = classify(
+            status.as_u16(),
+            retry_after.as_deref(),
+            body.as_ref().map(Vec::as_slice).map_err(Clone::clone),
+        );
+        (Some(status.as_u16()), result)
+    }
+}
+
+/// Connections asked for per page of the list.
+pub const LIST_PAGE: u64 = 100;
+
+/// Most pages of the list read when looking for an identifier.
+pub const MAX_LIST_PAGES: u64 = 100;
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+async fn read_bounded(response: &mut reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(BodyError::Read(describe_transport_error(&e))),
+        }
+    }
+}
+
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    // reqwest's Display names the URL; the source chain says what actually happened.
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reading the body failed"
+    } else {
+        "request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
