@@ -117,7 +117,7 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     } else {
         info!("deletion budget off (LEEN_MAX_DELETIONS=0)");
     }
-    let ctx = Context::new(client.clone(), leen, &settings, metrics.clone());
+    let ctx = Context::new(client.clone(), Arc::new(leen), &settings, metrics.clone());
     let ctx = Arc::new(ctx);
     let ready = Readiness::default();
 

@@ -220,7 +220,7 @@ fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
     .run
     .settings()
     .expect("settings");
-    let mut ctx = Context::new(client, leen, &settings, metrics);
+    let mut ctx = Context::new(client, Arc::new(leen), &settings, metrics);
     ctx.clock = Clock {
         now: || "2026-01-01T00:00:00Z".parse().expect("time"),
         jitter: || JITTER,
@@ -312,9 +312,10 @@ async fn leen_failure_keeps_the_finalizer_and_requeues_at_the_backoff() {
     let obj = deleting(org, id);
     let (client, api) = verifier(&obj, vec![Step(Write::Status, Answer::Accept)]);
     let ctx = context(client, &fake);
-    let err = reconcile_object(Arc::new(obj.clone()), ctx.clone())
+    // Not finished is not an error: the decision asks for the requeue.
+    let action = reconcile_object(Arc::new(obj.clone()), ctx.clone())
         .await
-        .expect_err("deletion pending");
+        .expect("deletion pending, requeued");
     let seen = api.assert_done();
     let status = &seen[0]["status"];
     assert_eq!(status["conditions"][0]["reason"], "LeenUnavailable");
@@ -322,10 +323,7 @@ async fn leen_failure_keeps_the_finalizer_and_requeues_at_the_backoff() {
     assert_eq!(status["deletion"]["nextRetryTime"], "2026-01-01T00:00:02Z");
     assert_eq!(api.events(1).await[0]["type"], "Warning");
     // First transient failure, jitter 1: exactly the base delay.
-    assert_eq!(
-        error_policy(meta(&obj), &err, ctx),
-        Action::requeue(Duration::from_secs(2))
-    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
 }
 
 #[tokio::test]
@@ -335,14 +333,11 @@ async fn retry_after_is_the_requeue() {
     let obj = deleting(org, id);
     let (client, api) = verifier(&obj, vec![Step(Write::Status, Answer::Accept)]);
     let ctx = context(client, &fake);
-    let err = reconcile_object(Arc::new(obj.clone()), ctx.clone())
+    let action = reconcile_object(Arc::new(obj.clone()), ctx.clone())
         .await
-        .expect_err("rate limited");
+        .expect("rate limited, requeued");
     api.assert_done();
-    assert_eq!(
-        error_policy(meta(&obj), &err, ctx),
-        Action::requeue(Duration::from_secs(7))
-    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(7)));
 }
 
 #[tokio::test]
@@ -373,6 +368,11 @@ async fn a_failed_finalizer_patch_is_retried_without_calling_leen_again() {
         .await
         .expect_err("finalizer patch failed");
     assert!(matches!(err, Error::FinalizerPatch(_)), "{err}");
+    // A failed reconcile: the transient backoff, first failure, jitter 1: the base delay.
+    assert_eq!(
+        error_policy(meta(&obj), &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(2))
+    );
     let seen = api.assert_done();
     // Next time the status says Deleted: only the finalizer is left to remove.
     let mut written = obj.clone();
@@ -471,17 +471,8 @@ async fn a_live_read_requeues_at_the_sync_interval() {
 }
 
 #[test]
-fn requeue_after_takes_the_pending_retry_else_the_backoff() {
+fn requeue_after_a_failed_reconcile_is_the_transient_backoff() {
     let policy = RetryPolicy::default();
-    let pending = Error::DeletionPending {
-        reason: leen_operator::decision::Reason::RateLimited,
-        retry_after: Duration::from_secs(42),
-    };
-    assert_eq!(
-        requeue_after(&pending, 5, 0.0, &policy),
-        Duration::from_secs(42)
-    );
-    let other = Error::NoNamespace;
     // Backoff: attempt 1 is the base, each further attempt doubles it, capped; jitter
     // draws from [d/2, d].
     for (attempt, jitter, secs) in [
@@ -492,7 +483,7 @@ fn requeue_after_takes_the_pending_retry_else_the_backoff() {
         (20, 1.0, 300.0),
     ] {
         assert_eq!(
-            requeue_after(&other, attempt, jitter, &policy),
+            requeue_after(attempt, jitter, &policy),
             Duration::from_secs_f64(secs),
             "attempt {attempt}, jitter {jitter}"
         );

@@ -13,6 +13,7 @@ pub mod binding;
 pub mod outcome;
 pub mod plan;
 pub mod reason;
+pub mod record;
 pub mod retry;
 pub mod status;
 
@@ -20,6 +21,7 @@ pub use binding::*;
 pub use outcome::*;
 pub use plan::*;
 pub use reason::*;
+pub use record::{create_intent, found_binding};
 pub use retry::*;
 pub use status::{MAX_MIRRORED_CHARS, MAX_MIRRORED_DETAILS, rfc3339};
 

@@ -1,23 +1,223 @@
-//! The plan: which one step (a Leen call, a read, or none) comes next for a resource.
+//! The plan: given a resource and the inputs read so far, the one step that comes next.
+//!
+//! Both lifecycle paths are small state machines. The controller asks [`plan_sync`] or
+//! [`plan_deletion`] what to do, does exactly that (one read, or one Leen call), puts the
+//! result into the inputs, and asks again, until the plan says `Done`: then the pure
+//! `decide_*` functions turn what it came to into a [`super::Decision`]. Every choice of
+//! the controller (which Leen call, whether to read a key, hold, or release) is made here,
+//! with no I/O, so that it can be tested by a table and mutation-tested.
 
-use super::{DeletionStep, Reason};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{
+    DeletionStep, Observation, Reason, connection_name, create_identifier, held_binding, rfc3339,
+    validate_binding,
+};
 use crate::{
+    budget::{BudgetConfig, Verdict},
     credentials::Credentials,
-    leen::{Connection, UpdateRequest},
-    resource::{DeletionPolicy, DesiredState, LeenConnection},
+    leen::{ApiKey, Binding, Connection, CreateRequest, LeenOutcome, UpdateRequest},
+    resource::{
+        CONFIRM_DELETION_ANNOTATION, CredentialsTest, DeletionPolicy, DesiredState, LeenConnection,
+        Region,
+    },
 };
 
-/// What deleting the resource comes to before reading any input: Orphan, or a deletion
-/// that a previous attempt already confirmed. `None`: Leen has to be called.
-pub fn deletion_shortcut(obj: &LeenConnection) -> Option<DeletionStep> {
-    if obj.spec.deletion_policy == DeletionPolicy::Orphan {
-        return Some(DeletionStep::Orphan);
+/// An input a plan needs before it can choose its next step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// The API key: the resource's Secret, or the operator's default key.
+    ApiKey,
+    /// The vendor credentials Secret (only when the spec names one).
+    Credentials,
+    /// Another live resource that binds the same connection, if any.
+    Binders,
+    /// The deletion budget's verdict on this DELETE (asking records the start when it is
+    /// allowed).
+    BudgetVerdict,
+}
+
+/// What a look-up by identifier came to, when it did not find the connection (a found
+/// one is bound in status, which the plan reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Leen lists no live connection with the identifier.
+    Absent,
+    /// The look-up failed.
+    Failed(LeenOutcome),
+}
+
+/// Where a create looks for the connection it may have made already.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FindLostCreate {
+    /// Region of the organization.
+    pub region: Region,
+    /// The organization.
+    pub organization: Uuid,
+    /// The identifier the create sends (or sent).
+    pub identifier: String,
+    /// Why it is looked for: this resource's own create intent (`true`), or an identifier
+    /// named by the spec (`false`).
+    pub intent: bool,
+}
+
+/// The inputs of a live resource's plan, read so far (`None`: not read yet), and what the
+/// steps taken so far came to.
+#[derive(Clone, Debug, Default)]
+pub struct SyncInputs {
+    /// The API key, or why there is none (the `CredentialsMissing` message).
+    pub key: Option<Result<ApiKey, String>>,
+    /// The vendor credentials (`Ok(None)`: the spec names no Secret), or the observation
+    /// (missing, malformed) that stops any call.
+    pub credentials: Option<Result<Option<Credentials>, Observation>>,
+    /// What the look-up by identifier came to, when it did not find one.
+    pub lookup: Option<Lookup>,
+    /// The connection as Leen last returned it in this reconcile (read, found, created or
+    /// patched), or the failed call.
+    pub observed: Option<LeenOutcome>,
+    /// Whether the PATCH was sent in this reconcile.
+    pub updated: bool,
+    /// Leen's test of the credentials last sent, or why it could not be had.
+    pub test: Option<Result<CredentialsTest, String>>,
+}
+
+/// The next step of a live resource.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncPlan {
+    /// Read an input first.
+    Read(Need),
+    /// `GET` the bound connection.
+    Observe(Binding),
+    /// List by identifier before creating (never a blind second POST).
+    FindLostCreate(FindLostCreate),
+    /// Record the create intent, then `POST` this.
+    Create {
+        /// Region of the organization.
+        region: Region,
+        /// The organization.
+        organization: Uuid,
+        /// What to send.
+        request: CreateRequest,
+    },
+    /// `PATCH` the connection to the spec (state, changed credentials).
+    Update {
+        /// The connection.
+        binding: Binding,
+        /// What to send.
+        request: UpdateRequest,
+    },
+    /// `GET .../test` for the credentials last sent.
+    Test {
+        /// The connection.
+        binding: Binding,
+        /// The appliedHash of the credentials tested.
+        applied_hash: String,
+    },
+    /// No more calls: decide on this observation.
+    Done(Observation),
+}
+
+/// The next step for a live (not deleting) resource.
+pub fn plan_sync(obj: &LeenConnection, inputs: &SyncInputs) -> SyncPlan {
+    let binding = match validate_binding(obj) {
+        Ok(binding) => binding,
+        Err(obs) => return SyncPlan::Done(obs),
+    };
+    match &inputs.key {
+        None => return SyncPlan::Read(Need::ApiKey),
+        Some(Err(message)) => {
+            return SyncPlan::Done(Observation::CredentialsMissing(message.clone()));
+        }
+        Some(Ok(_)) => {}
     }
-    let outcome = obj.status.as_ref()?.deletion.as_ref()?.outcome.as_deref()?;
-    [Reason::Deleted, Reason::AlreadyDeleted]
-        .into_iter()
-        .find(|r| r.as_str() == outcome)
-        .map(DeletionStep::AlreadyConfirmed)
+    let credentials = match &inputs.credentials {
+        None => return SyncPlan::Read(Need::Credentials),
+        Some(Err(obs)) => return SyncPlan::Done(obs.clone()),
+        Some(Ok(credentials)) => credentials.as_ref(),
+    };
+    let conn = match (&inputs.observed, binding) {
+        (None, Some(binding)) => return SyncPlan::Observe(binding),
+        (None, None) => return plan_create(obj, inputs, credentials),
+        (Some(LeenOutcome::Success(conn)), _) => conn,
+        (Some(failed), _) => return SyncPlan::Done(Observation::Leen(failed.clone())),
+    };
+    // Observed, so bound (a created or found connection is bound in status first).
+    let Some(binding) = held_binding(obj) else {
+        return SyncPlan::Done(Observation::Leen(LeenOutcome::Success(conn.clone())));
+    };
+    if !inputs.updated {
+        let request = plan_update(obj, conn, credentials);
+        if request.state.is_some() || request.credentials.is_some() {
+            return SyncPlan::Update { binding, request };
+        }
+    }
+    if inputs.test.is_none()
+        && let Some(applied_hash) = untested_credentials(obj)
+    {
+        return SyncPlan::Test {
+            binding,
+            applied_hash,
+        };
+    }
+    SyncPlan::Done(Observation::Leen(LeenOutcome::Success(conn.clone())))
+}
+
+/// Nothing bound and the spec asks for a connection: look for one the resource may have
+/// created already (its intent is recorded), or that its spec identifier names; else
+/// create it.
+fn plan_create(
+    obj: &LeenConnection,
+    inputs: &SyncInputs,
+    credentials: Option<&Credentials>,
+) -> SyncPlan {
+    let (Ok(organization), Some(vendor)) = (
+        Uuid::parse_str(&obj.spec.organization_id),
+        obj.spec.vendor.clone(),
+    ) else {
+        // validate_binding admits neither case.
+        return SyncPlan::Done(Observation::InvalidSpec {
+            reason: Reason::InvalidSpec,
+            message: "spec.vendor is required when spec.connectionId is unset".to_string(),
+        });
+    };
+    let region = obj.spec.region;
+    let identifier = create_identifier(obj);
+    let intent = obj.status.as_ref().is_some_and(|s| s.creation.is_some());
+    match &inputs.lookup {
+        None if intent || obj.spec.identifier.is_some() => {
+            SyncPlan::FindLostCreate(FindLostCreate {
+                region,
+                organization,
+                identifier,
+                intent,
+            })
+        }
+        Some(Lookup::Failed(outcome)) => SyncPlan::Done(Observation::Leen(outcome.clone())),
+        None | Some(Lookup::Absent) => SyncPlan::Create {
+            region,
+            organization,
+            request: CreateRequest {
+                vendor,
+                credentials: credentials.cloned(),
+                identifier,
+                options: obj.spec.options.clone(),
+            },
+        },
+    }
+}
+
+/// The hash of credentials sent but not tested yet, when the spec names a credentials
+/// Secret.
+pub fn untested_credentials(obj: &LeenConnection) -> Option<String> {
+    obj.spec.credentials_secret_ref.as_ref()?;
+    let credentials = obj.status.as_ref()?.credentials.as_ref()?;
+    let hash = credentials.applied_hash.clone()?;
+    let tested = credentials
+        .last_test
+        .as_ref()
+        .is_some_and(|t| t.applied_hash.as_deref() == Some(hash.as_str()));
+    (!tested).then_some(hash)
 }
 
 /// What to PATCH to bring a connection Leen returned to the spec: `spec.state` when Leen
@@ -42,4 +242,199 @@ pub fn plan_update(
         .filter(|c| applied != Some(c.salted_hash(uid).as_str()))
         .cloned();
     UpdateRequest { credentials, state }
+}
+
+/// The inputs of a deletion's plan, read so far (`None`: not read yet).
+#[derive(Clone, Debug, Default)]
+pub struct DeletionInputs {
+    /// The API key, or why there is none.
+    pub key: Option<Result<ApiKey, String>>,
+    /// Another live resource that binds the same connection (`namespace/name`), if any.
+    pub binder: Option<Option<String>>,
+    /// What the look-up of a create whose answer was lost came to, when it found nothing.
+    pub lookup: Option<Lookup>,
+    /// The budget's verdict on this DELETE.
+    pub verdict: Option<Verdict>,
+}
+
+/// The next step of a deletion.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeletionPlan {
+    /// Read an input first.
+    Read(Need),
+    /// List by identifier for a create whose answer may have been lost: found, it is
+    /// bound and deleted; absent, nothing was created.
+    FindLostCreate(FindLostCreate),
+    /// `DELETE` the bound connection.
+    Delete(Binding),
+    /// No (more) calls: decide on this.
+    Done(DeletionStep),
+}
+
+/// The next step for a resource being deleted (the deletion table of `docs/design.md`).
+/// `budget`: the deletion budget's settings, `None` when it is off.
+pub fn plan_deletion(
+    obj: &LeenConnection,
+    inputs: &DeletionInputs,
+    budget: Option<&BudgetConfig>,
+) -> DeletionPlan {
+    if let Some(step) = deletion_shortcut(obj) {
+        return DeletionPlan::Done(step);
+    }
+    if let Ok(None) = validate_binding(obj) {
+        // Nothing bound: was a create ever sent?
+        let identifier = create_identifier(obj);
+        let Some(creation) = obj.status.as_ref().and_then(|s| s.creation.as_ref()) else {
+            // The intent is written before any create goes out: none, nothing was created.
+            return DeletionPlan::Done(DeletionStep::NotCreated { identifier });
+        };
+        match &inputs.key {
+            None => return DeletionPlan::Read(Need::ApiKey),
+            Some(Err(message)) => {
+                return DeletionPlan::Done(DeletionStep::Observed(
+                    Observation::CredentialsMissing(message.clone()),
+                ));
+            }
+            Some(Ok(_)) => {}
+        }
+        let Ok(organization) = Uuid::parse_str(&obj.spec.organization_id) else {
+            return DeletionPlan::Done(DeletionStep::NotCreated { identifier });
+        };
+        return match &inputs.lookup {
+            None => DeletionPlan::FindLostCreate(FindLostCreate {
+                region: obj.spec.region,
+                organization,
+                identifier: creation.identifier.clone(),
+                intent: true,
+            }),
+            Some(Lookup::Absent) => DeletionPlan::Done(DeletionStep::NotCreated { identifier }),
+            Some(Lookup::Failed(outcome)) => {
+                DeletionPlan::Done(DeletionStep::Observed(Observation::Leen(outcome.clone())))
+            }
+        };
+    }
+    if held_binding(obj).is_some() {
+        match &inputs.binder {
+            None => return DeletionPlan::Read(Need::Binders),
+            Some(Some(by)) => {
+                return DeletionPlan::Done(DeletionStep::StillReferenced { by: by.clone() });
+            }
+            Some(None) => {}
+        }
+    }
+    let binding = match validate_binding(obj) {
+        Ok(Some(binding)) => binding,
+        Ok(None) => {
+            return DeletionPlan::Done(DeletionStep::Observed(Observation::InvalidSpec {
+                reason: Reason::InvalidSpec,
+                message: "no connection is bound to this resource".to_string(),
+            }));
+        }
+        Err(obs) => return DeletionPlan::Done(DeletionStep::Observed(obs)),
+    };
+    match &inputs.key {
+        None => return DeletionPlan::Read(Need::ApiKey),
+        Some(Err(message)) => {
+            return DeletionPlan::Done(DeletionStep::Observed(Observation::CredentialsMissing(
+                message.clone(),
+            )));
+        }
+        Some(Ok(_)) => {}
+    }
+    let Some(budget) = budget.filter(|b| b.max_deletions > 0) else {
+        return DeletionPlan::Delete(binding);
+    };
+    if deletion_confirmed(obj) || delete_already_sent(obj) {
+        return DeletionPlan::Delete(binding);
+    }
+    let record = obj.status.as_ref().and_then(|s| s.deletion.as_ref());
+    if !budget.resume_held
+        && let Some(record) =
+            record.filter(|r| r.outcome.as_deref() == Some(Reason::DeletionHeld.as_str()))
+    {
+        // Held once, held until a person decides: a mistaken prune does not become right
+        // because the window moved on.
+        return DeletionPlan::Done(DeletionStep::Observed(Observation::DeletionHeld {
+            message: record
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "deletion held by the deletion budget".to_string()),
+            resume_at: None,
+        }));
+    }
+    match &inputs.verdict {
+        None => DeletionPlan::Read(Need::BudgetVerdict),
+        Some(Verdict::Go) => DeletionPlan::Delete(binding),
+        Some(Verdict::Held { started, frees_at }) => {
+            DeletionPlan::Done(DeletionStep::Observed(Observation::DeletionHeld {
+                message: held_message(obj, budget, *started, *frees_at),
+                resume_at: budget.resume_held.then_some(*frees_at),
+            }))
+        }
+    }
+}
+
+/// What deleting the resource comes to before reading any input: Orphan, or a deletion
+/// that a previous attempt already confirmed. `None`: Leen has to be called.
+pub fn deletion_shortcut(obj: &LeenConnection) -> Option<DeletionStep> {
+    if obj.spec.deletion_policy == DeletionPolicy::Orphan {
+        return Some(DeletionStep::Orphan);
+    }
+    let outcome = obj.status.as_ref()?.deletion.as_ref()?.outcome.as_deref()?;
+    [Reason::Deleted, Reason::AlreadyDeleted]
+        .into_iter()
+        .find(|r| r.as_str() == outcome)
+        .map(DeletionStep::AlreadyConfirmed)
+}
+
+/// Whether a person confirmed this deletion (`leen.dev/confirm-deletion: "true"`).
+pub fn deletion_confirmed(obj: &LeenConnection) -> bool {
+    obj.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONFIRM_DELETION_ANNOTATION))
+        .is_some_and(|v| v.trim() == "true")
+}
+
+/// Whether a previous attempt of this deletion already went out to Leen (and was counted).
+pub fn delete_already_sent(obj: &LeenConnection) -> bool {
+    let Some(record) = obj.status.as_ref().and_then(|s| s.deletion.as_ref()) else {
+        return false;
+    };
+    record.last_http_status.is_some()
+        || record
+            .outcome
+            .as_deref()
+            .and_then(Reason::parse)
+            .is_some_and(|r| {
+                matches!(
+                    r,
+                    Reason::LeenUnavailable | Reason::RateLimited | Reason::InvalidResponse
+                )
+            })
+}
+
+/// The message of a deletion the budget holds: what happened, and both ways on.
+pub fn held_message(
+    obj: &LeenConnection,
+    config: &BudgetConfig,
+    started: u32,
+    frees_at: DateTime<Utc>,
+) -> String {
+    let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let name = obj.metadata.name.as_deref().unwrap_or_default();
+    let window = humantime::format_duration(config.window);
+    let then = if config.resume_held {
+        format!(
+            "it proceeds on its own when the budget frees at {}",
+            rfc3339(frees_at)
+        )
+    } else {
+        "it waits for a person".to_string()
+    };
+    format!(
+        "deletion budget spent: {started} DELETE calls to Leen started in the last {window} (LEEN_MAX_DELETIONS={}, LEEN_DELETION_WINDOW={window}), so connection {} was not deleted; {then}. If this deletion is meant: kubectl annotate leenconn {name} -n {ns} leen.dev/confirm-deletion=true. If it came from a mistaken prune: kubectl patch leenconn {name} -n {ns} --type merge -p '{{\"spec\":{{\"deletionPolicy\":\"Orphan\"}}}}' releases it without a call, and re-creating it adopts the same connection",
+        config.max_deletions,
+        connection_name(obj)
+    )
 }

@@ -1,0 +1,273 @@
+//! What the reconcilers share: [`Context`], their configuration and clients (fixed once
+//! built), and [`RuntimeState`], what they learn while running (failure counts, held
+//! deletions, the gauges' summaries, wake-up channels).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use kube::{
+    Client, Resource,
+    runtime::{
+        events::Reporter,
+        reflector::{self, ObjectRef, Store, store::Writer},
+    },
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    budget::DeletionBudget,
+    cache::{CachedConnection, CachedSecret},
+    config::{NamespaceSet, Settings},
+    decision::{DecisionInputs, RetryPolicy},
+    events::EventPublisher,
+    leen::{ApiKey, LeenApi},
+    resource::{FINALIZER, LeenConnectionStatus},
+    secret_index::SecretIndex,
+    telemetry::{Metrics, ResourceSummary, Summaries},
+};
+
+/// Where the reconcilers take the time and their jitter from: the real clock and a random
+/// number by default; fixed in tests, so that requeue times are exact.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    /// The current time.
+    pub now: fn() -> chrono::DateTime<chrono::Utc>,
+    /// A number in [0, 1] that spreads retries.
+    pub jitter: fn() -> f64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            now: chrono::Utc::now,
+            jitter: rand::random::<f64>,
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// Kubernetes client for calls (bounded by a timeout; watches use their own).
+    pub client: Client,
+    /// Leen client.
+    pub leen: Arc<dyn LeenApi>,
+    /// The operator's default API key.
+    pub default_key: Option<ApiKey>,
+    /// Namespaces whose resources may use the default key.
+    pub default_key_namespaces: NamespaceSet,
+    /// Publishes Events in the background.
+    pub events: EventPublisher,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// How often live resources are read again.
+    pub sync_interval: Duration,
+    /// Retry delays.
+    pub policy: RetryPolicy,
+    /// The metadata cache of LeenConnections (labels and annotations of ours included).
+    pub connections: Store<CachedConnection>,
+    /// The deletion budget; `None`: no budget.
+    pub budget: Option<DeletionBudget>,
+    /// Which resources read which Secrets.
+    pub secrets: SecretIndex,
+    /// Time and jitter of the decisions.
+    pub clock: Clock,
+    /// What the reconcilers learn while running.
+    pub(crate) state: RuntimeState,
+}
+
+impl Context {
+    /// The context for the reconcilers, from the checked settings. Starts the Event
+    /// worker: call it on a Tokio runtime.
+    pub fn new(
+        client: Client,
+        leen: Arc<dyn LeenApi>,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "leen-operator".into(),
+            instance: settings.pod_name.clone(),
+        };
+        let budget = (settings.budget.max_deletions > 0)
+            .then(|| DeletionBudget::new(client.clone(), settings.budget.clone()));
+        let (connections, writer) = reflector::store();
+        let (wake_connections, wake_connections_rx) = mpsc::unbounded_channel();
+        let (wake_secrets, wake_secrets_rx) = mpsc::unbounded_channel();
+        Self {
+            events: EventPublisher::start(client.clone(), reporter, metrics.clone()),
+            client,
+            leen,
+            default_key: settings.default_api_key.clone(),
+            default_key_namespaces: settings.default_key_namespaces.clone(),
+            metrics,
+            sync_interval: settings.sync_interval,
+            policy: RetryPolicy::default(),
+            connections,
+            budget,
+            secrets: SecretIndex::default(),
+            clock: Clock::default(),
+            state: RuntimeState {
+                held: Mutex::default(),
+                summaries: Mutex::default(),
+                writer: Mutex::new(Some(writer)),
+                synced: AtomicBool::new(false),
+                failures: Mutex::default(),
+                wake_connections,
+                wake_connections_rx: Mutex::new(Some(wake_connections_rx)),
+                wake_secrets,
+                wake_secrets_rx: Mutex::new(Some(wake_secrets_rx)),
+            },
+        }
+    }
+
+    /// Whether the LeenConnection cache has synced once.
+    pub fn synced(&self) -> bool {
+        self.state.synced.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_synced(&self) {
+        self.state.synced.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn failures(&self, uid: &str) -> u32 {
+        self.state
+            .failures
+            .lock()
+            .map(|m| m.get(uid).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn set_failures(&self, uid: &str, failed: bool) -> u32 {
+        let Ok(mut map) = self.state.failures.lock() else {
+            return 0;
+        };
+        if failed {
+            let n = map.entry(uid.to_string()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            map.remove(uid);
+            0
+        }
+    }
+
+    /// Drops everything kept in memory about a resource that is gone, however it went.
+    pub(crate) fn forget(&self, key: &ObjectRef<CachedConnection>, uid: Option<&str>) {
+        self.secrets.forget(key);
+        if let Some(uid) = uid {
+            self.set_failures(uid, false);
+            self.set_held(uid, false);
+            if let Ok(mut summaries) = self.state.summaries.lock() {
+                summaries.forget(uid);
+            }
+        }
+    }
+
+    /// Records what the gauges by state, health and reason count for a resource.
+    pub(crate) fn summarize(&self, uid: &str, status: &LeenConnectionStatus) {
+        // At most 64 characters of a value (Leen's words are not ours to bound).
+        fn label(s: Option<&str>) -> &str {
+            match s {
+                Some(s) => s.char_indices().nth(64).map_or(s, |(end, _)| &s[..end]),
+                None => "unknown",
+            }
+        }
+        let ready = status.ready();
+        let summary = ResourceSummary {
+            state: label(status.state.as_deref()),
+            health: label(status.health.as_ref().and_then(|h| h.name.as_deref())),
+            ready: ready.is_some_and(|c| c.status == "True"),
+            reason: label(ready.map(|c| c.reason.as_str())),
+        };
+        if let Ok(mut summaries) = self.state.summaries.lock() {
+            summaries.record(uid, summary);
+        }
+    }
+
+    /// The gauges computed from state: counts by state, health and reason, and, from the
+    /// cache in one pass, the pending deletions and the age of the oldest (nothing to leak
+    /// when a resource goes).
+    pub(crate) fn publish_gauges(&self) {
+        if let Ok(summaries) = self.state.summaries.lock() {
+            self.metrics.set_resources(summaries.iter());
+        }
+        let pending = self
+            .connections
+            .state_filter(|o| o.deleting() && o.holds(FINALIZER));
+        self.metrics.set_deletions_pending(pending.len());
+        let oldest = pending
+            .iter()
+            .filter_map(|o| o.meta().deletion_timestamp.as_ref().map(|t| t.0))
+            .min();
+        let now = (self.clock.now)().timestamp();
+        let age = oldest.map_or(0, |t| now.saturating_sub(t.as_second()));
+        self.metrics.set_oldest_pending_deletion(age);
+    }
+
+    pub(crate) fn set_held(&self, uid: &str, held: bool) {
+        if let Ok(mut set) = self.state.held.lock() {
+            if held {
+                set.insert(uid.to_string());
+            } else {
+                set.remove(uid);
+            }
+            self.metrics.set_deletions_held(set.len());
+        }
+    }
+
+    pub(crate) fn decision_inputs(
+        &self,
+        uid: &str,
+        also_bound_by: Vec<String>,
+    ) -> DecisionInputs<'_> {
+        DecisionInputs {
+            now: (self.clock.now)(),
+            jitter: (self.clock.jitter)(),
+            sync_interval: self.sync_interval,
+            sync_failures: self.failures(uid),
+            policy: &self.policy,
+            also_bound_by,
+            credentials_test_error: None,
+        }
+    }
+
+    pub(crate) fn wake(&self, refs: &[String]) {
+        for r in refs {
+            if let Some((ns, name)) = r.split_once('/') {
+                let _ = self
+                    .state
+                    .wake_connections
+                    .send(ObjectRef::new(name).within(ns));
+            }
+        }
+    }
+}
+
+pub(crate) fn display_ref<K: Resource>(o: &K) -> String {
+    format!(
+        "{}/{}",
+        o.meta().namespace.as_deref().unwrap_or(""),
+        o.meta().name.as_deref().unwrap_or("")
+    )
+}
+
+/// What the reconcilers learn while running, kept in memory only.
+pub(crate) struct RuntimeState {
+    held: Mutex<HashSet<String>>,
+    summaries: Mutex<Summaries>,
+    pub(crate) writer: Mutex<Option<Writer<CachedConnection>>>,
+    synced: AtomicBool,
+    failures: Mutex<HashMap<String, u32>>,
+    pub(crate) wake_connections: mpsc::UnboundedSender<ObjectRef<CachedConnection>>,
+    pub(crate) wake_connections_rx:
+        Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedConnection>>>>,
+    pub(crate) wake_secrets: mpsc::UnboundedSender<ObjectRef<CachedSecret>>,
+    pub(crate) wake_secrets_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedSecret>>>>,
+}

@@ -1,0 +1,243 @@
+//! Runtime wiring: the watches, their predicates, the two controllers (LeenConnections
+//! and the protection of key Secrets), the gauges loop and memory trimming.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{StreamExt, TryStreamExt};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt, controller, predicates,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::{
+    Context,
+    driver::{error_policy, reconcile},
+    secrets::{reconcile_secret, secret_error_policy},
+};
+use crate::{
+    cache::{CachedConnection, CachedSecret},
+    resource::LeenConnection,
+    telemetry::Readiness,
+};
+
+/// What changes of a LeenConnection are worth a reconciliation: kube's `generation` and
+/// `finalizers` predicates, and two that kube has no predicate for: the start of deletion
+/// (so that a deletion is acted on even if no generation bump came with it) and the
+/// `leen.dev/confirm-deletion` annotation (a person's go-ahead for a held deletion; the
+/// whole-annotations predicate would also fire on our own annotation writes). Status
+/// writes (our own) and our own labels are not worth one.
+fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::generation(obj).hash(&mut h);
+    predicates::finalizers(obj).hash(&mut h);
+    obj.deleting().hash(&mut h);
+    obj.confirm_deletion.hash(&mut h);
+    Some(h.finish())
+}
+
+fn strip_secret(obj: &mut CachedSecret) {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut().clear();
+    obj.labels_mut().clear();
+    obj.owner_references_mut().clear();
+}
+
+/// Hands memory freed after a burst of work (start-up with thousands of resources, a mass
+/// deletion) back to the system. glibc keeps freed memory inside its arenas and returns
+/// only the top of the main one by itself, so without this the RSS after a burst stays
+/// at the burst's high-water mark. Cheap (a walk of the free lists), and called only when
+/// the controller goes idle after being busy.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Runs the controllers until `shutdown` resolves. `ready` is set once the cache synced.
+pub async fn run(
+    ctx: Arc<Context>,
+    watch_client: Client,
+    watch_namespace: Option<String>,
+    concurrency: u16,
+    ready: Readiness,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = watch_client;
+    // Metadata only, for LeenConnections as for Secrets: the controller reads the whole
+    // object when it reconciles it, so the cache stays small with many resources, and no
+    // Secret's data ever reaches the operator unless it reads a key.
+    let (connections, secrets): (Api<PartialObjectMeta<LeenConnection>>, Api<CachedSecret>) =
+        match &watch_namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+    let Some(writer) = ctx.state.writer.lock().ok().and_then(|mut w| w.take()) else {
+        warn!("controller already running on this context");
+        return;
+    };
+    let reader = ctx.connections.clone();
+    let gone_ctx = ctx.clone();
+    let main_stream = watcher(connections, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .map_ok(crate::cache::cached_event)
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                // The store holds the whole initial list now (the reflector applied it
+                // before this event passes): an empty cache no longer means "nobody".
+                if !gone_ctx.synced() {
+                    info!("LeenConnection cache synced; ready");
+                }
+                gone_ctx.set_synced();
+                ready.set(true);
+                return;
+            }
+            let Ok(watcher::Event::Delete(obj)) = event else {
+                return;
+            };
+            // Gone, however it went (a finalizer removed by hand too): forget it.
+            gone_ctx.forget(&ObjectRef::from_obj(obj), obj.uid().as_deref());
+            // It may have been the last one to need its key Secret: look at that Secret
+            // now that the cache no longer holds it.
+            if let (Some(ns), Some(secret)) = (obj.namespace(), obj.key_secret.as_deref()) {
+                let _ = gone_ctx
+                    .state
+                    .wake_secrets
+                    .send(ObjectRef::new(secret).within(&ns));
+            }
+        })
+        .touched_objects()
+        .predicate_filter(trigger_fingerprint, Default::default());
+    let secret_index = ctx.clone();
+    let seen_secrets = Mutex::new(HashMap::<ObjectRef<CachedSecret>, Vec<String>>::new());
+    let secret_stream = watcher(secrets.clone(), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .touched_objects()
+        .try_filter(move |secret| {
+            // Wake users on a new Secret or a changed one, but not on a change of its
+            // finalizers alone (our own secret-in-use patch): that is no news to them.
+            let key = ObjectRef::from_obj(secret);
+            let finalizers = secret.finalizers().to_vec();
+            let news = seen_secrets
+                .lock()
+                .map(|mut seen| match seen.insert(key, finalizers.clone()) {
+                    Some(before) => before == finalizers,
+                    None => true,
+                })
+                .unwrap_or(true);
+            futures::future::ready(news)
+        });
+    let wake_connections = ctx
+        .state
+        .wake_connections_rx
+        .lock()
+        .ok()
+        .and_then(|mut rx| rx.take());
+    let wake_secrets = ctx
+        .state
+        .wake_secrets_rx
+        .lock()
+        .ok()
+        .and_then(|mut rx| rx.take());
+
+    let gauges_ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut seen = gauges_ctx.metrics.reconciles();
+        let mut busy = false;
+        loop {
+            gauges_ctx.publish_gauges();
+            // A second without a new reconciliation after busy ones: the burst is over.
+            let now = gauges_ctx.metrics.reconciles();
+            if now != seen {
+                seen = now;
+                busy = true;
+            } else if busy {
+                busy = false;
+                release_freed_memory();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+
+    let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut secrets_shutdown = shutdown_tx.subscribe();
+    let mut connections_shutdown = shutdown_tx.subscribe();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = shutdown_tx.send(());
+    });
+
+    let mut main = Controller::for_stream(main_stream, reader)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .watches_stream(secret_stream, move |secret| {
+            secret_index.secrets.readers(&secret)
+        })
+        .graceful_shutdown_on(async move {
+            let _ = connections_shutdown.recv().await;
+        });
+    if let Some(rx) = wake_connections {
+        main = main.reconcile_on(receiver_stream(rx));
+    }
+    let secret_watch = watcher(secrets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip_secret);
+    let (secret_reader, secret_writer) = reflector::store();
+    let secret_stream = secret_watch
+        .reflect(secret_writer)
+        .touched_objects()
+        .predicate_filter(secret_fingerprint, Default::default());
+    let mut protection = Controller::for_stream(secret_stream, secret_reader)
+        .with_config(controller::Config::default().concurrency(4))
+        .graceful_shutdown_on(async move {
+            let _ = secrets_shutdown.recv().await;
+        });
+    if let Some(rx) = wake_secrets {
+        protection = protection.reconcile_on(receiver_stream(rx));
+    }
+    let main = main
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "controller stream error");
+            }
+        });
+    let protection = protection
+        .run(reconcile_secret, secret_error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "secret protection stream error");
+            }
+        });
+    futures::join!(main, protection);
+}
+
+fn secret_fingerprint(obj: &CachedSecret) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    predicates::finalizers(obj).hash(&mut h);
+    obj.meta().deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+fn receiver_stream<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
