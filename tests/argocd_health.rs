@@ -187,3 +187,37 @@ fn maps_conditions_to_argo_health() {
         assert_eq!(status, expected, "{obj}: {message}");
     }
 }
+
+/// The script's lists are a copy of the operator's rules: for every reason the operator
+/// has (a new one included), the health it shows must follow `Reason`, on a live and on a
+/// deleting resource (Ready=False, no kstatus conditions, so the lists decide).
+#[test]
+fn every_reason_gets_the_health_its_rules_say() {
+    use leen_operator::decision::Reason;
+    use strum::IntoEnumIterator;
+    for reason in Reason::iter() {
+        let word = reason.as_str();
+        let live = if reason == Reason::Paused {
+            "Suspended"
+        } else if reason.is_progressing() {
+            "Progressing"
+        } else {
+            "Degraded"
+        };
+        assert_eq!(
+            health(&conn(1, Some(ready("False", word, 1)), false)).0,
+            live,
+            "live resource, reason {word}"
+        );
+        let deleting = if reason.is_transient() || reason.releases_finalizer() {
+            "Progressing"
+        } else {
+            "Degraded"
+        };
+        assert_eq!(
+            health(&conn(1, Some(ready("False", word, 1)), true)).0,
+            deleting,
+            "deleting resource, reason {word}"
+        );
+    }
+}

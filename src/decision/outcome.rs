@@ -64,6 +64,15 @@ pub enum DeletionStep {
     /// A previous attempt already got Leen's confirmation and wrote it to status, but the
     /// finalizer was not removed (crash, failed patch): release without calling again.
     AlreadyConfirmed(Reason),
+    /// Any other outcome the plan settles without a call: the reason (whose
+    /// `releases_finalizer` says whether the finalizer goes) and the message. A new rule
+    /// of the deletion table that needs no Leen call needs no new variant.
+    Concluded {
+        /// Why.
+        reason: Reason,
+        /// What status and the Event say.
+        message: String,
+    },
     /// The inputs were read and Leen was called (or could not be).
     Observed(Observation),
 }
@@ -341,6 +350,7 @@ pub fn decide_deletion(
             None,
             None,
         ),
+        DeletionStep::Concluded { reason, message } => (*reason, message.clone(), None, None),
         DeletionStep::Orphan => (
             Reason::Orphaned,
             format!("deletionPolicy is Orphan: connection {id} was left in Leen"),

@@ -115,6 +115,17 @@ impl Reason {
         )
     }
 
+    /// Whether the controller is still working towards the spec without anyone acting
+    /// (kstatus `Reconciling` on a live resource): transient failures, and a connection on
+    /// its way to ACTIVE or to spec.state.
+    pub fn is_progressing(self) -> bool {
+        self.is_transient()
+            || matches!(
+                self,
+                Reason::Pending | Reason::StateDrift | Reason::AwaitingAuthorization
+            )
+    }
+
     /// Whether it is a failure (a Warning Event), rather than a state of the connection.
     pub fn is_failure(self) -> bool {
         self.is_stalled() || self.is_transient() || self == Reason::NotFound

@@ -1,7 +1,12 @@
 -- Argo CD health check for leen.dev/LeenConnection.
 -- Install: argocd-cm, key resource.customizations.health.leen.dev_LeenConnection (see README.md).
 local hs = {}
+-- These three lists mirror the operator's Reason (src/decision/reason.rs): is_transient,
+-- releases_finalizer and is_progressing. tests/argocd_health.rs runs this script for every
+-- reason and fails when one of them is missing here.
 local transient = {LeenUnavailable = true, RateLimited = true, InvalidResponse = true, UnexpectedResponse = true}
+local releases = {Deleted = true, AlreadyDeleted = true, Orphaned = true, StillReferenced = true, NotCreated = true}
+local progressing = {Pending = true, StateDrift = true, AwaitingAuthorization = true}
 
 if obj.status == nil or obj.status.conditions == nil then
   hs.status = "Progressing"
@@ -40,9 +45,7 @@ if cond["Reconciling"] ~= nil and cond["Reconciling"].status == "True" then
 end
 
 if obj.metadata.deletionTimestamp ~= nil then
-  if transient[ready.reason] or ready.reason == "Deleted" or ready.reason == "AlreadyDeleted"
-      or ready.reason == "Orphaned" or ready.reason == "StillReferenced" or ready.reason == "NotCreated"
-      or ready.status == "True" then
+  if transient[ready.reason] or releases[ready.reason] or ready.status == "True" then
     hs.status = "Progressing"
   else
     hs.status = "Degraded"
@@ -55,8 +58,7 @@ if ready.status == "True" then
   hs.status = "Healthy"
 elseif ready.reason == "Paused" then
   hs.status = "Suspended"
-elseif transient[ready.reason] or ready.reason == "Pending" or ready.reason == "StateDrift"
-    or ready.reason == "AwaitingAuthorization" then
+elseif transient[ready.reason] or progressing[ready.reason] then
   hs.status = "Progressing"
 else
   hs.status = "Degraded"

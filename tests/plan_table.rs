@@ -1,0 +1,930 @@
+//! The controller's choices, row by row, on the pure plan step: (resource, inputs read so
+//! far) -> the one next step (a read, a Leen call, or done with what). One table per
+//! path, each row named for what it shows (Crossplane's `cases := map[string]struct`).
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use chrono::{TimeZone, Utc};
+use k8s_openapi::ByteString;
+use leen_operator::{
+    budget::{BudgetConfig, Verdict},
+    credentials::Credentials,
+    decision::{
+        Binding, DeletionInputs, DeletionPlan, DeletionStep, FindLostCreate, Lookup, Need,
+        Observation, Reason, SyncInputs, SyncPlan, held_message, plan_deletion, plan_sync,
+        validate_binding,
+    },
+    leen::{ApiKey, Connection, CreateRequest, LeenOutcome, UpdateRequest},
+    resource::{
+        CONFIRM_DELETION_ANNOTATION, CreationRecord, CredentialsStatus, CredentialsTest,
+        DeletionRecord, DesiredState, LeenConnection, Region, SecretRef,
+    },
+};
+use support::fixtures::{Fixture, ID, ORG};
+use uuid::Uuid;
+
+fn binding() -> Binding {
+    Binding {
+        region: Region::Us,
+        organization: Uuid::parse_str(ORG).expect("org"),
+        connection: Uuid::parse_str(ID).expect("id"),
+    }
+}
+
+fn key() -> Option<Result<ApiKey, String>> {
+    Some(Ok(ApiKey::new("k").expect("key")))
+}
+
+fn no_key() -> Option<Result<ApiKey, String>> {
+    Some(Err("Secret security/k not found".to_string()))
+}
+
+fn unavailable() -> LeenOutcome {
+    LeenOutcome::Unavailable {
+        status: Some(503),
+        error: "down".into(),
+    }
+}
+
+fn connection(state: &str) -> LeenOutcome {
+    LeenOutcome::Success(Box::new(Connection {
+        id: Some(ID.into()),
+        state: Some(state.into()),
+        ..Default::default()
+    }))
+}
+
+fn credentials(value: &str) -> Credentials {
+    let data = BTreeMap::from([(
+        "token".to_string(),
+        ByteString(value.as_bytes().to_vec()),
+    )]);
+    Credentials::from_secret_data(&data).expect("credentials")
+}
+
+fn with_deletion(mut obj: LeenConnection, record: DeletionRecord) -> LeenConnection {
+    obj.status.get_or_insert_with(Default::default).deletion = Some(record);
+    obj
+}
+
+fn outcome(word: &str) -> DeletionRecord {
+    DeletionRecord {
+        outcome: Some(word.into()),
+        ..Default::default()
+    }
+}
+
+fn with_intent(mut obj: LeenConnection, identifier: &str) -> LeenConnection {
+    obj.status.get_or_insert_with(Default::default).creation = Some(CreationRecord {
+        identifier: identifier.into(),
+        started_at: None,
+        attempts: 1,
+    });
+    obj
+}
+
+fn confirmed(mut obj: LeenConnection, value: &str) -> LeenConnection {
+    obj.metadata.annotations = Some(BTreeMap::from([(
+        CONFIRM_DELETION_ANNOTATION.to_string(),
+        value.to_string(),
+    )]));
+    obj
+}
+
+fn budget(resume_held: bool) -> BudgetConfig {
+    BudgetConfig {
+        max_deletions: 5,
+        window: Duration::from_secs(600),
+        resume_held,
+        namespace: "leen-system".into(),
+        name: "leen-operator-deletion-budget".into(),
+    }
+}
+
+fn frees_at() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 10, 0).single().expect("time")
+}
+
+/// One row of the deletion table.
+struct DeletionCase {
+    obj: LeenConnection,
+    inputs: DeletionInputs,
+    budget: Option<BudgetConfig>,
+    want: DeletionPlan,
+}
+
+impl DeletionCase {
+    fn new(obj: LeenConnection, want: DeletionPlan) -> Self {
+        Self {
+            obj,
+            inputs: DeletionInputs::default(),
+            budget: None,
+            want,
+        }
+    }
+    fn key(mut self, key: Option<Result<ApiKey, String>>) -> Self {
+        self.inputs.key = key;
+        self
+    }
+    fn binder(mut self, binder: Option<&str>) -> Self {
+        self.inputs.binder = Some(binder.map(str::to_string));
+        self
+    }
+    fn lookup(mut self, lookup: Lookup) -> Self {
+        self.inputs.lookup = Some(lookup);
+        self
+    }
+    fn budget(mut self, budget: BudgetConfig) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+    fn verdict(mut self, verdict: Verdict) -> Self {
+        self.inputs.verdict = Some(verdict);
+        self
+    }
+}
+
+fn deleting() -> LeenConnection {
+    LeenConnection::test().deleting()
+}
+
+fn creating() -> LeenConnection {
+    LeenConnection::to_create("CROWDSTRIKE").deleting()
+}
+
+fn done(step: DeletionStep) -> DeletionPlan {
+    DeletionPlan::Done(step)
+}
+
+fn observed(obs: Observation) -> DeletionPlan {
+    DeletionPlan::Done(DeletionStep::Observed(obs))
+}
+
+#[test]
+fn deletion_plan() {
+    let moved = {
+        let mut obj = deleting().bound();
+        obj.spec.connection_id = Some(Uuid::new_v4().to_string());
+        obj
+    };
+    let moved_error = validate_binding(&moved).expect_err("immutable");
+    let not_a_uuid = {
+        let mut obj = deleting();
+        obj.spec.connection_id = Some("not-a-uuid".into());
+        obj
+    };
+    let not_a_uuid_error = validate_binding(&not_a_uuid).expect_err("invalid");
+    let held = |resume: bool| Observation::DeletionHeld {
+        message: held_message(&deleting(), &budget(resume), 5, frees_at()),
+        resume_at: resume.then(frees_at),
+    };
+    let held_verdict = Verdict::Held {
+        started: 5,
+        frees_at: frees_at(),
+    };
+    let cases: Vec<(&str, DeletionCase)> = vec![
+        (
+            "Orphan is released with no input and no call",
+            DeletionCase::new(deleting().orphan(), done(DeletionStep::Orphan)),
+        ),
+        (
+            "Orphan wins over an earlier confirmation",
+            DeletionCase::new(
+                with_deletion(deleting().orphan(), outcome("Deleted")),
+                done(DeletionStep::Orphan),
+            ),
+        ),
+        (
+            "a deletion Leen confirmed earlier only releases the finalizer",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("Deleted")),
+                done(DeletionStep::AlreadyConfirmed(Reason::Deleted)),
+            ),
+        ),
+        (
+            "an earlier 404 confirmation likewise",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("AlreadyDeleted")),
+                done(DeletionStep::AlreadyConfirmed(Reason::AlreadyDeleted)),
+            ),
+        ),
+        (
+            "an earlier failure is no confirmation: the binders are looked at",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("LeenUnavailable")),
+                DeletionPlan::Read(Need::Binders),
+            ),
+        ),
+        (
+            "a create never sent: nothing to delete, no key needed",
+            DeletionCase::new(
+                creating(),
+                done(DeletionStep::NotCreated {
+                    identifier: "security/crowdstrike-prod/u-1".into(),
+                }),
+            ),
+        ),
+        (
+            "a create that may have gone out: the key first",
+            DeletionCase::new(
+                with_intent(creating(), "lost-1"),
+                DeletionPlan::Read(Need::ApiKey),
+            ),
+        ),
+        (
+            "a create that may have gone out, no key: kept",
+            DeletionCase::new(
+                with_intent(creating(), "lost-1"),
+                observed(Observation::CredentialsMissing(
+                    "Secret security/k not found".into(),
+                )),
+            )
+            .key(no_key()),
+        ),
+        (
+            "a create that may have gone out: looked up by its recorded identifier",
+            DeletionCase::new(
+                with_intent(creating(), "lost-1"),
+                DeletionPlan::FindLostCreate(FindLostCreate {
+                    region: Region::Us,
+                    organization: Uuid::parse_str(ORG).expect("org"),
+                    identifier: "lost-1".into(),
+                    intent: true,
+                }),
+            )
+            .key(key()),
+        ),
+        (
+            "the look-up found nothing: not created",
+            DeletionCase::new(
+                with_intent(creating(), "lost-1"),
+                done(DeletionStep::NotCreated {
+                    identifier: "lost-1".into(),
+                }),
+            )
+            .key(key())
+            .lookup(Lookup::Absent),
+        ),
+        (
+            "the look-up failed: kept, retried",
+            DeletionCase::new(
+                with_intent(creating(), "lost-1"),
+                observed(Observation::Leen(unavailable())),
+            )
+            .key(key())
+            .lookup(Lookup::Failed(unavailable())),
+        ),
+        (
+            "bound: who else binds it comes first",
+            DeletionCase::new(deleting(), DeletionPlan::Read(Need::Binders)),
+        ),
+        (
+            "another live resource binds it: released without a call",
+            DeletionCase::new(
+                deleting(),
+                done(DeletionStep::StillReferenced {
+                    by: "security/other".into(),
+                }),
+            )
+            .binder(Some("security/other")),
+        ),
+        (
+            "another binder counts even when the spec moved (the binding in status decides)",
+            DeletionCase::new(
+                moved.clone(),
+                done(DeletionStep::StillReferenced {
+                    by: "security/other".into(),
+                }),
+            )
+            .binder(Some("security/other")),
+        ),
+        (
+            "a spec moved off its binding: no call",
+            DeletionCase::new(moved, observed(moved_error)).binder(None),
+        ),
+        (
+            "an id that is not a UUID: no call, no key",
+            DeletionCase::new(not_a_uuid, observed(not_a_uuid_error)),
+        ),
+        (
+            "no other binder: the key",
+            DeletionCase::new(deleting(), DeletionPlan::Read(Need::ApiKey)).binder(None),
+        ),
+        (
+            "no key: kept",
+            DeletionCase::new(
+                deleting(),
+                observed(Observation::CredentialsMissing(
+                    "Secret security/k not found".into(),
+                )),
+            )
+            .binder(None)
+            .key(no_key()),
+        ),
+        (
+            "no budget: DELETE",
+            DeletionCase::new(deleting(), DeletionPlan::Delete(binding()))
+                .binder(None)
+                .key(key()),
+        ),
+        (
+            "a budget of 0 is no budget",
+            DeletionCase::new(deleting(), DeletionPlan::Delete(binding()))
+                .binder(None)
+                .key(key())
+                .budget(BudgetConfig {
+                    max_deletions: 0,
+                    ..budget(false)
+                }),
+        ),
+        (
+            "with a budget: its verdict first",
+            DeletionCase::new(deleting(), DeletionPlan::Read(Need::BudgetVerdict))
+                .binder(None)
+                .key(key())
+                .budget(budget(false)),
+        ),
+        (
+            "the budget allows it: DELETE",
+            DeletionCase::new(deleting(), DeletionPlan::Delete(binding()))
+                .binder(None)
+                .key(key())
+                .budget(budget(false))
+                .verdict(Verdict::Go),
+        ),
+        (
+            "the budget is spent: held until a person decides",
+            DeletionCase::new(deleting(), observed(held(false)))
+                .binder(None)
+                .key(key())
+                .budget(budget(false))
+                .verdict(held_verdict.clone()),
+        ),
+        (
+            "the budget is spent, resume set: held until it frees",
+            DeletionCase::new(deleting(), observed(held(true)))
+                .binder(None)
+                .key(key())
+                .budget(budget(true))
+                .verdict(held_verdict),
+        ),
+        (
+            "confirmed by a person: not counted",
+            DeletionCase::new(
+                confirmed(deleting(), " true "),
+                DeletionPlan::Delete(binding()),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "a confirmation other than true is none",
+            DeletionCase::new(
+                confirmed(deleting(), "yes"),
+                DeletionPlan::Read(Need::BudgetVerdict),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "a DELETE that already went out (an answer recorded) is not counted again",
+            DeletionCase::new(
+                with_deletion(
+                    deleting(),
+                    DeletionRecord {
+                        last_http_status: Some(500),
+                        ..outcome("Unauthorized")
+                    },
+                ),
+                DeletionPlan::Delete(binding()),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "nor one that timed out",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("LeenUnavailable")),
+                DeletionPlan::Delete(binding()),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "nor one rate limited",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("RateLimited")),
+                DeletionPlan::Delete(binding()),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "nor one whose answer was unreadable",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("InvalidResponse")),
+                DeletionPlan::Delete(binding()),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "a deletion that never reached Leen is counted",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("CredentialsMissing")),
+                DeletionPlan::Read(Need::BudgetVerdict),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "held once, held: the window moving on does not release it",
+            DeletionCase::new(
+                with_deletion(
+                    deleting(),
+                    DeletionRecord {
+                        last_error: Some("held earlier".into()),
+                        ..outcome("DeletionHeld")
+                    },
+                ),
+                observed(Observation::DeletionHeld {
+                    message: "held earlier".into(),
+                    resume_at: None,
+                }),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "held once without a message: a default one",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("DeletionHeld")),
+                observed(Observation::DeletionHeld {
+                    message: "deletion held by the deletion budget".into(),
+                    resume_at: None,
+                }),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "held once, resume set: the budget is asked again",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("DeletionHeld")),
+                DeletionPlan::Read(Need::BudgetVerdict),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(true)),
+        ),
+    ];
+    for (name, case) in cases {
+        assert_eq!(
+            plan_deletion(&case.obj, &case.inputs, case.budget.as_ref()),
+            case.want,
+            "{name}"
+        );
+    }
+}
+
+/// One row of the sync table.
+struct SyncCase {
+    obj: LeenConnection,
+    inputs: SyncInputs,
+    want: SyncPlan,
+}
+
+impl SyncCase {
+    fn new(obj: LeenConnection, want: SyncPlan) -> Self {
+        Self {
+            obj,
+            inputs: SyncInputs::default(),
+            want,
+        }
+    }
+    /// Key read, no credentials Secret.
+    fn ready(mut self) -> Self {
+        self.inputs.key = key();
+        self.inputs.credentials = Some(Ok(None));
+        self
+    }
+    fn credentials(mut self, c: Credentials) -> Self {
+        self.inputs.credentials = Some(Ok(Some(c)));
+        self
+    }
+    fn observed(mut self, outcome: LeenOutcome) -> Self {
+        self.inputs.observed = Some(outcome);
+        self
+    }
+    fn updated(mut self) -> Self {
+        self.inputs.updated = true;
+        self
+    }
+    fn lookup(mut self, lookup: Lookup) -> Self {
+        self.inputs.lookup = Some(lookup);
+        self
+    }
+    fn tested(mut self) -> Self {
+        self.inputs.test = Some(Err("test failed".into()));
+        self
+    }
+}
+
+fn live() -> LeenConnection {
+    LeenConnection::test()
+}
+
+fn wants_state(mut obj: LeenConnection, state: DesiredState) -> LeenConnection {
+    obj.spec.state = Some(state);
+    obj
+}
+
+fn with_credentials(mut obj: LeenConnection, applied: &str, tested: Option<&str>) -> LeenConnection {
+    obj.spec.credentials_secret_ref = Some(SecretRef {
+        name: "creds".into(),
+    });
+    obj.status.get_or_insert_with(Default::default).credentials = Some(CredentialsStatus {
+        applied_hash: Some(applied.into()),
+        applied_time: None,
+        last_test: tested.map(|hash| CredentialsTest {
+            valid: true,
+            message: None,
+            time: None,
+            applied_hash: Some(hash.into()),
+        }),
+    });
+    obj
+}
+
+fn create_request(identifier: &str, credentials: Option<Credentials>) -> CreateRequest {
+    CreateRequest {
+        vendor: "CROWDSTRIKE".into(),
+        credentials,
+        identifier: identifier.into(),
+        options: None,
+    }
+}
+
+fn create(identifier: &str) -> SyncPlan {
+    SyncPlan::Create {
+        region: Region::Us,
+        organization: Uuid::parse_str(ORG).expect("org"),
+        request: create_request(identifier, None),
+    }
+}
+
+fn find(identifier: &str, intent: bool) -> SyncPlan {
+    SyncPlan::FindLostCreate(FindLostCreate {
+        region: Region::Us,
+        organization: Uuid::parse_str(ORG).expect("org"),
+        identifier: identifier.into(),
+        intent,
+    })
+}
+
+fn sync_done(obs: Observation) -> SyncPlan {
+    SyncPlan::Done(obs)
+}
+
+#[test]
+fn sync_plan() {
+    let not_a_uuid = {
+        let mut obj = live();
+        obj.spec.organization_id = "nope".into();
+        obj
+    };
+    let invalid = validate_binding(&not_a_uuid).expect_err("invalid");
+    let to_create = LeenConnection::to_create("CROWDSTRIKE");
+    let named = {
+        let mut obj = to_create.clone();
+        obj.spec.identifier = Some("mine".into());
+        obj
+    };
+    let same = credentials("same");
+    let same_hash = same.salted_hash("u-1");
+    let cases: Vec<(&str, SyncCase)> = vec![
+        (
+            "an invalid spec: no read, no call",
+            SyncCase::new(not_a_uuid, sync_done(invalid)),
+        ),
+        (
+            "the key first",
+            SyncCase::new(live(), SyncPlan::Read(Need::ApiKey)),
+        ),
+        (
+            "no key: no call",
+            SyncCase::new(
+                live(),
+                sync_done(Observation::CredentialsMissing(
+                    "Secret security/k not found".into(),
+                )),
+            )
+            .tap(|c| c.inputs.key = no_key()),
+        ),
+        (
+            "then the vendor credentials",
+            SyncCase::new(live(), SyncPlan::Read(Need::Credentials))
+                .tap(|c| c.inputs.key = key()),
+        ),
+        (
+            "credentials that cannot be read: no call",
+            SyncCase::new(
+                live(),
+                sync_done(Observation::CredentialsMissing("creds not found".into())),
+            )
+            .tap(|c| {
+                c.inputs.key = key();
+                c.inputs.credentials =
+                    Some(Err(Observation::CredentialsMissing("creds not found".into())));
+            }),
+        ),
+        (
+            "bound: GET",
+            SyncCase::new(live(), SyncPlan::Observe(binding())).ready(),
+        ),
+        (
+            "the GET failed: decide on that",
+            SyncCase::new(live(), sync_done(Observation::Leen(unavailable())))
+                .ready()
+                .observed(unavailable()),
+        ),
+        (
+            "as the spec asks: done",
+            SyncCase::new(live(), sync_done(Observation::Leen(connection("ACTIVE"))))
+                .ready()
+                .observed(connection("ACTIVE")),
+        ),
+        (
+            "spec.state Paused, Leen ACTIVE: PATCH the state",
+            SyncCase::new(
+                wants_state(live(), DesiredState::Paused),
+                SyncPlan::Update {
+                    binding: binding(),
+                    request: UpdateRequest {
+                        credentials: None,
+                        state: Some("PAUSED"),
+                    },
+                },
+            )
+            .ready()
+            .observed(connection("ACTIVE")),
+        ),
+        (
+            "patched once: never twice in a reconcile",
+            SyncCase::new(
+                wants_state(live(), DesiredState::Paused),
+                sync_done(Observation::Leen(connection("ACTIVE"))),
+            )
+            .ready()
+            .updated()
+            .observed(connection("ACTIVE")),
+        ),
+        (
+            "the PATCH failed: decide on that",
+            SyncCase::new(
+                wants_state(live(), DesiredState::Paused),
+                sync_done(Observation::Leen(unavailable())),
+            )
+            .ready()
+            .updated()
+            .observed(unavailable()),
+        ),
+        (
+            "PENDING is not Leen's to toggle",
+            SyncCase::new(
+                wants_state(live(), DesiredState::Active),
+                sync_done(Observation::Leen(connection("PENDING"))),
+            )
+            .ready()
+            .observed(connection("PENDING")),
+        ),
+        (
+            "changed credentials: PATCH them",
+            SyncCase::new(
+                with_credentials(live(), "old-hash", Some("old-hash")),
+                SyncPlan::Update {
+                    binding: binding(),
+                    request: UpdateRequest {
+                        credentials: Some(credentials("new")),
+                        state: None,
+                    },
+                },
+            )
+            .ready()
+            .credentials(credentials("new"))
+            .observed(connection("ACTIVE")),
+        ),
+        (
+            "unchanged credentials, tested: done",
+            SyncCase::new(
+                with_credentials(live(), &same_hash, Some(&same_hash)),
+                sync_done(Observation::Leen(connection("ACTIVE"))),
+            )
+            .ready()
+            .credentials(same.clone())
+            .observed(connection("ACTIVE")),
+        ),
+        (
+            "credentials sent but not tested: test them",
+            SyncCase::new(
+                with_credentials(live(), &same_hash, None),
+                SyncPlan::Test {
+                    binding: binding(),
+                    applied_hash: same_hash.clone(),
+                },
+            )
+            .ready()
+            .credentials(same.clone())
+            .observed(connection("ACTIVE")),
+        ),
+        (
+            "a test of other credentials does not count",
+            SyncCase::new(
+                with_credentials(live(), &same_hash, Some("older")),
+                SyncPlan::Test {
+                    binding: binding(),
+                    applied_hash: same_hash.clone(),
+                },
+            )
+            .ready()
+            .credentials(same.clone())
+            .observed(connection("ACTIVE")),
+        ),
+        (
+            "tested in this reconcile: done",
+            SyncCase::new(
+                with_credentials(live(), &same_hash, None),
+                sync_done(Observation::Leen(connection("ACTIVE"))),
+            )
+            .ready()
+            .credentials(same.clone())
+            .observed(connection("ACTIVE"))
+            .tested(),
+        ),
+        (
+            "no credentials Secret: nothing to test",
+            SyncCase::new(
+                {
+                    let mut obj = with_credentials(live(), &same_hash, None);
+                    obj.spec.credentials_secret_ref = None;
+                    obj
+                },
+                sync_done(Observation::Leen(connection("ACTIVE"))),
+            )
+            .ready()
+            .observed(connection("ACTIVE")),
+        ),
+        (
+            "a failed read is not tested",
+            SyncCase::new(
+                with_credentials(live(), &same_hash, None),
+                sync_done(Observation::Leen(unavailable())),
+            )
+            .ready()
+            .credentials(same.clone())
+            .observed(unavailable()),
+        ),
+        (
+            "nothing bound, no intent, no spec identifier: POST",
+            SyncCase::new(to_create.clone(), create("security/crowdstrike-prod/u-1")).ready(),
+        ),
+        (
+            "the POST carries the credentials",
+            SyncCase::new(
+                to_create.clone(),
+                SyncPlan::Create {
+                    region: Region::Us,
+                    organization: Uuid::parse_str(ORG).expect("org"),
+                    request: create_request("security/crowdstrike-prod/u-1", Some(same.clone())),
+                },
+            )
+            .ready()
+            .credentials(same.clone()),
+        ),
+        (
+            "a spec identifier: looked up before the first POST",
+            SyncCase::new(named.clone(), find("mine", false)).ready(),
+        ),
+        (
+            "a create intent recorded: looked up by its identifier, never POSTed blindly",
+            SyncCase::new(with_intent(to_create.clone(), "lost-1"), find("lost-1", true)).ready(),
+        ),
+        (
+            "looked up, absent: POST",
+            SyncCase::new(named, create("mine"))
+                .ready()
+                .lookup(Lookup::Absent),
+        ),
+        (
+            "the look-up failed: no POST",
+            SyncCase::new(
+                with_intent(to_create.clone(), "lost-1"),
+                sync_done(Observation::Leen(unavailable())),
+            )
+            .ready()
+            .lookup(Lookup::Failed(unavailable())),
+        ),
+        (
+            "the POST failed: decide on that",
+            SyncCase::new(
+                with_intent(to_create.clone(), "lost-1"),
+                sync_done(Observation::Leen(unavailable())),
+            )
+            .ready()
+            .lookup(Lookup::Absent)
+            .observed(unavailable()),
+        ),
+        (
+            "created and bound: on to the update rules",
+            SyncCase::new(
+                wants_state(to_create.clone().bound_to(ID), DesiredState::Paused),
+                SyncPlan::Update {
+                    binding: binding(),
+                    request: UpdateRequest {
+                        credentials: None,
+                        state: Some("PAUSED"),
+                    },
+                },
+            )
+            .ready()
+            .observed(connection("ACTIVE")),
+        ),
+    ];
+    for (name, case) in cases {
+        assert_eq!(plan_sync(&case.obj, &case.inputs), case.want, "{name}");
+    }
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
+}
+
+impl Tap for SyncCase {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+
+trait BoundTo {
+    fn bound_to(self, id: &str) -> Self;
+}
+
+impl BoundTo for LeenConnection {
+    /// Bound in status to connection `id` (as after a create), the spec naming none.
+    fn bound_to(mut self, id: &str) -> Self {
+        let org = self.spec.organization_id.clone();
+        self.status.get_or_insert_with(Default::default).bound_connection =
+            Some(leen_operator::resource::BoundConnection {
+                region: Some(Region::Us),
+                organization_id: org,
+                connection_id: id.into(),
+            });
+        self
+    }
+}
+
+/// What the plan concludes without a call is decided by its reason alone: a reason that
+/// releases the finalizer removes it, any other keeps it (so a new no-call rule of the
+/// deletion table needs only its reason and its plan row).
+#[test]
+fn a_concluded_deletion_is_decided_by_its_reason() {
+    use leen_operator::decision::{DecisionInputs, FinalizerAction, RetryPolicy, decide_deletion};
+    let policy = RetryPolicy::default();
+    let inputs = DecisionInputs {
+        now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("time"),
+        jitter: 1.0,
+        sync_interval: Duration::from_secs(300),
+        sync_failures: 0,
+        policy: &policy,
+        also_bound_by: vec![],
+        credentials_test_error: None,
+    };
+    let cases = [
+        ("a releasing reason removes the finalizer", Reason::NotCreated, FinalizerAction::Remove),
+        ("any other keeps it", Reason::InvalidSpec, FinalizerAction::Keep),
+    ];
+    for (name, reason, want) in cases {
+        let step = DeletionStep::Concluded {
+            reason,
+            message: "why".into(),
+        };
+        let d = decide_deletion(&deleting(), &step, &inputs);
+        assert_eq!(d.finalizer, want, "{name}");
+        let ready = d.status.ready().expect("Ready");
+        assert_eq!(ready.reason, reason.as_str(), "{name}");
+        assert!(ready.message.starts_with("why"), "{name}: {}", ready.message);
+        assert_eq!(d.event.expect("an Event").reason, reason, "{name}");
+    }
+}
