@@ -57,10 +57,7 @@ fn connection(state: &str) -> LeenOutcome {
 }
 
 fn credentials(value: &str) -> Credentials {
-    let data = BTreeMap::from([(
-        "token".to_string(),
-        ByteString(value.as_bytes().to_vec()),
-    )]);
+    let data = BTreeMap::from([("token".to_string(), ByteString(value.as_bytes().to_vec()))]);
     Credentials::from_secret_data(&data).expect("credentials")
 }
 
@@ -104,7 +101,9 @@ fn budget(resume_held: bool) -> BudgetConfig {
 }
 
 fn frees_at() -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 10, 0).single().expect("time")
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 10, 0)
+        .single()
+        .expect("time")
 }
 
 /// One row of the deletion table.
@@ -550,7 +549,11 @@ fn wants_state(mut obj: LeenConnection, state: DesiredState) -> LeenConnection {
     obj
 }
 
-fn with_credentials(mut obj: LeenConnection, applied: &str, tested: Option<&str>) -> LeenConnection {
+fn with_credentials(
+    mut obj: LeenConnection,
+    applied: &str,
+    tested: Option<&str>,
+) -> LeenConnection {
     obj.spec.credentials_secret_ref = Some(SecretRef {
         name: "creds".into(),
     });
@@ -634,8 +637,7 @@ fn sync_plan() {
         ),
         (
             "then the vendor credentials",
-            SyncCase::new(live(), SyncPlan::Read(Need::Credentials))
-                .tap(|c| c.inputs.key = key()),
+            SyncCase::new(live(), SyncPlan::Read(Need::Credentials)).tap(|c| c.inputs.key = key()),
         ),
         (
             "credentials that cannot be read: no call",
@@ -645,8 +647,9 @@ fn sync_plan() {
             )
             .tap(|c| {
                 c.inputs.key = key();
-                c.inputs.credentials =
-                    Some(Err(Observation::CredentialsMissing("creds not found".into())));
+                c.inputs.credentials = Some(Err(Observation::CredentialsMissing(
+                    "creds not found".into(),
+                )));
             }),
         ),
         (
@@ -818,7 +821,11 @@ fn sync_plan() {
         ),
         (
             "a create intent recorded: looked up by its identifier, never POSTed blindly",
-            SyncCase::new(with_intent(to_create.clone(), "lost-1"), find("lost-1", true)).ready(),
+            SyncCase::new(
+                with_intent(to_create.clone(), "lost-1"),
+                find("lost-1", true),
+            )
+            .ready(),
         ),
         (
             "looked up, absent: POST",
@@ -885,12 +892,13 @@ impl BoundTo for LeenConnection {
     /// Bound in status to connection `id` (as after a create), the spec naming none.
     fn bound_to(mut self, id: &str) -> Self {
         let org = self.spec.organization_id.clone();
-        self.status.get_or_insert_with(Default::default).bound_connection =
-            Some(leen_operator::resource::BoundConnection {
-                region: Some(Region::Us),
-                organization_id: org,
-                connection_id: id.into(),
-            });
+        self.status
+            .get_or_insert_with(Default::default)
+            .bound_connection = Some(leen_operator::resource::BoundConnection {
+            region: Some(Region::Us),
+            organization_id: org,
+            connection_id: id.into(),
+        });
         self
     }
 }
@@ -903,7 +911,10 @@ fn a_concluded_deletion_is_decided_by_its_reason() {
     use leen_operator::decision::{DecisionInputs, FinalizerAction, RetryPolicy, decide_deletion};
     let policy = RetryPolicy::default();
     let inputs = DecisionInputs {
-        now: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("time"),
+        now: Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("time"),
         jitter: 1.0,
         sync_interval: Duration::from_secs(300),
         sync_failures: 0,
@@ -912,8 +923,16 @@ fn a_concluded_deletion_is_decided_by_its_reason() {
         credentials_test_error: None,
     };
     let cases = [
-        ("a releasing reason removes the finalizer", Reason::NotCreated, FinalizerAction::Remove),
-        ("any other keeps it", Reason::InvalidSpec, FinalizerAction::Keep),
+        (
+            "a releasing reason removes the finalizer",
+            Reason::NotCreated,
+            FinalizerAction::Remove,
+        ),
+        (
+            "any other keeps it",
+            Reason::InvalidSpec,
+            FinalizerAction::Keep,
+        ),
     ];
     for (name, reason, want) in cases {
         let step = DeletionStep::Concluded {
@@ -924,7 +943,11 @@ fn a_concluded_deletion_is_decided_by_its_reason() {
         assert_eq!(d.finalizer, want, "{name}");
         let ready = d.status.ready().expect("Ready");
         assert_eq!(ready.reason, reason.as_str(), "{name}");
-        assert!(ready.message.starts_with("why"), "{name}: {}", ready.message);
+        assert!(
+            ready.message.starts_with("why"),
+            "{name}: {}",
+            ready.message
+        );
         assert_eq!(d.event.expect("an Event").reason, reason, "{name}");
     }
 }

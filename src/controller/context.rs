@@ -119,6 +119,7 @@ impl Context {
                 writer: Mutex::new(Some(writer)),
                 synced: AtomicBool::new(false),
                 failures: Mutex::default(),
+                binds_nothing: Mutex::default(),
                 wake_connections,
                 wake_connections_rx: Mutex::new(Some(wake_connections_rx)),
                 wake_secrets,
@@ -162,6 +163,7 @@ impl Context {
     pub(crate) fn forget(&self, key: &ObjectRef<CachedConnection>, uid: Option<&str>) {
         self.secrets.forget(key);
         if let Some(uid) = uid {
+            self.state.forget(uid);
             self.set_failures(uid, false);
             self.set_held(uid, false);
             if let Ok(mut summaries) = self.state.summaries.lock() {
@@ -265,9 +267,33 @@ pub(crate) struct RuntimeState {
     pub(crate) writer: Mutex<Option<Writer<CachedConnection>>>,
     synced: AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
+    /// Resources (uid) read at a resourceVersion at which they bind no connection.
+    binds_nothing: Mutex<HashMap<String, String>>,
     pub(crate) wake_connections: mpsc::UnboundedSender<ObjectRef<CachedConnection>>,
     pub(crate) wake_connections_rx:
         Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedConnection>>>>,
     pub(crate) wake_secrets: mpsc::UnboundedSender<ObjectRef<CachedSecret>>,
     pub(crate) wake_secrets_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedSecret>>>>,
+}
+
+impl RuntimeState {
+    /// Whether the resource `uid` was read at `version` and bound no connection then.
+    pub(crate) fn binds_nothing(&self, uid: &str, version: &str) -> bool {
+        self.binds_nothing
+            .lock()
+            .is_ok_and(|m| m.get(uid).is_some_and(|v| v == version))
+    }
+
+    /// Records that the resource `uid` binds no connection at `version`.
+    pub(crate) fn record_binds_nothing(&self, uid: String, version: String) {
+        if let Ok(mut m) = self.binds_nothing.lock() {
+            m.insert(uid, version);
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        if let Ok(mut m) = self.binds_nothing.lock() {
+            m.remove(uid);
+        }
+    }
 }

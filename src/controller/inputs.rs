@@ -123,7 +123,10 @@ impl Context {
 
     /// Another live resource that binds `binding`, for a deletion: the cache first, then a
     /// read of each live resource the controller has not labelled yet (just created, say by
-    /// a GitOps rename that creates the new object and prunes the old one at once).
+    /// a GitOps rename that creates the new object and prunes the old one at once). A
+    /// resource read before at the same resourceVersion and found to bind nothing (a
+    /// create not done yet) is not read again: many deletions beside many pending creates
+    /// cost one read per create, not one per create and deletion.
     pub(crate) async fn other_binder(
         &self,
         me: &LeenConnection,
@@ -138,13 +141,23 @@ impl Context {
             .state_filter(|o| o.labelled.is_none() && !o.deleting() && o.uid_str() != mine);
         for meta in unlabelled {
             let Some(ns) = meta.namespace() else { continue };
+            if let (Some(uid), Some(version)) = (meta.uid_str(), meta.resource_version.as_deref())
+                && self.state.binds_nothing(uid, version)
+            {
+                // Read at this very version before: it binds nothing.
+                continue;
+            }
             let api: Api<LeenConnection> = Api::namespaced(self.client.clone(), &ns);
             let Some(other) = api.get_opt(&meta.name_any()).await? else {
                 continue;
             };
-            if other.meta().deletion_timestamp.is_none()
-                && held_binding(&other).as_ref() == Some(binding)
+            let held = held_binding(&other);
+            if held.is_none()
+                && let (Some(uid), Some(version)) = (other.uid(), other.resource_version())
             {
+                self.state.record_binds_nothing(uid, version);
+            }
+            if other.meta().deletion_timestamp.is_none() && held.as_ref() == Some(binding) {
                 return Ok(Some(display_ref(&other)));
             }
         }

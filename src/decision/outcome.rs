@@ -225,10 +225,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
         }
         Observation::Leen(outcome) => {
             let (reason, message) = failure(outcome, &id);
-            let retry_after = match outcome {
-                LeenOutcome::RateLimited { retry_after } => *retry_after,
-                _ => None,
-            };
+            let retry_after = outcome.retry_after();
             (false, reason, message, retry_after)
         }
         Observation::CredentialsMissing(message) => {
@@ -395,10 +392,7 @@ pub fn decide_deletion(
         ),
         DeletionStep::Observed(Observation::Leen(outcome)) => {
             let (reason, message) = failure(outcome, id);
-            let retry_after = match outcome {
-                LeenOutcome::RateLimited { retry_after } => *retry_after,
-                _ => None,
-            };
+            let retry_after = outcome.retry_after();
             (reason, message, outcome.http_status(), retry_after)
         }
         DeletionStep::Observed(Observation::CredentialsMissing(message)) => {

@@ -266,9 +266,7 @@ pub(crate) fn set_progress(
     now: DateTime<Utc>,
 ) {
     let stalled = reason.is_stalled();
-    let reconciling = !ready
-        && !stalled
-        && (deleting || reason.is_progressing());
+    let reconciling = !ready && !stalled && (deleting || reason.is_progressing());
     // Never an empty message: the API server reads an empty string in a merge patch of
     // a list element as null, which the schema refuses.
     let (r_value, r_message) = if reconciling {

@@ -8,6 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::wire::{Connection, CredentialCheck};
+use crate::text::clip;
 
 /// Largest Leen response body the client reads; a longer one is cut there and reported as
 /// an invalid response. A connection is a few hundred bytes.
@@ -345,10 +346,6 @@ fn snippet(body: &[u8]) -> String {
     } else {
         cut
     }
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
 }
 
 /// Reads a `ConnectionRespModel` body.
