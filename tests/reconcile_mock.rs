@@ -5,8 +5,7 @@
 //! background, are collected beside the script. Leen is the fake Leen; time and jitter are
 //! fixed, so requeue times are exact.
 
-#[path = "support/fixtures.rs"]
-mod fixtures;
+mod support;
 
 use std::{
     sync::{Arc, Mutex},
@@ -15,7 +14,6 @@ use std::{
 
 use clap::Parser;
 use fake_leen::{FakeLeen, Fault};
-use fixtures::Fixture;
 use http::{Request, Response, StatusCode};
 use kube::{Client, client::Body, runtime::controller::Action};
 use leen_operator::{
@@ -27,6 +25,7 @@ use leen_operator::{
     telemetry::Metrics,
 };
 use serde_json::{Value, json};
+use support::fixtures::Fixture;
 use uuid::Uuid;
 
 const OBJ: &str = "/apis/leen.dev/v1alpha1/namespaces/security/leenconnections/c";

@@ -7,11 +7,12 @@
 //! another. Everything is stopped on drop, also when the test panics.
 //!
 //! Modules: [`control_plane`], [`operator`], [`scenario`] (the usual start of a test),
-//! [`fixtures`] (objects in a few words),
+//! [`fixtures`] (objects in a few words), [`decisions`] (inputs of the decision tables),
 //! [`waits`] (conditions, never sleeps), [`proxy`] (a stalling TCP proxy).
 #![allow(dead_code)]
 
 pub mod control_plane;
+pub mod decisions;
 pub mod fixtures;
 pub mod operator;
 pub mod proxy;
