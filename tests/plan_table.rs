@@ -951,3 +951,130 @@ fn a_concluded_deletion_is_decided_by_its_reason() {
         assert_eq!(d.event.expect("an Event").reason, reason, "{name}");
     }
 }
+
+/// What the steps record on the way, before the final decision.
+#[test]
+fn steps_record_intent_binding_and_credentials() {
+    use leen_operator::decision::record;
+    let now = Utc
+        .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time");
+    let later = Utc
+        .with_ymd_and_hms(2026, 1, 1, 1, 0, 0)
+        .single()
+        .expect("time");
+    let obj = LeenConnection::to_create("CROWDSTRIKE");
+
+    // The first intent: attempt 1, started now; a second keeps the start, counts on.
+    let first = record::create_intent(&obj, "id-1", now);
+    let creation = first.creation.clone().expect("intent");
+    assert_eq!(
+        (creation.identifier.as_str(), creation.attempts),
+        ("id-1", 1)
+    );
+    assert_eq!(creation.started_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    let mut again = obj.clone();
+    again.status = Some(first);
+    let second = record::create_intent(&again, "id-1", later)
+        .creation
+        .expect("intent");
+    assert_eq!(second.attempts, 2);
+    assert_eq!(second.started_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+
+    // Bound: the binding, the id, no create in progress; the credentials sent with it.
+    let sent = credentials("c");
+    let status = record::bound(&again, &binding(), Some(&sent), now);
+    assert!(status.creation.is_none(), "no create in progress any more");
+    assert_eq!(status.connection_id.as_deref(), Some(ID));
+    let bound = status.bound_connection.expect("bound");
+    assert_eq!(
+        (
+            bound.region,
+            bound.organization_id.as_str(),
+            bound.connection_id.as_str()
+        ),
+        (Some(Region::Us), ORG, ID)
+    );
+    let applied = status.credentials.expect("credentials recorded");
+    assert_eq!(applied.applied_hash, Some(sent.salted_hash("u-1")));
+    assert_eq!(
+        applied.applied_time.as_deref(),
+        Some("2026-01-01T00:00:00Z")
+    );
+    assert!(
+        record::bound(&again, &binding(), None, now)
+            .credentials
+            .is_none()
+    );
+
+    // A connection Leen returned binds by its id.
+    let conn = Connection {
+        id: Some(ID.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        record::found_binding(Region::Us, Uuid::parse_str(ORG).expect("org"), &conn),
+        binding()
+    );
+
+    // Found by identifier: the Event says why it was bound.
+    let lost = record::recovered_event(&binding(), "id-1", true);
+    assert_eq!(lost.reason, Reason::CreateRecovered);
+    assert!(
+        lost.note.contains("a create whose answer was lost"),
+        "{}",
+        lost.note
+    );
+    assert!(lost.note.contains(ID), "{}", lost.note);
+    let named = record::recovered_event(&binding(), "id-1", false);
+    assert!(
+        named.note.contains("spec.identifier names it"),
+        "{}",
+        named.note
+    );
+    let created = record::created_event(&binding(), "CROWDSTRIKE", "id-1");
+    assert_eq!(created.reason, Reason::Created);
+    assert!(!created.warning);
+    assert!(
+        created.note.contains("created CROWDSTRIKE connection"),
+        "{}",
+        created.note
+    );
+
+    // A PATCH accepted: the state corrected, the credentials recorded, an Event each.
+    let mut live = with_credentials(LeenConnection::test(), "old", None);
+    live.spec.state = Some(DesiredState::Paused);
+    let before = Connection {
+        state: Some("ACTIVE".into()),
+        ..Default::default()
+    };
+    let request = UpdateRequest {
+        credentials: Some(sent.clone()),
+        state: Some("PAUSED"),
+    };
+    let (status, events) = record::updated(&live, &binding(), &before, &request, now);
+    let status = status.expect("credentials recorded");
+    assert_eq!(
+        status.credentials.and_then(|c| c.applied_hash),
+        Some(sent.salted_hash("u-1"))
+    );
+    let reasons: Vec<Reason> = events.iter().map(|e| e.reason).collect();
+    assert_eq!(
+        reasons,
+        [Reason::StateCorrected, Reason::CredentialsApplied]
+    );
+    assert!(events[0].note.contains("ACTIVE"), "{}", events[0].note);
+    assert!(
+        events[1].note.contains("Secret creds"),
+        "{}",
+        events[1].note
+    );
+    let state_only = UpdateRequest {
+        credentials: None,
+        state: Some("PAUSED"),
+    };
+    let (status, events) = record::updated(&live, &binding(), &before, &state_only, now);
+    assert!(status.is_none(), "nothing to record for a state change");
+    assert_eq!(events.len(), 1);
+}
