@@ -4,8 +4,10 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# The workspace names the fake Leen crate; it is not built into the image.
+# The workspace names the fake Leen crate and the manifest declares the benchmark: cargo
+# reads both to load the workspace; neither is built into the image.
 COPY fake-leen ./fake-leen
+COPY benches ./benches
 RUN cargo build --release --locked --bin leen-operator \
  && strip target/release/leen-operator
 
