@@ -143,6 +143,27 @@ impl DeletionCase {
         self.inputs.verdict = Some(verdict);
         self
     }
+    fn deleted(mut self, outcome: LeenOutcome) -> Self {
+        self.inputs.deleted = Some(outcome);
+        self
+    }
+    fn organization(mut self, answer: Result<(), LeenOutcome>) -> Self {
+        self.inputs.organization = Some(answer);
+        self
+    }
+}
+
+fn not_found() -> LeenOutcome {
+    LeenOutcome::NotFound {
+        detail: "Not Found".into(),
+    }
+}
+
+fn prove() -> DeletionPlan {
+    DeletionPlan::ProveOrganization {
+        region: Region::Us,
+        organization: Uuid::parse_str(ORG).expect("org"),
+    }
 }
 
 fn deleting() -> LeenConnection {
@@ -323,6 +344,47 @@ fn deletion_plan() {
             .key(no_key()),
         ),
         (
+            "the DELETE answered: decide on it",
+            DeletionCase::new(
+                deleting(),
+                observed(Observation::Leen(connection("DELETED"))),
+            )
+            .binder(None)
+            .key(key())
+            .deleted(connection("DELETED")),
+        ),
+        (
+            "the DELETE failed: decide on that",
+            DeletionCase::new(deleting(), observed(Observation::Leen(unavailable())))
+                .binder(None)
+                .key(key())
+                .deleted(unavailable()),
+        ),
+        (
+            "a 404: the organization must answer on the same URL with the same key",
+            DeletionCase::new(deleting(), prove())
+                .binder(None)
+                .key(key())
+                .deleted(not_found()),
+        ),
+        (
+            "a 404 with the organization shown: already deleted",
+            DeletionCase::new(deleting(), observed(Observation::Leen(not_found())))
+                .binder(None)
+                .key(key())
+                .deleted(not_found())
+                .organization(Ok(())),
+        ),
+        (
+            "a 404 after a counted DELETE asks for the proof too",
+            DeletionCase::new(deleting(), prove())
+                .binder(None)
+                .key(key())
+                .budget(budget(false))
+                .verdict(Verdict::Go)
+                .deleted(not_found()),
+        ),
+        (
             "no budget: DELETE",
             DeletionCase::new(deleting(), DeletionPlan::Delete(binding()))
                 .binder(None)
@@ -488,6 +550,43 @@ fn deletion_plan() {
             .budget(budget(true)),
         ),
     ];
+    // A 404 where the organization does not answer proves nothing: kept, retried.
+    for (name, answer, says) in [
+        (
+            "the organization unknown there",
+            not_found(),
+            "did not answer",
+        ),
+        (
+            "the organization unreachable",
+            unavailable(),
+            "Leen is unavailable",
+        ),
+    ] {
+        let plan = plan_deletion(
+            &DeletionCase::new(deleting(), prove()).obj,
+            &DeletionCase::new(deleting(), prove())
+                .binder(None)
+                .key(key())
+                .deleted(not_found())
+                .organization(Err(answer))
+                .inputs,
+            None,
+        );
+        let DeletionPlan::Done(DeletionStep::Observed(Observation::Leen(
+            LeenOutcome::Unexpected { status, detail },
+        ))) = plan
+        else {
+            panic!("{name}: {plan:?}");
+        };
+        assert_eq!(status, 404, "{name}");
+        assert!(detail.contains(says), "{name}: {detail}");
+        assert!(detail.contains("proves nothing"), "{name}: {detail}");
+        assert!(
+            detail.contains(ORG) && detail.contains(ID),
+            "{name}: {detail}"
+        );
+    }
     for (name, case) in cases {
         assert_eq!(
             plan_deletion(&case.obj, &case.inputs, case.budget.as_ref()),

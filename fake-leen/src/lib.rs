@@ -143,7 +143,8 @@ impl Fault {
 pub struct RecordedRequest {
     /// GET, DELETE, POST or PATCH.
     pub method: String,
-    /// get, delete, create, update, test or list.
+    /// get, delete, create, update, test, list, organization, or unmatched (a path Leen
+    /// does not serve).
     #[serde(default)]
     pub operation: String,
     /// The organization id in the path.
@@ -212,6 +213,9 @@ struct FakeState {
     failure_rate: f64,
     rng: Option<rand::rngs::StdRng>,
     connections: HashMap<(Uuid, Uuid), Value>,
+    /// Organizations that exist: every one a connection was seeded or created in, and
+    /// those added on their own. Never forgotten.
+    organizations: HashSet<Uuid>,
     api_keys: HashSet<String>,
     faults: HashMap<Uuid, VecDeque<Fault>>,
     latency: Duration,
@@ -323,6 +327,11 @@ impl FakeLeen {
     /// Accepts this API key.
     pub fn add_api_key(&self, key: &str) {
         lock(&self.state).api_keys.insert(key.to_string());
+    }
+
+    /// Adds an organization with no connection (yet).
+    pub fn add_organization(&self, organization_id: Uuid) {
+        lock(&self.state).organizations.insert(organization_id);
     }
 
     /// Stops accepting this API key.
@@ -518,9 +527,9 @@ fn seed(state: &Shared, c: SeedConnection) {
             "details": [{"data_export_type": "devices", "endpoint": "/v1/devices"}]
         }
     });
-    lock(state)
-        .connections
-        .insert((c.organization_id, c.id), conn);
+    let mut s = lock(state);
+    s.organizations.insert(c.organization_id);
+    s.connections.insert((c.organization_id, c.id), conn);
 }
 
 /// The fake's HTTP routes: the Leen API under `/v1` and the control API under `/_fake`.
@@ -538,11 +547,13 @@ fn router(state: Shared) -> Router {
             "/v1/provisioning/organizations/{org}/connections",
             get(collection).post(collection),
         )
+        .route("/v1/provisioning/organizations/{org}", get(organization))
         .route("/_fake/authorize/{org}/{id}", post(admin_authorize))
         .route("/_fake/connections", post(admin_seed))
         .route("/_fake/keys", post(admin_key))
         .route("/_fake/faults", post(admin_fault))
         .route("/_fake/requests", get(admin_requests))
+        .fallback(unmatched)
         .with_state(state)
 }
 
@@ -673,6 +684,41 @@ async fn collection(
     handle(state, headers, r).await
 }
 
+async fn organization(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(org): Path<String>,
+) -> Response {
+    let r = Incoming::new(
+        method,
+        "organization",
+        org,
+        String::new(),
+        None,
+        HashMap::new(),
+    );
+    handle(state, headers, r).await
+}
+
+/// Any path Leen does not serve: FastAPI's answer, a JSON 404 that says nothing about any
+/// connection (what a proxy rewriting paths wrongly, or a moved API, gets for every call).
+async fn unmatched(State(state): State<Shared>, method: Method, headers: HeaderMap) -> Response {
+    lock(&state).requests.push(RecordedRequest {
+        method: method.to_string(),
+        operation: "unmatched".to_string(),
+        organization_id: String::new(),
+        connection_id: String::new(),
+        body: None,
+        api_key: headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        status: 404,
+    });
+    detail(StatusCode::NOT_FOUND, "Not Found")
+}
+
 fn detail(status: StatusCode, text: &str) -> Response {
     (status, Json(json!({ "detail": text }))).into_response()
 }
@@ -760,6 +806,13 @@ fn answer(state: &Shared, call: &Call) -> (Response, u16, Duration) {
     let (response, status) = match call.operation {
         "create" => create(&mut s, org, call.body),
         "list" => list(&s, org, call.query),
+        "organization" if s.organizations.contains(&org) => (
+            ok(
+                json!({"id": org, "name": format!("Organization {}", &call.org[..8]), "identifier": null}),
+            ),
+            200,
+        ),
+        "organization" => (detail(StatusCode::NOT_FOUND, "Organization Not Found"), 404),
         _ => one(&mut s, call, org, id),
     };
     match after {
@@ -821,6 +874,7 @@ fn create(s: &mut FakeState, org: Uuid, body: Option<&Value>) -> (Response, u16)
     if !oauth {
         s.activate_on_read.insert((org, id));
     }
+    s.organizations.insert(org);
     s.connections.insert((org, id), conn.clone());
     (ok(conn), 200)
 }

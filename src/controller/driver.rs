@@ -193,8 +193,18 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
             }
             DeletionPlan::Delete(binding) => {
                 let key = planned_key(&inputs.key)?;
-                let outcome = external::delete(binding, &key, ctx).await;
-                break DeletionStep::Observed(Observation::Leen(outcome));
+                inputs.deleted = Some(external::delete(binding, &key, ctx).await);
+            }
+            DeletionPlan::ProveOrganization {
+                region,
+                organization,
+            } => {
+                let key = planned_key(&inputs.key)?;
+                let proof = ctx
+                    .leen
+                    .prove_organization(region, organization, &key)
+                    .await;
+                inputs.organization = Some(proof);
             }
         }
     };

@@ -255,6 +255,11 @@ pub struct DeletionInputs {
     pub lookup: Option<Lookup>,
     /// The budget's verdict on this DELETE.
     pub verdict: Option<Verdict>,
+    /// What the DELETE came to, once sent.
+    pub deleted: Option<LeenOutcome>,
+    /// Whether the organization answered on the same base URL with the same key (asked
+    /// only after a 404), or what Leen answered instead.
+    pub organization: Option<Result<(), LeenOutcome>>,
 }
 
 /// The next step of a deletion.
@@ -267,6 +272,14 @@ pub enum DeletionPlan {
     FindLostCreate(FindLostCreate),
     /// `DELETE` the bound connection.
     Delete(Binding),
+    /// After a 404: show that the organization answers with the same key on the same
+    /// base URL, which alone makes the 404 mean "no such connection".
+    ProveOrganization {
+        /// Region of the organization.
+        region: Region,
+        /// The organization.
+        organization: Uuid,
+    },
     /// No (more) calls: decide on this.
     Done(DeletionStep),
 }
@@ -342,10 +355,10 @@ pub fn plan_deletion(
         Some(Ok(_)) => {}
     }
     let Some(budget) = budget.filter(|b| b.max_deletions > 0) else {
-        return DeletionPlan::Delete(binding);
+        return delete(binding, inputs);
     };
     if deletion_confirmed(obj) || delete_already_sent(obj) {
-        return DeletionPlan::Delete(binding);
+        return delete(binding, inputs);
     }
     let record = obj.status.as_ref().and_then(|s| s.deletion.as_ref());
     if !budget.resume_held
@@ -364,13 +377,51 @@ pub fn plan_deletion(
     }
     match &inputs.verdict {
         None => DeletionPlan::Read(Need::BudgetVerdict),
-        Some(Verdict::Go) => DeletionPlan::Delete(binding),
+        Some(Verdict::Go) => delete(binding, inputs),
         Some(Verdict::Held { started, frees_at }) => {
             DeletionPlan::Done(DeletionStep::Observed(Observation::DeletionHeld {
                 message: held_message(obj, budget, *started, *frees_at),
                 resume_at: budget.resume_held.then_some(*frees_at),
             }))
         }
+    }
+}
+
+/// The DELETE, and what its answer needs: a 404 counts only with the organization shown
+/// reachable on the same base URL with the same key (any unmatched path of a proxy or a
+/// moved API answers FastAPI's `{"detail": "Not Found"}` too).
+fn delete(binding: Binding, inputs: &DeletionInputs) -> DeletionPlan {
+    let done = |outcome: LeenOutcome| {
+        DeletionPlan::Done(DeletionStep::Observed(Observation::Leen(outcome)))
+    };
+    let Some(outcome) = &inputs.deleted else {
+        return DeletionPlan::Delete(binding);
+    };
+    let LeenOutcome::NotFound { detail } = outcome else {
+        return done(outcome.clone());
+    };
+    match &inputs.organization {
+        None => DeletionPlan::ProveOrganization {
+            region: binding.region,
+            organization: binding.organization,
+        },
+        Some(Ok(())) => done(outcome.clone()),
+        Some(Err(answer)) => done(LeenOutcome::Unexpected {
+            status: 404,
+            detail: format!(
+                "{detail}; but organization {} did not answer on the same URL with the same key ({}), so the 404 proves nothing about connection {}",
+                binding.organization,
+                organization_answer(answer),
+                binding.connection
+            ),
+        }),
+    }
+}
+
+fn organization_answer(answer: &LeenOutcome) -> String {
+    match answer {
+        LeenOutcome::NotFound { detail } => format!("404: {detail}"),
+        other => super::describe_failure(other),
     }
 }
 

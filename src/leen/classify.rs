@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::wire::{Connection, CredentialCheck};
+use super::wire::{Connection, CredentialCheck, Organization};
 use crate::text::clip;
 
 /// Largest Leen response body the client reads; a longer one is cut there and reported as
@@ -227,6 +227,26 @@ pub fn classify_answer<T>(
             detail: error_detail(body),
         },
     })
+}
+
+/// An organization's answer: a JSON object whose `id` is the organization asked for.
+pub fn parse_organization(organization: Uuid, body: &[u8]) -> Result<Organization, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON ({e}): {}", snippet(body)))?;
+    let Some(object) = value.as_object() else {
+        return Err(format!("not a JSON object: {}", snippet(body)));
+    };
+    let id = object.get("id").and_then(Value::as_str).unwrap_or_default();
+    match Uuid::parse_str(id) {
+        Ok(id) if id == organization => Ok(Organization {
+            id,
+            name: object.get("name").and_then(Value::as_str).map(|n| clip(n)),
+        }),
+        _ => Err(format!(
+            "Leen answered for organization {:?}, not {organization}",
+            clip(id)
+        )),
+    }
 }
 
 /// A created connection: a connection body with a UUID `id` (and, when present, the

@@ -1,7 +1,11 @@
 //! The HTTP implementation of [`super::LeenApi`]: one place every request goes through
 //! (the 429 gate, the in-flight limit, the key header, redaction, metrics).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use reqwest::header::HeaderValue;
 use serde_json::Value;
@@ -40,6 +44,9 @@ impl Default for LeenClientConfig {
 /// Calls Leen's connection endpoints. Cheap to clone.
 #[derive(Clone)]
 pub struct LeenClient {
+    /// Organizations shown reachable, by endpoint and key (hashed) and id, with when, and
+    /// one lock per such key so that concurrent deletions ask once.
+    proofs: Arc<Mutex<HashMap<(LimitKey, Uuid), Proof>>>,
     http: reqwest::Client,
     endpoint: Option<Url>,
     in_flight: Arc<Semaphore>,
@@ -68,6 +75,7 @@ impl LeenClient {
             .user_agent(concat!("leen-operator/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
+            proofs: Arc::default(),
             http,
             endpoint: config.endpoint,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -201,6 +209,78 @@ impl LeenClient {
             },
         )
         .await
+    }
+
+    /// `GET /provisioning/organizations/{organization}`: the organization, when Leen
+    /// answers 200 with that id.
+    pub async fn get_organization(
+        &self,
+        region: Region,
+        organization: Uuid,
+        key: &ApiKey,
+    ) -> Result<Organization, LeenOutcome> {
+        let url = format!(
+            "{}/provisioning/organizations/{organization}",
+            self.base_url(region)
+        );
+        self.call(
+            Operation::Organization,
+            region,
+            url,
+            None,
+            key,
+            move |status, retry_after, body| {
+                classify_answer(status, retry_after, body, &[200], "the organization", |b| {
+                    parse_organization(organization, b)
+                })
+            },
+        )
+        .await
+    }
+
+    /// Shows that `organization` answers on this region's base URL with this key, which
+    /// is what makes a 404 there mean "no such connection". A proof is kept for
+    /// [`ORGANIZATION_PROOF_TTL`] per endpoint, key and organization, so that a mass
+    /// deletion answered with 404s costs one extra call, not one each.
+    pub async fn prove_organization(
+        &self,
+        region: Region,
+        organization: Uuid,
+        key: &ApiKey,
+    ) -> Result<(), LeenOutcome> {
+        let id = (
+            LimitKey::new(self.base_url(region), key.expose()),
+            organization,
+        );
+        let asking = {
+            let Ok(mut proofs) = self.proofs.lock() else {
+                return self
+                    .get_organization(region, organization, key)
+                    .await
+                    .map(drop);
+            };
+            // Stale proofs go, unless someone is asking about them right now.
+            proofs.retain(|k, p| *k == id || p.is_fresh() || Arc::strong_count(&p.asking) > 1);
+            let proof = proofs.entry(id).or_default();
+            if proof.is_fresh() {
+                return Ok(());
+            }
+            proof.asking.clone()
+        };
+        // One asks; the others wait for its answer and use the proof it leaves.
+        let _turn = asking.lock().await;
+        if self
+            .proofs
+            .lock()
+            .is_ok_and(|p| p.get(&id).is_some_and(Proof::is_fresh))
+        {
+            return Ok(());
+        }
+        self.get_organization(region, organization, key).await?;
+        if let Ok(mut proofs) = self.proofs.lock() {
+            proofs.entry(id).or_default().at = Some(Instant::now());
+        }
+        Ok(())
     }
 
     /// `GET .../test`: Leen's check of the connection's credentials.
@@ -471,6 +551,23 @@ impl LeenClient {
         (Some(status.as_u16()), result)
     }
 }
+
+/// One organization's proof: when it was last shown, and the lock of whoever asks now.
+#[derive(Default)]
+struct Proof {
+    at: Option<Instant>,
+    asking: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Proof {
+    fn is_fresh(&self) -> bool {
+        self.at
+            .is_some_and(|at| at.elapsed() < ORGANIZATION_PROOF_TTL)
+    }
+}
+
+/// How long an organization shown reachable stays proven (per endpoint, key and id).
+pub const ORGANIZATION_PROOF_TTL: Duration = Duration::from_secs(60);
 
 /// Connections asked for per page of the list.
 pub const LIST_PAGE: u64 = 100;

@@ -49,6 +49,14 @@ pub trait LeenApi: Send + Sync {
         at: Binding,
         key: &'a ApiKey,
     ) -> BoxFuture<'a, Result<CredentialCheck, LeenOutcome>>;
+    /// Shows that the organization answers with this key where the connection calls go
+    /// (a 404 means something only then). `Err`: what Leen answered instead.
+    fn prove_organization<'a>(
+        &'a self,
+        region: Region,
+        organization: Uuid,
+        key: &'a ApiKey,
+    ) -> BoxFuture<'a, Result<(), LeenOutcome>>;
     /// The organization's live connection that carries `identifier`, if any.
     fn find<'a>(
         &'a self,
@@ -103,6 +111,20 @@ impl LeenApi for LeenClient {
         key: &'a ApiKey,
     ) -> BoxFuture<'a, Result<Option<Connection>, LeenOutcome>> {
         Box::pin(self.find_connection(region, organization, identifier, key))
+    }
+
+    fn prove_organization<'a>(
+        &'a self,
+        region: Region,
+        organization: Uuid,
+        key: &'a ApiKey,
+    ) -> BoxFuture<'a, Result<(), LeenOutcome>> {
+        Box::pin(LeenClient::prove_organization(
+            self,
+            region,
+            organization,
+            key,
+        ))
     }
 }
 

@@ -74,6 +74,8 @@ pub enum Operation {
     Test,
     /// `GET .../connections` (one page)
     List,
+    /// `GET /provisioning/organizations/{id}`
+    Organization,
 }
 
 impl Operation {
@@ -84,7 +86,9 @@ impl Operation {
 
     pub(crate) fn method(self) -> Method {
         match self {
-            Operation::Get | Operation::Test | Operation::List => Method::GET,
+            Operation::Get | Operation::Test | Operation::List | Operation::Organization => {
+                Method::GET
+            }
             Operation::Delete => Method::DELETE,
             Operation::Create => Method::POST,
             Operation::Update => Method::PATCH,
@@ -146,6 +150,15 @@ pub struct CredentialCheck {
     pub valid: bool,
     /// Leen's message.
     pub message: Option<String>,
+}
+
+/// An organization as Leen returns it (`GET /provisioning/organizations/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Organization {
+    /// Its id (checked to be the one asked for).
+    pub id: Uuid,
+    /// Its name, when Leen gave one.
+    pub name: Option<String>,
 }
 
 /// A connection as Leen returns it (`ConnectionRespModel`), read leniently: every field may

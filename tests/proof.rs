@@ -1,0 +1,104 @@
+//! Exactly once and only with proof, against a real kube-apiserver + etcd and the fake
+//! Leen: the situations where an answer looks like a confirmation (or a binder looks like
+//! one) but proves nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::Api;
+use leen_operator::resource::LeenConnection;
+use support::*;
+
+fn reason_is(reason: &'static str) -> impl Fn(&LeenConnection) -> bool {
+    move |o| ready_reason(o).as_deref() == Some(reason)
+}
+
+/// Behind a proxy that rewrites paths wrongly (or after a Leen route change) every call
+/// gets FastAPI's `{"detail": "Not Found"}`: a 404 with Leen's JSON that proves nothing,
+/// because the organization does not answer there either. The finalizer stays, the
+/// connection stays in Leen, and the resource says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_from_a_wrong_path_proves_nothing() {
+    let cp = ControlPlane::start().await;
+    let fake = fake_leen::FakeLeen::start().await.expect("fake Leen");
+    fake.add_api_key(DEFAULT_KEY);
+    cp.namespace("wrongpath").await;
+    let endpoint = format!("http://{}/proxy/v1", fake.addr());
+    let op = Operator::start(
+        &cp,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("LEEN_API_KEY", DEFAULT_KEY),
+        ],
+    )
+    .await;
+    let client = cp.client().await;
+    let api: Api<LeenConnection> = Api::namespaced(client, "wrongpath");
+    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    api.create(&Default::default(), &connection("c", org, id))
+        .await
+        .expect("created");
+    wait_for(&api, "c", "a first read", |o| {
+        has_finalizer(o) && ready_reason(o).is_some()
+    })
+    .await;
+    delete(&api, "c").await;
+    let held = wait_for(
+        &api,
+        "c",
+        "an unproven 404",
+        reason_is("UnexpectedResponse"),
+    )
+    .await;
+    let message = ready_message(&held);
+    assert!(message.contains("proves nothing"), "{message}");
+    assert!(message.contains(&org.to_string()), "{message}");
+    consistently("the finalizer stays", Duration::from_secs(4), async || {
+        api.get_opt("c").await.ok().flatten().is_some_and(|o| {
+            has_finalizer(&o) && ready_reason(&o).as_deref() != Some("AlreadyDeleted")
+        })
+    })
+    .await;
+    assert!(fake.has_connection(org, id), "nothing was deleted in Leen");
+    assert!(
+        fake.count_operation("unmatched") >= 2,
+        "the DELETE and the organization went to the wrong path: {:?}",
+        fake.requests()
+    );
+    drop(op);
+}
+
+/// A mass deletion of connections Leen no longer has: every one is released as
+/// `AlreadyDeleted` once the organization answered, and the organization is asked once
+/// for all of them, not once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_counts_once_the_organization_answered_and_the_proof_is_shared() {
+    let e = scenario("gone404", &[]).await;
+    let org = uuid::Uuid::new_v4();
+    e.fake.add_organization(org);
+    let n = 12;
+    for i in 0..n {
+        // Connections Leen does not have (deleted by hand in the console, say).
+        let obj = connection(&format!("c{i}"), org, uuid::Uuid::new_v4());
+        e.create(obj).await;
+    }
+    for i in 0..n {
+        wait_for(&e.api, &format!("c{i}"), "NotFound", reason_is("NotFound")).await;
+    }
+    for i in 0..n {
+        delete(&e.api, &format!("c{i}")).await;
+    }
+    for i in 0..n {
+        wait_gone(&e.api, &format!("c{i}")).await;
+    }
+    let events = e.events("AlreadyDeleted").await;
+    assert_eq!(events.len(), n, "{events:?}");
+    let proofs = e.fake.count_operation("organization");
+    eprintln!("{n} deletions answered 404: {proofs} organization reads");
+    assert!(
+        (1..=2).contains(&proofs),
+        "the proof is kept per endpoint, key and organization: {proofs} reads for {n}"
+    );
+}
