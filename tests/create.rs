@@ -473,8 +473,13 @@ async fn the_readme_example_creates_a_connection() {
     assert_eq!(status.state.as_deref(), Some("ACTIVE"));
 }
 
+/// `spec.identifier` does not adopt a connection this resource did not create: after an
+/// Orphan prune and a re-create from the same manifest (or in a second cluster built from
+/// the same base, or after someone made one in the console) the new resource neither binds
+/// the existing connection nor makes a second one; it says `IdentifierInUse` and how to
+/// adopt on purpose, and `spec.connectionId` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_explicit_identifier_finds_the_connection_again_after_a_recreate() {
+async fn an_identifier_in_use_is_not_adopted_until_asked_by_connection_id() {
     let e = scenario("recreate", &[]).await;
     let org = Uuid::new_v4();
     put_secret(&e, "s-creds", &[("token", "s")]).await;
@@ -487,8 +492,32 @@ async fn an_explicit_identifier_finds_the_connection_again_after_a_recreate() {
     delete(&e.api, "s").await;
     wait_gone(&e.api, "s").await;
     e.create(obj).await;
-    let again = created_id(&wait_for(&e.api, "s", "Ready=True", is_ready).await);
-    assert_eq!(again, first, "bound to the same connection");
+    let stalled = wait_for(&e.api, "s", "IdentifierInUse", reason_is("IdentifierInUse")).await;
+    let message = ready_message(&stalled);
+    assert!(message.contains(&first.to_string()), "{message}");
+    assert!(message.contains("spec.connectionId"), "{message}");
+    assert!(
+        stalled
+            .status
+            .as_ref()
+            .is_some_and(|s| s.bound_connection.is_none()),
+        "not bound"
+    );
+    consistently("no second POST", Duration::from_secs(3), async || {
+        e.fake.count_operation("create") == 1
+    })
+    .await;
+    // Adopting on purpose: the id the message names.
+    e.api
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"connectionId": first.to_string()}})),
+        )
+        .await
+        .expect("patched");
+    let adopted = wait_for(&e.api, "s", "Ready=True", is_ready).await;
+    assert_eq!(created_id(&adopted), first, "bound to the named connection");
     assert_eq!(e.fake.count_operation("create"), 1);
     assert_eq!(e.fake.with_identifier(org, "snyk-prod"), vec![first]);
 }

@@ -277,6 +277,18 @@ fn deletion_plan() {
             .key(key()),
         ),
         (
+            "the look-up found it: bound (then deleted)",
+            DeletionCase::new(
+                with_intent(creating(), "lost-1"),
+                DeletionPlan::Bind(binding()),
+            )
+            .key(key())
+            .lookup(Lookup::Found(Box::new(Connection {
+                id: Some(ID.into()),
+                ..Default::default()
+            }))),
+        ),
+        (
             "the look-up found nothing: not created",
             DeletionCase::new(
                 with_intent(creating(), "lost-1"),
@@ -715,6 +727,11 @@ fn sync_plan() {
     };
     let same = credentials("same");
     let same_hash = same.salted_hash("u-1");
+    let listed = Box::new(Connection {
+        id: Some(ID.into()),
+        identifier: Some("mine".into()),
+        ..Default::default()
+    });
     let cases: Vec<(&str, SyncCase)> = vec![
         (
             "an invalid spec: no read, no call",
@@ -927,8 +944,21 @@ fn sync_plan() {
             .ready(),
         ),
         (
+            "its own create found again: bound, no POST",
+            SyncCase::new(
+                with_intent(to_create.clone(), "lost-1"),
+                SyncPlan::Bind {
+                    binding: binding(),
+                    connection: listed.clone(),
+                    identifier: "lost-1".into(),
+                },
+            )
+            .ready()
+            .lookup(Lookup::Found(listed.clone())),
+        ),
+        (
             "looked up, absent: POST",
-            SyncCase::new(named, create("mine"))
+            SyncCase::new(named.clone(), create("mine"))
                 .ready()
                 .lookup(Lookup::Absent),
         ),
@@ -969,6 +999,18 @@ fn sync_plan() {
     ];
     for (name, case) in cases {
         assert_eq!(plan_sync(&case.obj, &case.inputs), case.want, "{name}");
+    }
+    // A spec identifier that finds a connection this resource did not create: neither
+    // adopted nor duplicated.
+    let mut inputs = SyncCase::new(named.clone(), create("x")).ready().inputs;
+    inputs.lookup = Some(Lookup::Found(listed));
+    let SyncPlan::Done(Observation::InvalidSpec { reason, message }) = plan_sync(&named, &inputs)
+    else {
+        panic!("no adoption, no POST");
+    };
+    assert_eq!(reason, Reason::IdentifierInUse);
+    for says in [ID, "\"mine\"", "spec.connectionId", "did not create it"] {
+        assert!(message.contains(says), "{says}: {message}");
     }
 }
 
@@ -1118,7 +1160,7 @@ fn steps_record_intent_binding_and_credentials() {
     );
 
     // Found by identifier: the Event says why it was bound.
-    let lost = record::recovered_event(&binding(), "id-1", true);
+    let lost = record::recovered_event(&binding(), "id-1");
     assert_eq!(lost.reason, Reason::CreateRecovered);
     assert!(
         lost.note.contains("a create whose answer was lost"),
@@ -1126,12 +1168,6 @@ fn steps_record_intent_binding_and_credentials() {
         lost.note
     );
     assert!(lost.note.contains(ID), "{}", lost.note);
-    let named = record::recovered_event(&binding(), "id-1", false);
-    assert!(
-        named.note.contains("spec.identifier names it"),
-        "{}",
-        named.note
-    );
     let created = record::created_event(&binding(), "CROWDSTRIKE", "id-1");
     assert_eq!(created.reason, Reason::Created);
     assert!(!created.warning);

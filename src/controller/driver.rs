@@ -189,8 +189,9 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
             DeletionPlan::Read(need) => return Err(Error::Plan(need_outside_path(need))),
             DeletionPlan::FindLostCreate(find) => {
                 let key = planned_key(&inputs.key)?;
-                external::deletion_lookup(&find, &mut obj, &key, &mut inputs, ctx).await?;
+                external::deletion_lookup(&find, &key, &mut inputs, ctx).await;
             }
+            DeletionPlan::Bind(binding) => external::bind(&mut obj, binding, ctx).await?,
             DeletionPlan::Delete(binding) => {
                 let key = planned_key(&inputs.key)?;
                 inputs.deleted = Some(external::delete(binding, &key, ctx).await);

@@ -10,7 +10,7 @@ use crate::{
         DeletionInputs, FindLostCreate, Lookup, SyncInputs, SyncPlan, describe_failure,
         record::{self, found_binding},
     },
-    leen::{ApiKey, Binding, Connection, LeenOutcome},
+    leen::{ApiKey, Binding, LeenOutcome},
     resource::{CredentialsTest, LeenConnection},
 };
 
@@ -29,16 +29,19 @@ pub(crate) async fn sync_step(
             inputs.observed = Some(ctx.leen.observe(binding, key).await);
         }
         SyncPlan::FindLostCreate(find) => {
-            match lost_create(&find, obj, key, ctx).await? {
-                Ok((binding, found)) => {
-                    info!(connection = %binding.connection, "create recovered by identifier");
-                    let event = record::recovered_event(&binding, &find.identifier, find.intent);
-                    write::event(ctx, obj, &event);
-                    // What Leen listed is the connection as observed.
-                    inputs.observed = Some(LeenOutcome::Success(Box::new(found)));
-                }
-                Err(lookup) => inputs.lookup = Some(lookup),
-            }
+            inputs.lookup = Some(lookup(&find, key, ctx).await);
+        }
+        SyncPlan::Bind {
+            binding,
+            connection,
+            identifier,
+        } => {
+            bind(obj, binding, ctx).await?;
+            info!(connection = %binding.connection, "create recovered by identifier");
+            let event = record::recovered_event(&binding, &identifier);
+            write::event(ctx, obj, &event);
+            // What Leen listed is the connection as observed.
+            inputs.observed = Some(LeenOutcome::Success(connection));
         }
         SyncPlan::Create {
             region,
@@ -101,42 +104,37 @@ pub(crate) async fn sync_step(
     Ok(())
 }
 
-/// Looks a create up by identifier; a connection found is bound in status at once.
-async fn lost_create(
-    find: &FindLostCreate,
-    obj: &mut LeenConnection,
-    key: &ApiKey,
-    ctx: &Context,
-) -> Result<Result<(Binding, Connection), Lookup>, Error> {
+/// Looks a create up by identifier.
+async fn lookup(find: &FindLostCreate, key: &ApiKey, ctx: &Context) -> Lookup {
     let found = ctx
         .leen
         .find(find.region, find.organization, &find.identifier, key)
         .await;
     match found {
-        Ok(Some(found)) => {
-            let binding = found_binding(find.region, find.organization, &found);
-            let bound = record::bound(obj, &binding, None, (ctx.clock.now)());
-            write::status(obj, bound, ctx).await?;
-            Ok(Ok((binding, found)))
-        }
-        Ok(None) => Ok(Err(Lookup::Absent)),
-        Err(outcome) => Ok(Err(Lookup::Failed(outcome))),
+        Ok(Some(found)) => Lookup::Found(Box::new(found)),
+        Ok(None) => Lookup::Absent,
+        Err(outcome) => Lookup::Failed(outcome),
     }
 }
 
-/// The look-up of a deletion's lost create: a connection found is bound (and then
-/// deleted, as the plan goes on); else what the look-up came to.
+/// Binds the resource to a connection in status, before anything else is done with it.
+pub(crate) async fn bind(
+    obj: &mut LeenConnection,
+    binding: Binding,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let bound = record::bound(obj, &binding, None, (ctx.clock.now)());
+    write::status(obj, bound, ctx).await
+}
+
+/// The look-up of a deletion's lost create.
 pub(crate) async fn deletion_lookup(
     find: &FindLostCreate,
-    obj: &mut LeenConnection,
     key: &ApiKey,
     inputs: &mut DeletionInputs,
     ctx: &Context,
-) -> Result<(), Error> {
-    if let Err(lookup) = lost_create(find, obj, key, ctx).await? {
-        inputs.lookup = Some(lookup);
-    }
-    Ok(())
+) {
+    inputs.lookup = Some(lookup(find, key, ctx).await);
 }
 
 /// The DELETE of a bound connection.

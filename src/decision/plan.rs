@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    DeletionStep, Observation, Reason, connection_name, create_identifier, held_binding, rfc3339,
-    validate_binding,
+    DeletionStep, Observation, Reason, connection_name, create_identifier, held_binding,
+    record::found_binding, rfc3339, validate_binding,
 };
 use crate::{
     budget::{BudgetConfig, Verdict},
@@ -38,10 +38,11 @@ pub enum Need {
     BudgetVerdict,
 }
 
-/// What a look-up by identifier came to, when it did not find the connection (a found
-/// one is bound in status, which the plan reads).
+/// What a look-up by identifier came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Lookup {
+    /// Leen lists a live connection with the identifier (its id checked to be a UUID).
+    Found(Box<Connection>),
     /// Leen lists no live connection with the identifier.
     Absent,
     /// The look-up failed.
@@ -91,6 +92,16 @@ pub enum SyncPlan {
     Observe(Binding),
     /// List by identifier before creating (never a blind second POST).
     FindLostCreate(FindLostCreate),
+    /// Bind the resource to a connection its own create intent led to (found by
+    /// identifier), with no call.
+    Bind {
+        /// The connection.
+        binding: Binding,
+        /// As Leen listed it.
+        connection: Box<Connection>,
+        /// The identifier it was found by.
+        identifier: String,
+    },
     /// Record the create intent, then `POST` this.
     Create {
         /// Region of the organization.
@@ -193,6 +204,16 @@ fn plan_create(
                 intent,
             })
         }
+        Some(Lookup::Found(connection)) if intent => SyncPlan::Bind {
+            binding: found_binding(region, organization, connection),
+            connection: connection.clone(),
+            identifier,
+        },
+        // Not this resource's create: another cluster's, the console's, a copied manifest.
+        Some(Lookup::Found(connection)) => SyncPlan::Done(identifier_in_use(
+            &found_binding(region, organization, connection),
+            &identifier,
+        )),
         Some(Lookup::Failed(outcome)) => SyncPlan::Done(Observation::Leen(outcome.clone())),
         None | Some(Lookup::Absent) => SyncPlan::Create {
             region,
@@ -204,6 +225,18 @@ fn plan_create(
                 options: obj.spec.options.clone(),
             },
         },
+    }
+}
+
+/// A connection found by identifier that this resource's own create intent did not lead
+/// to: neither adopted nor duplicated; a person says which.
+fn identifier_in_use(found: &Binding, identifier: &str) -> Observation {
+    Observation::InvalidSpec {
+        reason: Reason::IdentifierInUse,
+        message: format!(
+            "Leen already has connection {} with identifier {identifier:?}, and this resource did not create it: it was not adopted and no other was created. To adopt it on purpose, set spec.connectionId: {}; to create a new connection, choose another spec.identifier",
+            found.connection, found.connection
+        ),
     }
 }
 
@@ -270,6 +303,8 @@ pub enum DeletionPlan {
     /// List by identifier for a create whose answer may have been lost: found, it is
     /// bound and deleted; absent, nothing was created.
     FindLostCreate(FindLostCreate),
+    /// Bind the resource to the connection its lost create made (then delete it).
+    Bind(Binding),
     /// `DELETE` the bound connection.
     Delete(Binding),
     /// After a 404: show that the organization answers with the same key on the same
@@ -320,6 +355,9 @@ pub fn plan_deletion(
                 identifier: creation.identifier.clone(),
                 intent: true,
             }),
+            Some(Lookup::Found(connection)) => {
+                DeletionPlan::Bind(found_binding(obj.spec.region, organization, connection))
+            }
             Some(Lookup::Absent) => DeletionPlan::Done(DeletionStep::NotCreated { identifier }),
             Some(Lookup::Failed(outcome)) => {
                 DeletionPlan::Done(DeletionStep::Observed(Observation::Leen(outcome.clone())))

@@ -77,6 +77,9 @@ pub enum Reason {
     CredentialsMalformed,
     /// The resource never got a connection: its deletion has nothing to delete.
     NotCreated,
+    /// A connection with the spec's identifier exists in Leen, and this resource did not
+    /// create it: not adopted, nothing created, until a person says which.
+    IdentifierInUse,
 }
 
 impl Reason {
@@ -100,6 +103,7 @@ impl Reason {
                 | Reason::CredentialsMalformed
                 | Reason::InvalidSpec
                 | Reason::ImmutableFieldChanged
+                | Reason::IdentifierInUse
                 | Reason::DeletionHeld
         )
     }

@@ -88,17 +88,13 @@ fn sync_event(reason: Reason, note: String) -> EventSpec {
     }
 }
 
-/// The Event of a connection found by identifier and bound instead of created.
-pub fn recovered_event(binding: &Binding, identifier: &str, intent: bool) -> EventSpec {
-    let why = if intent {
-        "a create whose answer was lost"
-    } else {
-        "spec.identifier names it"
-    };
+/// The Event of a connection that this resource's create made, found again by identifier
+/// after its answer was lost, and bound instead of creating another.
+pub fn recovered_event(binding: &Binding, identifier: &str) -> EventSpec {
     sync_event(
         Reason::CreateRecovered,
         format!(
-            "found connection {} by identifier {identifier:?} ({why}); bound to it instead of creating another",
+            "found connection {} by identifier {identifier:?} (a create whose answer was lost); bound to it instead of creating another",
             binding.connection
         ),
     )

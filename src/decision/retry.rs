@@ -59,7 +59,10 @@ impl RetryPolicy {
                 attempt,
                 jitter,
             ),
-            Reason::Rejected | Reason::InvalidSpec | Reason::ImmutableFieldChanged => {
+            Reason::Rejected
+            | Reason::InvalidSpec
+            | Reason::ImmutableFieldChanged
+            | Reason::IdentifierInUse => {
                 self.slow_retry.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0))
             }
             _ => Self::backoff(self.transient_base, self.transient_cap, attempt, jitter),

@@ -240,7 +240,7 @@ pub fn parse_organization(organization: Uuid, body: &[u8]) -> Result<Organizatio
     match Uuid::parse_str(id) {
         Ok(id) if id == organization => Ok(Organization {
             id,
-            name: object.get("name").and_then(Value::as_str).map(|n| clip(n)),
+            name: object.get("name").and_then(Value::as_str).map(clip),
         }),
         _ => Err(format!(
             "Leen answered for organization {:?}, not {organization}",
