@@ -77,6 +77,12 @@ pub struct LeenArgs {
     /// Most requests to Leen in flight at once.
     #[arg(long, env = "LEEN_MAX_IN_FLIGHT_REQUESTS", default_value = "16")]
     pub max_in_flight_requests: String,
+
+    /// How long a create whose outcome is unknown (time-out, 5xx, operator killed) must be
+    /// proven absent before another POST: longer than any POST could still be in flight at
+    /// Leen. At least LEEN_REQUEST_TIMEOUT.
+    #[arg(long, env = "LEEN_CREATE_SETTLE", default_value = "5m")]
+    pub create_settle: String,
 }
 
 /// What the controller watches and how fast it works.
@@ -187,6 +193,8 @@ pub struct Settings {
     pub sync_interval: Duration,
     /// Leen request timeout.
     pub request_timeout: Duration,
+    /// How long an unknown create must be proven absent before another POST.
+    pub create_settle: Duration,
     /// Concurrent reconciles.
     pub max_concurrent_reconciles: u16,
     /// Leen requests in flight.
@@ -456,7 +464,30 @@ impl RunArgs {
             .map(ApiKey::new)
             .transpose()
             .map_err(|problem| err("LEEN_API_KEY", "leen-api-key", format!("the key {problem}")))?;
+        let request_timeout = duration(
+            "LEEN_REQUEST_TIMEOUT",
+            "request-timeout",
+            &self.leen.request_timeout,
+            Duration::from_millis(100),
+        )?;
+        let create_settle = duration(
+            "LEEN_CREATE_SETTLE",
+            "create-settle",
+            &self.leen.create_settle,
+            Duration::from_secs(1),
+        )?;
+        if create_settle < request_timeout {
+            return Err(err(
+                "LEEN_CREATE_SETTLE",
+                "create-settle",
+                format!(
+                    "{} is shorter than LEEN_REQUEST_TIMEOUT ({}): a create could still be in flight when its absence counts as proof",
+                    self.leen.create_settle, self.leen.request_timeout
+                ),
+            ));
+        }
         Ok(Settings {
+            create_settle,
             pod_name: non_empty(&self.leader.pod_name).map(str::to_string),
             budget,
             default_key_namespaces,
@@ -471,12 +502,7 @@ impl RunArgs {
                 &self.controller.sync_interval,
                 Duration::from_secs(1),
             )?,
-            request_timeout: duration(
-                "LEEN_REQUEST_TIMEOUT",
-                "request-timeout",
-                &self.leen.request_timeout,
-                Duration::from_millis(100),
-            )?,
+            request_timeout,
             max_concurrent_reconciles: count(
                 "LEEN_MAX_CONCURRENT_RECONCILES",
                 "max-concurrent-reconciles",

@@ -419,6 +419,17 @@ pub struct CreationRecord {
     /// Create calls made so far.
     #[serde(default)]
     pub attempts: u32,
+    /// When the last create call whose outcome is unknown was about to go out (RFC 3339):
+    /// no other goes out until the connection is proven absent for LEEN_CREATE_SETTLE
+    /// after it. Unset once Leen refused that call (nothing was created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<String>,
+    /// The region the create went to: the look-up goes there, whatever the spec says now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
+    /// The organization the create went to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_id: Option<String>,
 }
 
 /// The vendor credentials last sent to Leen, as a salted hash, and Leen's test of them.

@@ -521,3 +521,74 @@ async fn an_identifier_in_use_is_not_adopted_until_asked_by_connection_id() {
     assert_eq!(e.fake.count_operation("create"), 1);
     assert_eq!(e.fake.with_identifier(org, "snyk-prod"), vec![first]);
 }
+
+/// Leen checks a vendor's credentials before it commits a create, which can take longer
+/// than the operator waits for the answer. The operator must not POST again while the
+/// first create may still land: it looks the connection up until it appears, and binds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_leen_commits_late_is_found_not_repeated() {
+    let e = scenario(
+        "slowcreate",
+        &[
+            ("LEEN_REQUEST_TIMEOUT", "1s"),
+            ("LEEN_CREATE_SETTLE", "60s"),
+        ],
+    )
+    .await;
+    e.fake.set_create_delay(Duration::from_secs(4));
+    let org = Uuid::new_v4();
+    put_secret(&e, "creds", &[("token", "t")]).await;
+    e.create(to_create("slow", org, "SNYK", Some("creds")))
+        .await;
+    let obj = wait_for(&e.api, "slow", "Ready=True", is_ready).await;
+    let id = created_id(&obj);
+    assert_eq!(
+        e.fake.with_identifier(org, &default_identifier(&obj)),
+        vec![id],
+        "exactly one connection in Leen"
+    );
+    assert_eq!(e.fake.count_operation("create"), 1, "one POST");
+    assert!(
+        !e.events("CreatePending").await.is_empty(),
+        "it said what it waited for"
+    );
+}
+
+/// Deleting a resource while its create may still land at Leen waits for the same proof
+/// before it says `NotCreated`, and deletes the connection that appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_during_a_pending_create_deletes_what_appears() {
+    let e = scenario(
+        "slowdelete",
+        &[
+            ("LEEN_REQUEST_TIMEOUT", "1s"),
+            ("LEEN_CREATE_SETTLE", "60s"),
+        ],
+    )
+    .await;
+    e.fake.set_create_delay(Duration::from_secs(4));
+    let org = Uuid::new_v4();
+    put_secret(&e, "creds", &[("token", "t")]).await;
+    e.create(to_create("slow", org, "SNYK", Some("creds")))
+        .await;
+    // The POST went out and its answer did not come in time.
+    let obj = wait_for(&e.api, "slow", "the create's answer lost", |o| {
+        o.status.as_ref().is_some_and(|s| s.creation.is_some())
+            && ready_reason(o).is_some_and(|r| r == "LeenUnavailable" || r == "CreatePending")
+    })
+    .await;
+    let identifier = default_identifier(&obj);
+    delete(&e.api, "slow").await;
+    wait_gone(&e.api, "slow").await;
+    eventually("Leen committed the create", async || {
+        e.fake.count_operation("create") == 1
+    })
+    .await;
+    assert!(
+        e.fake.with_identifier(org, &identifier).is_empty(),
+        "the connection that appeared was deleted: {:?}",
+        e.fake.identifiers()
+    );
+    assert!(e.events("NotCreated").await.is_empty(), "never NotCreated");
+    assert_eq!(e.events("Deleted").await.len(), 1);
+}

@@ -219,6 +219,8 @@ struct FakeState {
     api_keys: HashSet<String>,
     faults: HashMap<Uuid, VecDeque<Fault>>,
     latency: Duration,
+    /// How long a create takes before it commits (Leen checking the vendor's credentials).
+    create_delay: Duration,
     soft_delete: bool,
     rate_limited: Option<String>,
     requests: Vec<RecordedRequest>,
@@ -327,6 +329,11 @@ impl FakeLeen {
     /// Accepts this API key.
     pub fn add_api_key(&self, key: &str) {
         lock(&self.state).api_keys.insert(key.to_string());
+    }
+
+    /// Makes every create take this long before it commits (and answers).
+    pub fn set_create_delay(&self, delay: Duration) {
+        lock(&self.state).create_delay = delay;
     }
 
     /// Adds an organization with no connection (yet).
@@ -601,10 +608,33 @@ impl Incoming {
 }
 
 async fn handle(state: Shared, headers: HeaderMap, r: Incoming) -> Response {
+    // Carried out on a task of its own: like Leen, the fake finishes what it started even
+    // when the caller gave up (timed out, went away) before the answer.
+    let work = tokio::spawn(carry_out(state, headers, r));
+    match work.await {
+        Ok((response, delay)) => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            response
+        }
+        Err(_) => detail(StatusCode::INTERNAL_SERVER_ERROR, "the fake failed"),
+    }
+}
+
+async fn carry_out(state: Shared, headers: HeaderMap, r: Incoming) -> (Response, Duration) {
     let api_key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    if r.operation == "create" {
+        // Leen commits a create only once its check of the vendor is done: a caller that
+        // gave up before sees nothing in the list until then.
+        let commit_after = lock(&state).create_delay;
+        if !commit_after.is_zero() {
+            tokio::time::sleep(commit_after).await;
+        }
+    }
     let call = Call {
         method: &r.method,
         operation: r.operation,
@@ -624,10 +654,7 @@ async fn handle(state: Shared, headers: HeaderMap, r: Incoming) -> Response {
         api_key,
         status,
     });
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    response
+    (response, delay)
 }
 
 fn json_body(body: &axum::body::Bytes) -> Option<Value> {

@@ -68,6 +68,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// How often live resources are read again.
     pub sync_interval: Duration,
+    /// How long a create whose outcome is unknown must be proven absent before another
+    /// POST or a `NotCreated`.
+    pub create_settle: Duration,
     /// Retry delays.
     pub policy: RetryPolicy,
     /// The metadata cache of LeenConnections (labels and annotations of ours included).
@@ -108,6 +111,7 @@ impl Context {
             default_key_namespaces: settings.default_key_namespaces.clone(),
             metrics,
             sync_interval: settings.sync_interval,
+            create_settle: settings.create_settle,
             policy: RetryPolicy::default(),
             connections,
             budget,

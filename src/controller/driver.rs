@@ -93,7 +93,11 @@ async fn apply(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error> 
     let bound_before = held_binding(&obj).is_some();
     // 1-3. Read, plan, act, until the plan is done. `obj` is the working copy: the
     // writes made on the way (create intent, new binding) are applied to it.
-    let mut inputs = SyncInputs::default();
+    let mut inputs = SyncInputs {
+        now: (ctx.clock.now)(),
+        create_settle: ctx.create_settle,
+        ..Default::default()
+    };
     let mut steps = 0;
     let observation = loop {
         steps += 1;
@@ -166,7 +170,11 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
     let uid = obj.uid().unwrap_or_default();
     let budget = ctx.budget.as_ref().map(|b| b.config());
     // 1-3. Read, plan, act.
-    let mut inputs = DeletionInputs::default();
+    let mut inputs = DeletionInputs {
+        now: (ctx.clock.now)(),
+        create_settle: ctx.create_settle,
+        ..Default::default()
+    };
     let mut steps = 0;
     let step = loop {
         steps += 1;

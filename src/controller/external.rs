@@ -50,7 +50,7 @@ pub(crate) async fn sync_step(
         } => {
             // The intent first: if the answer is lost, the next attempt looks before it
             // creates.
-            let intent = record::create_intent(obj, &request.identifier, now);
+            let intent = record::create_intent(obj, region, organization, &request.identifier, now);
             write::status(obj, intent, ctx).await?;
             match ctx.leen.create(region, organization, &request, key).await {
                 Ok(created) => {
@@ -63,7 +63,13 @@ pub(crate) async fn sync_step(
                     write::event(ctx, obj, &event);
                     inputs.observed = Some(LeenOutcome::Success(Box::new(created)));
                 }
-                Err(outcome) => inputs.observed = Some(outcome),
+                Err(outcome) => {
+                    if let Some(refused) = record::create_refused(obj, &outcome) {
+                        // Nothing was created: the next attempt need not wait for proof.
+                        write::status(obj, refused, ctx).await?;
+                    }
+                    inputs.observed = Some(outcome);
+                }
             }
         }
         SyncPlan::Update { binding, request } => {

@@ -35,6 +35,14 @@ pub enum Observation {
         /// confirmed or orphaned.
         resume_at: Option<DateTime<Utc>>,
     },
+    /// A create whose outcome is unknown is not proven absent yet: no POST (and no
+    /// `NotCreated`) before `resume_at`; the look-up goes on meanwhile.
+    CreatePending {
+        /// What is awaited.
+        message: String,
+        /// When its absence counts as proof.
+        resume_at: DateTime<Utc>,
+    },
     /// The spec cannot be acted on; Leen was not called.
     InvalidSpec {
         /// [`Reason::InvalidSpec`] or [`Reason::ImmutableFieldChanged`].
@@ -236,6 +244,10 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
         Observation::DeletionHeld { message, .. } => {
             (false, Reason::DeletionHeld, message.clone(), None)
         }
+        Observation::CreatePending { message, resume_at } => {
+            let wait = (*resume_at - inputs.now).to_std().unwrap_or_default();
+            (false, Reason::CreatePending, message.clone(), Some(wait))
+        }
     };
 
     // A failed read is retried with backoff, but never later than the next regular sync.
@@ -400,6 +412,10 @@ pub fn decide_deletion(
         }
         DeletionStep::Observed(Observation::InvalidSpec { reason, message }) => {
             (*reason, message.clone(), None, None)
+        }
+        DeletionStep::Observed(Observation::CreatePending { message, resume_at }) => {
+            let wait = (*resume_at - inputs.now).to_std().unwrap_or_default();
+            (Reason::CreatePending, message.clone(), None, Some(wait))
         }
         DeletionStep::Observed(Observation::DeletionHeld { message, resume_at }) => {
             let wait = resume_at

@@ -67,6 +67,11 @@ pub struct FindLostCreate {
 /// steps taken so far came to.
 #[derive(Clone, Debug, Default)]
 pub struct SyncInputs {
+    /// The time of this reconcile.
+    pub now: DateTime<Utc>,
+    /// How long a create whose outcome is unknown must be proven absent before another
+    /// POST (`LEEN_CREATE_SETTLE`).
+    pub create_settle: std::time::Duration,
     /// The API key, or why there is none (the `CredentialsMissing` message).
     pub key: Option<Result<ApiKey, String>>,
     /// The vendor credentials (`Ok(None)`: the spec names no Secret), or the observation
@@ -194,27 +199,43 @@ fn plan_create(
     };
     let region = obj.spec.region;
     let identifier = create_identifier(obj);
-    let intent = obj.status.as_ref().is_some_and(|s| s.creation.is_some());
+    let creation = obj.status.as_ref().and_then(|s| s.creation.as_ref());
+    let intent = creation.is_some();
+    // The look-up goes where the create went, whatever the spec says now.
+    let (look_region, look_organization) = creation.map_or((region, organization), |c| {
+        recorded_target(c, region, organization)
+    });
     match &inputs.lookup {
         None if intent || obj.spec.identifier.is_some() => {
             SyncPlan::FindLostCreate(FindLostCreate {
-                region,
-                organization,
+                region: look_region,
+                organization: look_organization,
                 identifier,
                 intent,
             })
         }
         Some(Lookup::Found(connection)) if intent => SyncPlan::Bind {
-            binding: found_binding(region, organization, connection),
+            binding: found_binding(look_region, look_organization, connection),
             connection: connection.clone(),
             identifier,
         },
         // Not this resource's create: another cluster's, the console's, a copied manifest.
         Some(Lookup::Found(connection)) => SyncPlan::Done(identifier_in_use(
-            &found_binding(region, organization, connection),
+            &found_binding(look_region, look_organization, connection),
             &identifier,
         )),
         Some(Lookup::Failed(outcome)) => SyncPlan::Done(Observation::Leen(outcome.clone())),
+        Some(Lookup::Absent)
+            if let Some(resume_at) = unsettled(creation, inputs.now, inputs.create_settle) =>
+        {
+            SyncPlan::Done(Observation::CreatePending {
+                message: format!(
+                    "the create of {identifier:?} may still land at Leen (its answer never came): Leen lists no such connection yet; looking again, and no other create before {}",
+                    rfc3339(resume_at)
+                ),
+                resume_at,
+            })
+        }
         None | Some(Lookup::Absent) => SyncPlan::Create {
             region,
             organization,
@@ -226,6 +247,36 @@ fn plan_create(
             },
         },
     }
+}
+
+/// Where a recorded create went: its region and organization (the spec's for records
+/// older than this field).
+fn recorded_target(
+    creation: &crate::resource::CreationRecord,
+    region: Region,
+    organization: Uuid,
+) -> (Region, Uuid) {
+    (
+        creation.region.unwrap_or(region),
+        creation
+            .organization_id
+            .as_deref()
+            .and_then(|o| Uuid::parse_str(o).ok())
+            .unwrap_or(organization),
+    )
+}
+
+/// Until when a create whose outcome is unknown could still land at Leen: the settle
+/// period after its last attempt. `None`: it has settled (or Leen refused it).
+fn unsettled(
+    creation: Option<&crate::resource::CreationRecord>,
+    now: DateTime<Utc>,
+    settle: std::time::Duration,
+) -> Option<DateTime<Utc>> {
+    let last = creation?.last_attempt_time.as_deref()?;
+    let last = DateTime::parse_from_rfc3339(last).ok()?.with_timezone(&Utc);
+    let until = last + chrono::Duration::from_std(settle).ok()?;
+    (now < until).then_some(until)
 }
 
 /// A connection found by identifier that this resource's own create intent did not lead
@@ -280,6 +331,11 @@ pub fn plan_update(
 /// The inputs of a deletion's plan, read so far (`None`: not read yet).
 #[derive(Clone, Debug, Default)]
 pub struct DeletionInputs {
+    /// The time of this reconcile.
+    pub now: DateTime<Utc>,
+    /// How long a create whose outcome is unknown must be proven absent before the
+    /// deletion says `NotCreated` (`LEEN_CREATE_SETTLE`).
+    pub create_settle: std::time::Duration,
     /// The API key, or why there is none.
     pub key: Option<Result<ApiKey, String>>,
     /// Another live resource that binds the same connection (`namespace/name`), if any.
@@ -348,17 +404,32 @@ pub fn plan_deletion(
         let Ok(organization) = Uuid::parse_str(&obj.spec.organization_id) else {
             return DeletionPlan::Done(DeletionStep::NotCreated { identifier });
         };
+        let (region, organization) = recorded_target(creation, obj.spec.region, organization);
         return match &inputs.lookup {
             None => DeletionPlan::FindLostCreate(FindLostCreate {
-                region: obj.spec.region,
+                region,
                 organization,
                 identifier: creation.identifier.clone(),
                 intent: true,
             }),
             Some(Lookup::Found(connection)) => {
-                DeletionPlan::Bind(found_binding(obj.spec.region, organization, connection))
+                DeletionPlan::Bind(found_binding(region, organization, connection))
             }
-            Some(Lookup::Absent) => DeletionPlan::Done(DeletionStep::NotCreated { identifier }),
+            Some(Lookup::Absent) => {
+                match unsettled(Some(creation), inputs.now, inputs.create_settle) {
+                    Some(resume_at) => {
+                        DeletionPlan::Done(DeletionStep::Observed(Observation::CreatePending {
+                            message: format!(
+                                "the create of {:?} may still land at Leen (its answer never came) and Leen lists no such connection yet: the finalizer stays until it appears (then it is deleted) or {} passes without it",
+                                creation.identifier,
+                                rfc3339(resume_at)
+                            ),
+                            resume_at,
+                        }))
+                    }
+                    None => DeletionPlan::Done(DeletionStep::NotCreated { identifier }),
+                }
+            }
             Some(Lookup::Failed(outcome)) => {
                 DeletionPlan::Done(DeletionStep::Observed(Observation::Leen(outcome.clone())))
             }

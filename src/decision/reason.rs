@@ -77,6 +77,9 @@ pub enum Reason {
     CredentialsMalformed,
     /// The resource never got a connection: its deletion has nothing to delete.
     NotCreated,
+    /// A create whose outcome is unknown (time-out, 5xx, operator killed) is not proven
+    /// absent yet: looked up again, and not repeated before LEEN_CREATE_SETTLE has passed.
+    CreatePending,
     /// A connection with the spec's identifier exists in Leen, and this resource did not
     /// create it: not adopted, nothing created, until a person says which.
     IdentifierInUse,
@@ -126,7 +129,10 @@ impl Reason {
         self.is_transient()
             || matches!(
                 self,
-                Reason::Pending | Reason::StateDrift | Reason::AwaitingAuthorization
+                Reason::Pending
+                    | Reason::StateDrift
+                    | Reason::AwaitingAuthorization
+                    | Reason::CreatePending
             )
     }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{EventSpec, Reason, bind_status, rfc3339};
 use crate::{
     credentials::Credentials,
-    leen::{Binding, Connection, UpdateRequest},
+    leen::{Binding, Connection, LeenOutcome, UpdateRequest},
     resource::{CreationRecord, CredentialsStatus, LeenConnection, LeenConnectionStatus, Region},
 };
 
@@ -32,6 +32,8 @@ pub fn found_binding(region: Region, organization: Uuid, conn: &Connection) -> B
 /// is looked for rather than repeated.
 pub fn create_intent(
     obj: &LeenConnection,
+    region: Region,
+    organization: Uuid,
     identifier: &str,
     now: DateTime<Utc>,
 ) -> LeenConnectionStatus {
@@ -44,8 +46,24 @@ pub fn create_intent(
             .and_then(|p| p.started_at.clone())
             .or_else(|| Some(rfc3339(now))),
         attempts: pending.map_or(0, |p| p.attempts).saturating_add(1),
+        last_attempt_time: Some(rfc3339(now)),
+        region: Some(region),
+        organization_id: Some(organization.to_string()),
     });
     status
+}
+
+/// The status after Leen refused a create outright (401/403, 404, 422, 429, another 4xx):
+/// nothing was created, so the next attempt need not wait for proof of absence. `None`:
+/// the outcome is unknown (time-out, 5xx, an unreadable answer) and the settle period
+/// stands.
+pub fn create_refused(obj: &LeenConnection, outcome: &LeenOutcome) -> Option<LeenConnectionStatus> {
+    if outcome.may_have_acted() {
+        return None;
+    }
+    let mut status = obj.status.clone().unwrap_or_default();
+    status.creation.as_mut()?.last_attempt_time.take()?;
+    Some(status)
 }
 
 /// The status bound to `binding` (created, found again, or adopted); with `sent`, the

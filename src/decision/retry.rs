@@ -65,6 +65,14 @@ impl RetryPolicy {
             | Reason::IdentifierInUse => {
                 self.slow_retry.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0))
             }
+            // Looked up again with backoff, but not later than when absence is proof.
+            Reason::CreatePending => {
+                let backoff =
+                    Self::backoff(self.transient_base, self.transient_cap, attempt, jitter);
+                retry_after
+                    .map_or(backoff, |until| until.min(backoff))
+                    .max(Duration::from_secs(1))
+            }
             _ => Self::backoff(self.transient_base, self.transient_cap, attempt, jitter),
         }
     }

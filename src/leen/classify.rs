@@ -85,6 +85,22 @@ impl LeenOutcome {
         }
     }
 
+    /// Whether Leen may have carried the call out although this is not its success: no
+    /// answer, a 5xx, a 3xx, or a 2xx that could not be read. A refusal (401/403, 404,
+    /// 422, 429, another 4xx) means it did not.
+    pub fn may_have_acted(&self) -> bool {
+        match self {
+            LeenOutcome::Success(_)
+            | LeenOutcome::Unavailable { .. }
+            | LeenOutcome::InvalidResponse { .. } => true,
+            LeenOutcome::Unexpected { status, .. } => !(400..500).contains(status),
+            LeenOutcome::NotFound { .. }
+            | LeenOutcome::Unauthorized { .. }
+            | LeenOutcome::Rejected { .. }
+            | LeenOutcome::RateLimited { .. } => false,
+        }
+    }
+
     /// The `Retry-After` of a 429, when Leen sent a readable one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

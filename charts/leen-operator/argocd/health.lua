@@ -6,7 +6,7 @@ local hs = {}
 -- reason and fails when one of them is missing here.
 local transient = {LeenUnavailable = true, RateLimited = true, InvalidResponse = true, UnexpectedResponse = true}
 local releases = {Deleted = true, AlreadyDeleted = true, Orphaned = true, StillReferenced = true, NotCreated = true}
-local progressing = {Pending = true, StateDrift = true, AwaitingAuthorization = true}
+local progressing = {Pending = true, StateDrift = true, AwaitingAuthorization = true, CreatePending = true}
 
 if obj.status == nil or obj.status.conditions == nil then
   hs.status = "Progressing"
