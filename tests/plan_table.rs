@@ -76,11 +76,38 @@ fn outcome(word: &str) -> DeletionRecord {
 fn with_intent(mut obj: LeenConnection, identifier: &str) -> LeenConnection {
     obj.status.get_or_insert_with(Default::default).creation = Some(CreationRecord {
         identifier: identifier.into(),
-        started_at: None,
         attempts: 1,
+        ..Default::default()
     });
     obj
 }
+
+/// A create intent whose last POST went out at `at` (its outcome unknown), to `region`
+/// and `org`.
+fn pending_since(
+    obj: LeenConnection,
+    identifier: &str,
+    at: &str,
+    target: Option<(Region, &str)>,
+) -> LeenConnection {
+    let mut obj = with_intent(obj, identifier);
+    if let Some(c) = obj.status.as_mut().and_then(|s| s.creation.as_mut()) {
+        c.last_attempt_time = Some(at.into());
+        c.region = target.map(|t| t.0);
+        c.organization_id = target.map(|t| t.1.to_string());
+    }
+    obj
+}
+
+/// 2026-01-01T00:00:00Z + `secs`.
+fn at(secs: i64) -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time")
+        + chrono::Duration::seconds(secs)
+}
+
+const OTHER_ORG: &str = "6f1c2d4e-0000-4000-8000-000000000009";
 
 fn confirmed(mut obj: LeenConnection, value: &str) -> LeenConnection {
     obj.metadata.annotations = Some(BTreeMap::from([(
@@ -1108,20 +1135,86 @@ fn steps_record_intent_binding_and_credentials() {
     let obj = LeenConnection::to_create("CROWDSTRIKE");
 
     // The first intent: attempt 1, started now; a second keeps the start, counts on.
-    let first = record::create_intent(&obj, "id-1", now);
+    let org = Uuid::parse_str(ORG).expect("org");
+    let first = record::create_intent(&obj, Region::Eu, org, "id-1", now);
     let creation = first.creation.clone().expect("intent");
     assert_eq!(
         (creation.identifier.as_str(), creation.attempts),
         ("id-1", 1)
     );
     assert_eq!(creation.started_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!(
+        creation.last_attempt_time.as_deref(),
+        Some("2026-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        creation.region,
+        Some(Region::Eu),
+        "where it went is recorded"
+    );
+    assert_eq!(creation.organization_id.as_deref(), Some(ORG));
     let mut again = obj.clone();
     again.status = Some(first);
-    let second = record::create_intent(&again, "id-1", later)
+    let second = record::create_intent(&again, Region::Eu, org, "id-1", later)
         .creation
         .expect("intent");
     assert_eq!(second.attempts, 2);
     assert_eq!(second.started_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+    assert_eq!(
+        second.last_attempt_time.as_deref(),
+        Some("2026-01-01T01:00:00Z")
+    );
+
+    // A create Leen refused made nothing: no wait for proof; an unknown outcome keeps it.
+    again.status = Some(record::create_intent(
+        &again,
+        Region::Eu,
+        org,
+        "id-1",
+        later,
+    ));
+    for refused in [
+        LeenOutcome::Rejected {
+            detail: "bad".into(),
+        },
+        LeenOutcome::Unauthorized {
+            status: 401,
+            detail: "no".into(),
+        },
+        LeenOutcome::RateLimited { retry_after: None },
+        LeenOutcome::NotFound {
+            detail: "org".into(),
+        },
+        LeenOutcome::Unexpected {
+            status: 409,
+            detail: "conflict".into(),
+        },
+    ] {
+        let status = record::create_refused(&again, &refused).expect("refused: recorded");
+        let creation = status.creation.expect("intent kept");
+        assert_eq!(creation.last_attempt_time, None, "{refused:?}");
+        assert_eq!(creation.attempts, 2, "{refused:?}");
+    }
+    for unknown in [
+        unavailable(),
+        LeenOutcome::InvalidResponse {
+            status: 200,
+            error: "cut".into(),
+        },
+        LeenOutcome::Unexpected {
+            status: 302,
+            detail: "moved".into(),
+        },
+        LeenOutcome::Unexpected {
+            status: 504,
+            detail: "gateway".into(),
+        },
+    ] {
+        assert!(
+            record::create_refused(&again, &unknown).is_none(),
+            "{unknown:?} may have created it"
+        );
+    }
 
     // Bound: the binding, the id, no create in progress; the credentials sent with it.
     let sent = credentials("c");
@@ -1212,4 +1305,180 @@ fn steps_record_intent_binding_and_credentials() {
     let (status, events) = record::updated(&live, &binding(), &before, &state_only, now);
     assert!(status.is_none(), "nothing to record for a state change");
     assert_eq!(events.len(), 1);
+}
+
+/// A held deletion's message says what happened and both ways on, with the commands.
+#[test]
+fn a_held_deletion_says_why_and_how_to_go_on() {
+    let waits = held_message(&deleting(), &budget(false), 5, frees_at());
+    for says in [
+        "deletion budget spent: 5 DELETE calls to Leen started in the last 10m",
+        "(LEEN_MAX_DELETIONS=5, LEEN_DELETION_WINDOW=10m)",
+        &format!("so connection {ID} was not deleted; it waits for a person"),
+        "kubectl annotate leenconn crowdstrike-prod -n security leen.dev/confirm-deletion=true",
+        "kubectl patch leenconn crowdstrike-prod -n security --type merge -p '{\"spec\":{\"deletionPolicy\":\"Orphan\"}}'",
+    ] {
+        assert!(waits.contains(says), "{says:?} in {waits}");
+    }
+    let resumes = held_message(&deleting(), &budget(true), 5, frees_at());
+    assert!(
+        resumes.contains("it proceeds on its own when the budget frees at 2026-01-01T00:10:00Z"),
+        "{resumes}"
+    );
+}
+
+/// Never a second POST while the first may still land: a create whose outcome is unknown
+/// is proven absent only once LEEN_CREATE_SETTLE has passed after it; a deletion waits
+/// for the same proof; the look-up goes where the create went.
+#[test]
+fn a_create_whose_outcome_is_unknown_settles_before_anything_is_concluded() {
+    let settle = Duration::from_secs(60);
+    let sync_inputs = |now: i64| SyncInputs {
+        now: at(now),
+        create_settle: settle,
+        key: key(),
+        credentials: Some(Ok(None)),
+        lookup: Some(Lookup::Absent),
+        ..Default::default()
+    };
+    let pending = pending_since(
+        LeenConnection::to_create("CROWDSTRIKE"),
+        "lost-1",
+        "2026-01-01T00:00:00Z",
+        None,
+    );
+    // Within the settle period: looked up again, no POST.
+    match plan_sync(&pending, &sync_inputs(10)) {
+        SyncPlan::Done(Observation::CreatePending { message, resume_at }) => {
+            assert_eq!(resume_at, at(60));
+            assert!(message.contains("\"lost-1\""), "{message}");
+            assert!(message.contains("2026-01-01T00:01:00Z"), "{message}");
+        }
+        other => panic!("pending, not {other:?}"),
+    }
+    // At its end, absence is proof: POST.
+    assert_eq!(plan_sync(&pending, &sync_inputs(60)), create("lost-1"));
+    // A create Leen refused (no last attempt recorded) needs no wait.
+    let refused = with_intent(LeenConnection::to_create("CROWDSTRIKE"), "lost-1");
+    assert_eq!(plan_sync(&refused, &sync_inputs(10)), create("lost-1"));
+
+    // The look-up goes to the region and organization recorded with the intent.
+    let moved = pending_since(
+        LeenConnection::to_create("CROWDSTRIKE"),
+        "lost-1",
+        "2026-01-01T00:00:00Z",
+        Some((Region::Eu, OTHER_ORG)),
+    );
+    let there = FindLostCreate {
+        region: Region::Eu,
+        organization: Uuid::parse_str(OTHER_ORG).expect("org"),
+        identifier: "lost-1".into(),
+        intent: true,
+    };
+    let mut first_look = sync_inputs(10);
+    first_look.lookup = None;
+    assert_eq!(
+        plan_sync(&moved, &first_look),
+        SyncPlan::FindLostCreate(there.clone())
+    );
+    let found = Box::new(Connection {
+        id: Some(ID.into()),
+        ..Default::default()
+    });
+    let mut found_there = sync_inputs(10);
+    found_there.lookup = Some(Lookup::Found(found.clone()));
+    let SyncPlan::Bind { binding, .. } = plan_sync(&moved, &found_there) else {
+        panic!("bound");
+    };
+    assert_eq!(
+        (binding.region, binding.organization),
+        (Region::Eu, there.organization)
+    );
+
+    // A deletion: within the settle period, kept; after it, NotCreated.
+    let deleting_pending = pending_since(creating(), "lost-1", "2026-01-01T00:00:00Z", None);
+    let deletion_inputs = |now: i64| DeletionInputs {
+        now: at(now),
+        create_settle: settle,
+        key: key(),
+        lookup: Some(Lookup::Absent),
+        ..Default::default()
+    };
+    match plan_deletion(&deleting_pending, &deletion_inputs(59), None) {
+        DeletionPlan::Done(DeletionStep::Observed(Observation::CreatePending {
+            resume_at,
+            message,
+        })) => {
+            assert_eq!(resume_at, at(60));
+            assert!(message.contains("finalizer stays"), "{message}");
+        }
+        other => panic!("kept, not {other:?}"),
+    }
+    assert_eq!(
+        plan_deletion(&deleting_pending, &deletion_inputs(60), None),
+        done(DeletionStep::NotCreated {
+            identifier: "lost-1".into()
+        })
+    );
+    let mut look = deletion_inputs(10);
+    look.lookup = None;
+    let moved_deleting = pending_since(
+        creating(),
+        "lost-1",
+        "2026-01-01T00:00:00Z",
+        Some((Region::Eu, OTHER_ORG)),
+    );
+    assert_eq!(
+        plan_deletion(&moved_deleting, &look, None),
+        DeletionPlan::FindLostCreate(there)
+    );
+}
+
+/// While a create is pending the resource is Reconciling, not Ready, and looks again with
+/// backoff, never later than when absence becomes proof.
+#[test]
+fn a_pending_create_is_reconciling_and_looks_again_before_it_settles() {
+    use leen_operator::decision::{DecisionInputs, RetryPolicy, decide_sync};
+    let policy = RetryPolicy::default();
+    let inputs = |failures: u32| DecisionInputs {
+        now: at(0),
+        jitter: 1.0,
+        sync_interval: Duration::from_secs(300),
+        sync_failures: failures,
+        policy: &policy,
+        also_bound_by: vec![],
+        credentials_test_error: None,
+    };
+    let obs = |until: i64| Observation::CreatePending {
+        message: "waiting".into(),
+        resume_at: at(until),
+    };
+    let obj = LeenConnection::to_create("CROWDSTRIKE");
+    let d = decide_sync(&obj, &obs(60), &inputs(0));
+    let ready = d.status.ready().expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "CreatePending")
+    );
+    let reconciling = d.status.condition("Reconciling").expect("Reconciling");
+    assert_eq!(reconciling.status, "True");
+    assert_eq!(
+        d.status.condition("Stalled").expect("Stalled").status,
+        "False"
+    );
+    assert_eq!(
+        d.requeue_after,
+        Some(Duration::from_secs(2)),
+        "the first backoff step"
+    );
+    assert_eq!(
+        decide_sync(&obj, &obs(5), &inputs(5)).requeue_after,
+        Some(Duration::from_secs(5)),
+        "not later than the end of the settle period"
+    );
+    assert_eq!(
+        decide_sync(&obj, &obs(0), &inputs(5)).requeue_after,
+        Some(Duration::from_secs(1)),
+        "at least a second"
+    );
 }
