@@ -591,12 +591,8 @@ async fn deleting_during_a_pending_create_deletes_what_appears() {
     );
     assert_eq!(e.events("Deleted").await.len(), 1);
     // A NotCreated would have released the resource before any DELETE: none was emitted.
-    let all: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(e.client.clone(), e.ns);
-    let reasons: Vec<String> = all
-        .list(&Default::default())
+    let reasons: Vec<String> = all_events(&e.client, e.ns)
         .await
-        .expect("events")
-        .items
         .into_iter()
         .filter_map(|ev| ev.reason)
         .collect();

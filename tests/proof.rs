@@ -102,3 +102,56 @@ async fn a_404_counts_once_the_organization_answered_and_the_proof_is_shared() {
         "the proof is kept per endpoint, key and organization: {proofs} reads for {n}"
     );
 }
+
+/// A LeenConnection in another namespace naming the same connection (a copied manifest, a
+/// tenant's mistake) with a key Leen refuses has never shown it may act on that
+/// connection: it does not keep the owner's deletion from deleting it. Neither resource's
+/// status or Events name the other namespace's resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binder_in_another_namespace_that_cannot_read_the_connection_does_not_block_its_deletion()
+{
+    let e = scenario("owner", &[]).await;
+    let (org, id) = e.ready_connection("c").await;
+    e.cp.namespace("tenant").await;
+    let tenant: Api<LeenConnection> = Api::namespaced(e.client.clone(), "tenant");
+    secret(
+        &e.client,
+        "tenant",
+        "wrong-key",
+        "apiKey",
+        "a-key-leen-refuses",
+    )
+    .await;
+    let mut copy = connection("copy", org, id);
+    copy.spec.api_key_secret_ref =
+        serde_json::from_value(serde_json::json!({"name": "wrong-key"})).ok();
+    tenant
+        .create(&Default::default(), &copy)
+        .await
+        .expect("created");
+    let refused = wait_for(&tenant, "copy", "Unauthorized", reason_is("Unauthorized")).await;
+    assert!(
+        !ready_message(&refused).contains("owner/"),
+        "{}",
+        ready_message(&refused)
+    );
+    delete(&e.api, "c").await;
+    wait_gone(&e.api, "c").await;
+    assert_eq!(
+        e.fake.count("DELETE", id),
+        1,
+        "the owner's deletion deleted it"
+    );
+    assert!(!e.fake.has_connection(org, id));
+    assert_eq!(e.events("Deleted").await.len(), 1);
+    // The tenant's resource never shows the owner's namespace or name.
+    let still = tenant.get("copy").await.expect("copy");
+    let said = serde_json::to_string(&still.status).expect("status");
+    assert!(!said.contains("owner/c"), "{said}");
+    for ev in all_events(&e.client, "tenant").await {
+        assert!(
+            !ev.note.as_deref().unwrap_or_default().contains("owner/c"),
+            "{ev:?}"
+        );
+    }
+}

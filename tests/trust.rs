@@ -95,21 +95,21 @@ async fn a_connection_still_bound_elsewhere_is_not_deleted() {
     new.create(&PostParams::default(), &connection("c", org, id))
         .await
         .expect("created");
-    // While both live, both say so.
-    wait_for(&new, "c", "a shared-connection message", |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| s.ready())
-            .is_some_and(|c| c.message.contains("also bound by old/c"))
-    })
-    .await;
-    wait_for(&e.api, "c", "a shared-connection message", |o| {
-        o.status
-            .as_ref()
-            .and_then(|s| s.ready())
-            .is_some_and(|c| c.message.contains("also bound by new/c"))
-    })
-    .await;
+    // While both live, both say so, neither naming the other's namespace.
+    for api in [&new, &e.api] {
+        let shared = wait_for(api, "c", "a shared-connection message", |o| {
+            o.status.as_ref().and_then(|s| s.ready()).is_some_and(|c| {
+                c.message
+                    .contains("also bound by a resource in another namespace")
+            })
+        })
+        .await;
+        let message = ready_message(&shared);
+        assert!(
+            !message.contains("old/c") && !message.contains("new/c"),
+            "{message}"
+        );
+    }
     assert!(!e.events("SharedConnection").await.is_empty());
 
     delete(&e.api, "c").await;
@@ -125,7 +125,9 @@ async fn a_connection_still_bound_elsewhere_is_not_deleted() {
         released
             .iter()
             .any(|ev| ev.type_.as_deref() == Some("Normal")
-                && ev.note.as_deref().is_some_and(|n| n.contains("new/c"))),
+                && ev.note.as_deref().is_some_and(|n| {
+                    n.contains("a resource in another namespace") && !n.contains("new/c")
+                })),
         "{released:?}"
     );
     // The survivor no longer shares it, and its own deletion deletes the connection.

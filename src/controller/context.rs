@@ -244,14 +244,9 @@ impl Context {
         }
     }
 
-    pub(crate) fn wake(&self, refs: &[String]) {
-        for r in refs {
-            if let Some((ns, name)) = r.split_once('/') {
-                let _ = self
-                    .state
-                    .wake_connections
-                    .send(ObjectRef::new(name).within(ns));
-            }
+    pub(crate) fn wake(&self, binders: &[super::inputs::Binder]) {
+        for b in binders {
+            let _ = self.state.wake_connections.send(b.key.clone());
         }
     }
 }

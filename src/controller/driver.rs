@@ -118,10 +118,12 @@ async fn apply(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error> 
         }
     };
     // 4. Decide, on a view that adds what was learnt but not written yet (a test).
-    let also_bound_by = held_binding(&obj)
+    let binders = held_binding(&obj)
         .map(|b| ctx.labelled_binders(&obj, &b))
         .unwrap_or_default();
-    let mut decision_inputs = ctx.decision_inputs(&uid, also_bound_by.clone());
+    let mut shown: Vec<String> = binders.iter().map(|b| b.shown.clone()).collect();
+    shown.dedup();
+    let mut decision_inputs = ctx.decision_inputs(&uid, shown);
     let mut view = obj.clone();
     match inputs.test {
         Some(Ok(result)) => {
@@ -155,9 +157,9 @@ async fn apply(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error> 
             write::metadata(Arc::new(fresh), &api, ctx).await?;
         }
     }
-    if !also_bound_by.is_empty() && !was_shared {
+    if !binders.is_empty() && !was_shared {
         // The others should show it too.
-        ctx.wake(&also_bound_by);
+        ctx.wake(&binders);
     }
     Ok(decision
         .requeue_after

@@ -4,9 +4,10 @@
 //! there (`secrets::protect`) right after.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt, runtime::reflector::ObjectRef};
 
 use super::{Context, Error, context::display_ref};
+use crate::cache::CachedConnection;
 use crate::{
     credentials::Credentials,
     decision::{Binding, Observation, Reason, held_binding},
@@ -104,50 +105,105 @@ pub(crate) async fn credentials(
     )
 }
 
+/// What a resource of one namespace may be told about a resource of another.
+pub(crate) const ANOTHER_NAMESPACE: &str = "a resource in another namespace";
+
+/// Another live resource binding the same connection: its reference (to wake it) and how
+/// the asking resource's status and Events may name it.
+pub(crate) struct Binder {
+    /// The other resource.
+    pub(crate) key: ObjectRef<CachedConnection>,
+    /// `namespace/name` within the asker's namespace, else [`ANOTHER_NAMESPACE`].
+    pub(crate) shown: String,
+}
+
+/// Whether `obj` has read the connection `binding` from Leen successfully (with its own
+/// key): it is bound to it, and mirrors a state Leen returned for it.
+fn has_read(obj: &LeenConnection, binding: &Binding) -> bool {
+    obj.status.as_ref().is_some_and(|s| s.state.is_some())
+        && held_binding(obj).as_ref() == Some(binding)
+}
+
+/// How a resource of namespace `viewer` may name `other`.
+fn shown<K: Resource>(other: &K, viewer: &str) -> String {
+    if other.meta().namespace.as_deref() == Some(viewer) {
+        display_ref(other)
+    } else {
+        ANOTHER_NAMESPACE.to_string()
+    }
+}
+
 impl Context {
-    /// Other live resources (not being deleted) in the cache whose labels bind `binding`.
-    /// Runs on every reconcile over the whole cache: the filter allocates nothing.
-    pub(crate) fn labelled_binders(&self, me: &LeenConnection, binding: &Binding) -> Vec<String> {
+    /// Other live resources (not being deleted) in the cache whose labels bind `binding`,
+    /// named as `me` may name them. Runs on every reconcile over the whole cache: the
+    /// filter allocates nothing.
+    pub(crate) fn labelled_binders(&self, me: &LeenConnection, binding: &Binding) -> Vec<Binder> {
         let mine = me.meta().uid.as_deref();
-        let mut found: Vec<String> = self
+        let viewer = me.meta().namespace.as_deref().unwrap_or_default();
+        let mut found: Vec<Binder> = self
             .connections
             .state_filter(|o| {
                 o.labelled.as_ref() == Some(binding) && !o.deleting() && o.uid_str() != mine
             })
             .iter()
-            .map(|o| display_ref(o.as_ref()))
+            .map(|o| Binder {
+                key: ObjectRef::from_obj(o.as_ref()),
+                shown: shown(o.as_ref(), viewer),
+            })
             .collect();
-        found.sort();
+        found.sort_by(|a, b| a.shown.cmp(&b.shown));
         found
     }
 
-    /// Another live resource that binds `binding`, for a deletion: the cache first, then a
-    /// read of each live resource the controller has not labelled yet (just created, say by
-    /// a GitOps rename that creates the new object and prunes the old one at once). A
-    /// resource read before at the same resourceVersion and found to bind nothing (a
-    /// create not done yet) is not read again: many deletions beside many pending creates
-    /// cost one read per create, not one per create and deletion.
+    /// Another live resource that binds `binding`, for a deletion, as `me` may name it.
+    /// One of `me`'s namespace counts at once: the cache first, then a read of each live
+    /// resource there the controller has not labelled yet (just created, say by a GitOps
+    /// rename that creates the new object and prunes the old one at once). One of another
+    /// namespace counts only once it has read that connection from Leen successfully with
+    /// its own key (read here: such binders are rare), so that a copied manifest with a key
+    /// Leen refuses cannot keep another team's connection alive. A resource read before at the same resourceVersion and found to
+    /// bind nothing (a create not done yet) is not read again: many deletions beside many
+    /// pending creates cost one read per create, not one per create and deletion.
     pub(crate) async fn other_binder(
         &self,
         me: &LeenConnection,
         binding: &Binding,
     ) -> Result<Option<String>, Error> {
-        if let Some(first) = self.labelled_binders(me, binding).into_iter().next() {
-            return Ok(Some(first));
+        let viewer = me.meta().namespace.clone().unwrap_or_default();
+        let binders = self.labelled_binders(me, binding);
+        if let Some(first) = binders
+            .iter()
+            .find(|b| b.key.namespace.as_deref() == Some(&*viewer))
+        {
+            return Ok(Some(first.shown.clone()));
+        }
+        for other in binders {
+            let Some(ns) = other.key.namespace.as_deref() else {
+                continue;
+            };
+            let api: Api<LeenConnection> = Api::namespaced(self.client.clone(), ns);
+            if let Some(full) = api.get_opt(&other.key.name).await?
+                && full.meta().deletion_timestamp.is_none()
+                && has_read(&full, binding)
+            {
+                return Ok(Some(other.shown));
+            }
         }
         let mine = me.meta().uid.as_deref();
-        let unlabelled = self
-            .connections
-            .state_filter(|o| o.labelled.is_none() && !o.deleting() && o.uid_str() != mine);
+        let unlabelled = self.connections.state_filter(|o| {
+            o.labelled.is_none()
+                && !o.deleting()
+                && o.uid_str() != mine
+                && o.metadata.namespace.as_deref() == Some(viewer.as_str())
+        });
+        let api: Api<LeenConnection> = Api::namespaced(self.client.clone(), &viewer);
         for meta in unlabelled {
-            let Some(ns) = meta.namespace() else { continue };
             if let (Some(uid), Some(version)) = (meta.uid_str(), meta.resource_version.as_deref())
                 && self.state.binds_nothing(uid, version)
             {
                 // Read at this very version before: it binds nothing.
                 continue;
             }
-            let api: Api<LeenConnection> = Api::namespaced(self.client.clone(), &ns);
             let Some(other) = api.get_opt(&meta.name_any()).await? else {
                 continue;
             };

@@ -176,6 +176,15 @@ impl Scenario {
     }
 }
 
+/// Every Event of namespace `ns` now, without waiting for any.
+pub async fn all_events(client: &Client, ns: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+}
+
 /// The Events with this reason in `ns`, waiting (bounded) for the first one: Events are
 /// published in the background, after the writes a test usually waits on.
 pub async fn events(client: &Client, ns: &str, reason: &str) -> Vec<Event> {
