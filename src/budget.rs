@@ -3,11 +3,22 @@
 //! path, a cascade delete, a reinstall) cannot wipe a security team's integrations at once.
 //!
 //! The count lives in the API server, on a Lease the operator owns (`<lease name>-deletion-
-//! budget`): one annotation holds the start time and resource uid of every DELETE started
-//! within the window. Every replica and every restart reads and updates the same record,
-//! with the resourceVersion as a guard, so the budget is one for the installation.
+//! budget`): one annotation holds how many DELETE calls started in each of about 60 time
+//! buckets of the window, so the record stays a few kilobytes however many deletions a
+//! window holds. Every replica and every restart reads and updates the same record, with
+//! the resourceVersion as a guard, so the budget is one for the installation. A replica
+//! under load reserves several starts in one write and hands them out itself, so that
+//! deletions do not queue behind one Lease write each. A record that cannot be read
+//! counts as spent: the budget fails closed.
 
-use std::time::Duration;
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,6 +30,16 @@ use serde::{Deserialize, Serialize};
 
 /// Annotation of the budget Lease that holds the deletions started within the window.
 pub const STARTED_ANNOTATION: &str = "leen.dev/deletions-started";
+
+/// Buckets a window is counted in.
+pub const BUCKETS: u64 = 60;
+
+/// Most starts one replica reserves in one Lease write.
+pub const MAX_BATCH: u32 = 32;
+
+/// How long reserved starts may be handed out: they were counted when reserved, so they
+/// must start soon after.
+pub const RESERVATION_TTL: Duration = Duration::from_secs(2);
 
 /// Settings of the budget.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,19 +56,98 @@ pub struct BudgetConfig {
     pub name: String,
 }
 
-/// One DELETE started: which resource, when.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Started {
-    /// The resource's uid.
-    pub uid: String,
-    /// When the call was allowed to start (RFC 3339).
-    pub at: DateTime<Utc>,
+/// The record on the Lease: DELETE calls started per time bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// Length of a bucket, in seconds.
+    pub bucket_seconds: u64,
+    /// Starts per bucket, by the bucket's start (Unix seconds).
+    pub counts: BTreeMap<i64, u32>,
+}
+
+/// One DELETE started, in the record's first format (a list of them): read on upgrade.
+#[derive(Clone, Debug, Deserialize)]
+struct Started {
+    at: DateTime<Utc>,
+}
+
+impl Record {
+    /// Reads the annotation: the bucket record, or the first format (a list of starts).
+    pub fn parse(value: &str, window: Duration) -> Result<Self, String> {
+        if let Ok(record) = serde_json::from_str::<Record>(value) {
+            if record.bucket_seconds == 0 {
+                return Err("bucketSeconds is 0".to_string());
+            }
+            return Ok(record);
+        }
+        match serde_json::from_str::<Vec<Started>>(value) {
+            Ok(starts) => {
+                let mut record = Record::empty(window);
+                for s in starts {
+                    record.add(s.at, 1);
+                }
+                Ok(record)
+            }
+            Err(e) => Err(format!(
+                "annotation {STARTED_ANNOTATION} is not a budget record: {e}"
+            )),
+        }
+    }
+
+    /// An empty record with buckets of about a sixtieth of `window`.
+    pub fn empty(window: Duration) -> Self {
+        Self {
+            bucket_seconds: (window.as_secs() / BUCKETS).max(1),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn bucket(&self, at: DateTime<Utc>) -> i64 {
+        let len = i64::try_from(self.bucket_seconds)
+            .unwrap_or(i64::MAX)
+            .max(1);
+        at.timestamp().div_euclid(len) * len
+    }
+
+    fn add(&mut self, at: DateTime<Utc>, n: u32) {
+        let bucket = self.bucket(at);
+        let count = self.counts.entry(bucket).or_insert(0);
+        *count = count.saturating_add(n);
+    }
+
+    /// Forgets the buckets wholly outside the window ending `now`.
+    fn prune(&mut self, window: Duration, now: DateTime<Utc>) {
+        let len = i64::try_from(self.bucket_seconds).unwrap_or(i64::MAX);
+        let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        let start = now.timestamp().saturating_sub(window);
+        self.counts.retain(|b, _| b.saturating_add(len) > start);
+    }
+
+    /// Starts counted in the window ending `now` (a bucket partly inside counts whole:
+    /// the budget errs on the side of holding), and when the oldest of them leaves it.
+    fn within(&self, window: Duration, now: DateTime<Utc>) -> (u32, DateTime<Utc>) {
+        let len = i64::try_from(self.bucket_seconds).unwrap_or(i64::MAX);
+        let window_secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        let start = now.timestamp().saturating_sub(window_secs);
+        let live = self
+            .counts
+            .iter()
+            .filter(|(b, n)| b.saturating_add(len) > start && **n > 0);
+        let count = live.clone().fold(0u32, |a, (_, n)| a.saturating_add(*n));
+        let frees = live
+            .map(|(b, _)| b.saturating_add(len).saturating_add(window_secs))
+            .min()
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .unwrap_or(now);
+        (count, frees)
+    }
 }
 
 /// What the budget says to one deletion.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Call Leen (counted now, or counted before for this resource).
+    /// Call Leen (counted now).
     Go,
     /// Do not call: the budget is spent.
     Held {
@@ -56,37 +156,34 @@ pub enum Verdict {
         /// When the oldest of them leaves the window.
         frees_at: DateTime<Utc>,
     },
+    /// Do not call: the record cannot be read, so the budget counts as spent.
+    Unreadable(String),
 }
 
-/// Decides one deletion against the recorded starts, and the starts to record. Pure.
+/// Decides a reservation of up to `want` starts against the record, and the record to
+/// write. Pure. `Ok(granted)`: that many starts (at least one) are now counted.
 pub fn judge(
-    mut started: Vec<Started>,
-    uid: &str,
+    mut record: Record,
+    want: u32,
     max: u32,
     window: Duration,
     now: DateTime<Utc>,
-) -> (Verdict, Option<Vec<Started>>) {
-    let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-    started.retain(|s| s.at + window > now);
-    if started.iter().any(|s| s.uid == uid) {
-        // A retry of a deletion already counted.
-        return (Verdict::Go, None);
+) -> (Result<u32, Verdict>, Record) {
+    record.prune(window, now);
+    let (started, frees_at) = record.within(window, now);
+    if started >= max {
+        return (Err(Verdict::Held { started, frees_at }), record);
     }
-    if u32::try_from(started.len()).unwrap_or(u32::MAX) >= max {
-        let oldest = started.iter().map(|s| s.at).min().unwrap_or(now);
-        return (
-            Verdict::Held {
-                started: u32::try_from(started.len()).unwrap_or(u32::MAX),
-                frees_at: oldest + window,
-            },
-            None,
-        );
-    }
-    started.push(Started {
-        uid: uid.to_string(),
-        at: now,
-    });
-    (Verdict::Go, Some(started))
+    let granted = want.clamp(1, max - started);
+    record.add(now, granted);
+    (Ok(granted), record)
+}
+
+/// Starts reserved by this replica and not handed out yet.
+#[derive(Debug)]
+struct Pool {
+    slots: u32,
+    reserved: Instant,
 }
 
 /// The installation's deletion budget, kept on a Lease in the API server.
@@ -94,6 +191,8 @@ pub fn judge(
 pub struct DeletionBudget {
     api: Api<Lease>,
     config: BudgetConfig,
+    pool: Arc<tokio::sync::Mutex<Pool>>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl DeletionBudget {
@@ -102,6 +201,11 @@ impl DeletionBudget {
         Self {
             api: Api::namespaced(client, &config.namespace),
             config,
+            pool: Arc::new(tokio::sync::Mutex::new(Pool {
+                slots: 0,
+                reserved: Instant::now(),
+            })),
+            waiting: Arc::default(),
         }
     }
 
@@ -110,33 +214,61 @@ impl DeletionBudget {
         &self.config
     }
 
-    /// Asks to start the DELETE of the resource `uid`; records it when allowed. A conflict
+    /// Asks to start one DELETE; counts it when allowed. Deletions asking at once share
+    /// one Lease write: the first reserves starts for those waiting behind it. A conflict
     /// with another replica's write is retried with what that replica wrote.
-    pub async fn admit(&self, uid: &str) -> Result<Verdict, kube::Error> {
+    pub async fn admit(&self, _uid: &str) -> Result<Verdict, kube::Error> {
         if self.config.max_deletions == 0 {
             return Ok(Verdict::Go);
         }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut pool = self.pool.lock().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if pool.slots > 0 && pool.reserved.elapsed() < RESERVATION_TTL {
+            pool.slots -= 1;
+            return Ok(Verdict::Go);
+        }
+        pool.slots = 0;
+        let behind = u32::try_from(self.waiting.load(Ordering::SeqCst)).unwrap_or(u32::MAX);
+        let want = behind.saturating_add(1).min(MAX_BATCH);
+        match self.reserve(want).await? {
+            Ok(granted) => {
+                pool.slots = granted - 1;
+                pool.reserved = Instant::now();
+                Ok(Verdict::Go)
+            }
+            Err(verdict) => Ok(verdict),
+        }
+    }
+
+    /// Reserves up to `want` starts in the Lease.
+    async fn reserve(&self, want: u32) -> Result<Result<u32, Verdict>, kube::Error> {
         let mut conflicts = 0;
         loop {
             let now = Utc::now();
             let current = self.api.get_opt(&self.config.name).await?;
-            let started = current
+            let value = current
                 .as_ref()
                 .and_then(|l| l.metadata.annotations.as_ref())
-                .and_then(|a| a.get(STARTED_ANNOTATION))
-                .and_then(|v| serde_json::from_str::<Vec<Started>>(v).ok())
-                .unwrap_or_default();
-            let (verdict, record) = judge(
-                started,
-                uid,
+                .and_then(|a| a.get(STARTED_ANNOTATION));
+            let record = match value {
+                None => Record::empty(self.config.window),
+                Some(v) => match Record::parse(v, self.config.window) {
+                    Ok(record) => record,
+                    Err(problem) => return Ok(Err(Verdict::Unreadable(problem))),
+                },
+            };
+            let (granted, record) = judge(
+                record,
+                want,
                 self.config.max_deletions,
                 self.config.window,
                 now,
             );
-            let Some(record) = record else {
-                return Ok(verdict);
-            };
-            let value = serde_json::to_string(&record).unwrap_or_else(|_| "[]".to_string());
+            if granted.is_err() {
+                return Ok(granted);
+            }
+            let value = serde_json::to_string(&record).unwrap_or_else(|_| "{}".to_string());
             let result = match current {
                 Some(mut lease) => {
                     lease
@@ -161,7 +293,7 @@ impl DeletionBudget {
                 }
             };
             match result {
-                Ok(_) => return Ok(verdict),
+                Ok(_) => return Ok(granted),
                 Err(kube::Error::Api(s)) if (s.code == 409) && conflicts < 10 => {
                     conflicts += 1;
                 }
@@ -182,31 +314,65 @@ mod tests {
     #[test]
     fn counts_within_the_window_and_frees_as_it_moves() {
         let window = Duration::from_secs(600);
-        let mut record = Vec::new();
-        for (i, uid) in ["a", "b"].iter().enumerate() {
-            let (verdict, next) = judge(record.clone(), uid, 2, window, at(i as i64));
-            assert_eq!(verdict, Verdict::Go);
-            record = next.expect("recorded");
+        let mut record = Record::empty(window);
+        assert_eq!(record.bucket_seconds, 10);
+        for i in 0..2 {
+            let (granted, next) = judge(record.clone(), 1, 2, window, at(i));
+            assert_eq!(granted, Ok(1));
+            record = next;
         }
-        // The third within the window is held until the first leaves it.
-        let (verdict, next) = judge(record.clone(), "c", 2, window, at(100));
+        // The third within the window is held until the first bucket leaves it.
+        let (verdict, next) = judge(record.clone(), 1, 2, window, at(100));
         assert_eq!(
             verdict,
-            Verdict::Held {
+            Err(Verdict::Held {
                 started: 2,
-                frees_at: at(600)
-            }
+                frees_at: at(610)
+            })
         );
-        assert!(next.is_none());
-        // A retry of a counted deletion is not counted again.
+        assert_eq!(next.counts.values().sum::<u32>(), 2);
+        // Once the window has moved past it, the third may start.
+        let (verdict, next) = judge(record, 1, 2, window, at(610));
+        assert_eq!(verdict, Ok(1));
         assert_eq!(
-            judge(record.clone(), "a", 2, window, at(100)),
-            (Verdict::Go, None)
+            next.counts.values().sum::<u32>(),
+            1,
+            "the old bucket pruned"
         );
-        // Once the window has moved past the first, the third may start.
-        let (verdict, next) = judge(record, "c", 2, window, at(600));
-        assert_eq!(verdict, Verdict::Go);
-        let uids: Vec<String> = next.expect("recorded").into_iter().map(|s| s.uid).collect();
-        assert_eq!(uids, ["b", "c"]);
+    }
+
+    #[test]
+    fn a_reservation_gets_what_is_left_and_the_record_stays_small() {
+        let window = Duration::from_secs(600);
+        let (granted, record) = judge(Record::empty(window), 32, 5, window, at(0));
+        assert_eq!(granted, Ok(5), "no more than the budget holds");
+        let (verdict, _) = judge(record, 1, 5, window, at(1));
+        assert!(matches!(verdict, Err(Verdict::Held { started: 5, .. })));
+        // Thousands of starts over a window: at most one entry per bucket.
+        let mut record = Record::empty(window);
+        for i in 0..6000 {
+            record = judge(record, 1, u32::MAX, window, at(i / 5)).1;
+        }
+        assert!(record.counts.len() <= 61, "{}", record.counts.len());
+        let text = serde_json::to_string(&record).expect("json");
+        assert!(text.len() < 4096, "{} bytes", text.len());
+    }
+
+    #[test]
+    fn the_first_format_is_read_and_anything_else_fails_closed() {
+        let window = Duration::from_secs(600);
+        let old =
+            r#"[{"uid":"a","at":"2027-01-15T08:00:00Z"},{"uid":"b","at":"2027-01-15T08:00:05Z"}]"#;
+        let record = Record::parse(old, window).expect("first format");
+        assert_eq!(record.counts.values().sum::<u32>(), 2);
+        for bad in [
+            "",
+            "{",
+            "42",
+            r#"{"bucketSeconds":0,"counts":{}}"#,
+            "[{\"at\":1}]",
+        ] {
+            assert!(Record::parse(bad, window).is_err(), "{bad:?}");
+        }
     }
 }

@@ -488,6 +488,11 @@ pub struct DeletionRecord {
     /// When the controller will try again (RFC 3339), when it will.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry_time: Option<String>,
+    /// The deletion budget held this deletion once: it stays held whatever happens in
+    /// between (a missing Secret, a failed look-up) until `leen.dev/confirm-deletion`,
+    /// `deletionPolicy: Orphan`, or (when so set) the budget frees.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// A condition in the shape of Kubernetes' metav1.Condition.

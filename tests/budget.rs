@@ -257,3 +257,88 @@ async fn zero_turns_the_budget_off() {
     }
     assert_eq!(deletes(&e), 30);
 }
+
+/// The budget's record stays small however many deletions a window holds (it used to grow
+/// by one entry per DELETE until the Lease passed the API server's 256 KiB annotation
+/// limit and every further deletion failed), and a mass deletion within a large budget
+/// goes through without one Lease write per deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_stays_bounded_at_scale() {
+    let e = scenario(
+        "bulk",
+        &[
+            ("LEEN_MAX_DELETIONS", "100000"),
+            ("LEEN_DELETION_WINDOW", "1h"),
+        ],
+    )
+    .await;
+    let n = 300;
+    let items = create_many(&e.api, &e.fake, "c", n, 32).await;
+    wait_all_ready(&e.api, n, Duration::from_secs(300)).await;
+    let names: Vec<String> = items.iter().map(|(n, _, _)| n.clone()).collect();
+    e.cp.kubectl(&["delete", "leenconn", "--all", "-n", "bulk", "--wait=false"]);
+    let held_names = settle(&e.api, &names).await;
+    assert!(held_names.is_empty(), "{held_names:?}");
+    assert_eq!(deletes(&e), n);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(e.client.clone(), "default");
+    let lease = leases
+        .get("leen-operator-deletion-budget")
+        .await
+        .expect("budget lease");
+    let record = lease
+        .metadata
+        .annotations
+        .and_then(|a| a.get("leen.dev/deletions-started").cloned())
+        .expect("record");
+    eprintln!("{n} deletions: budget record {} bytes", record.len());
+    assert!(record.len() < 4096, "{} bytes: {record}", record.len());
+    let parsed: serde_json::Value = serde_json::from_str(&record).expect("JSON");
+    let counted: u64 = parsed["counts"]
+        .as_object()
+        .expect("counts per bucket")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert!(
+        counted >= n as u64,
+        "every DELETE counted ({counted} of {n}; reserved starts may exceed)"
+    );
+}
+
+/// A budget record that cannot be read counts as spent: the deletion is held with a
+/// Warning saying why, not let through and not left looking Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_record_fails_closed() {
+    let e = scenario("unreadable", &[("LEEN_MAX_DELETIONS", "10")]).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(e.client.clone(), "default");
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "leen-operator-deletion-budget",
+                         "annotations": {"leen.dev/deletions-started": "{not a record"}}
+        }))
+        .expect("lease");
+    leases
+        .create(&Default::default(), &lease)
+        .await
+        .expect("lease created");
+    let (_, id) = e.ready_connection("c").await;
+    delete(&e.api, "c").await;
+    let obj = wait_for(&e.api, "c", "DeletionHeld", held).await;
+    assert!(
+        ready_message(&obj).contains("cannot be read"),
+        "{}",
+        ready_message(&obj)
+    );
+    consistently("no DELETE", Duration::from_secs(2), async || {
+        e.fake.count("DELETE", id) == 0
+    })
+    .await;
+    assert!(
+        e.events("DeletionHeld")
+            .await
+            .iter()
+            .any(|ev| ev.type_.as_deref() == Some("Warning"))
+    );
+}

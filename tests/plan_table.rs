@@ -13,8 +13,8 @@ use leen_operator::{
     credentials::Credentials,
     decision::{
         Binding, DeletionInputs, DeletionPlan, DeletionStep, FindLostCreate, Lookup, Need,
-        Observation, Reason, SyncInputs, SyncPlan, held_message, plan_deletion, plan_sync,
-        validate_binding,
+        Observation, Reason, SyncInputs, SyncPlan, held_earlier_message, held_message,
+        plan_deletion, plan_sync, validate_binding,
     },
     leen::{ApiKey, Connection, CreateRequest, LeenOutcome, UpdateRequest},
     resource::{
@@ -125,6 +125,13 @@ fn budget(resume_held: bool) -> BudgetConfig {
         namespace: "leen-system".into(),
         name: "leen-operator-deletion-budget".into(),
     }
+}
+
+/// What a deletion held by an unreadable budget record says.
+fn unreadable_message() -> String {
+    format!(
+        "the deletion budget's record cannot be read (not JSON), so connection {ID} was not deleted: the budget fails closed. Fix or remove the annotation leen.dev/deletions-started of Lease leen-system/leen-operator-deletion-budget (the count starts again from it), or confirm this deletion: kubectl annotate leenconn crowdstrike-prod -n security leen.dev/confirm-deletion=true"
+    )
 }
 
 fn frees_at() -> chrono::DateTime<Utc> {
@@ -566,11 +573,80 @@ fn deletion_plan() {
             .budget(budget(false)),
         ),
         (
+            "held once, then another outcome in between: still held",
+            DeletionCase::new(
+                with_deletion(
+                    deleting(),
+                    DeletionRecord {
+                        held: true,
+                        last_error: Some("Secret security/k not found".into()),
+                        ..outcome("CredentialsMissing")
+                    },
+                ),
+                observed(Observation::DeletionHeld {
+                    message: held_earlier_message(&deleting()),
+                    resume_at: None,
+                }),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "held once, confirmed since: DELETE, not counted",
+            DeletionCase::new(
+                confirmed(
+                    with_deletion(
+                        deleting(),
+                        DeletionRecord {
+                            held: true,
+                            ..outcome("CredentialsMissing")
+                        },
+                    ),
+                    "true",
+                ),
+                DeletionPlan::Delete(binding()),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "held once, resume set: the budget is asked again whatever came between",
+            DeletionCase::new(
+                with_deletion(
+                    deleting(),
+                    DeletionRecord {
+                        held: true,
+                        ..outcome("LeenUnavailable")
+                    },
+                ),
+                DeletionPlan::Delete(binding()),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(true)),
+        ),
+        (
+            "an unreadable budget record: held, failing closed",
+            DeletionCase::new(
+                deleting(),
+                observed(Observation::DeletionHeld {
+                    message: unreadable_message(),
+                    resume_at: None,
+                }),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false))
+            .verdict(Verdict::Unreadable("not JSON".into())),
+        ),
+        (
             "held once without a message: a default one",
             DeletionCase::new(
                 with_deletion(deleting(), outcome("DeletionHeld")),
                 observed(Observation::DeletionHeld {
-                    message: "deletion held by the deletion budget".into(),
+                    message: held_earlier_message(&deleting()),
                     resume_at: None,
                 }),
             )

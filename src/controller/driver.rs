@@ -192,7 +192,10 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
             }
             DeletionPlan::Read(Need::BudgetVerdict) => {
                 inputs.verdict = Some(match &ctx.budget {
-                    Some(budget) => budget.admit(&uid).await?,
+                    // A start the budget cannot record is not made: held, and it says so.
+                    Some(budget) => budget.admit(&uid).await.unwrap_or_else(|e| {
+                        Verdict::Unreadable(format!("its Lease could not be updated: {e}"))
+                    }),
                     None => Verdict::Go,
                 });
             }

@@ -474,6 +474,7 @@ pub fn decide_deletion(
         last_error: (!reason.releases_finalizer()).then(|| message.clone()),
         next_retry_time: requeue_after
             .map(|d| rfc3339(inputs.now + chrono::Duration::from_std(d).unwrap_or_default())),
+        held: previous.held || reason == Reason::DeletionHeld,
     });
     set_ready(&mut status, false, reason, &note, generation, inputs.now);
     set_progress(

@@ -471,21 +471,39 @@ pub fn plan_deletion(
     }
     let record = obj.status.as_ref().and_then(|s| s.deletion.as_ref());
     if !budget.resume_held
-        && let Some(record) =
-            record.filter(|r| r.outcome.as_deref() == Some(Reason::DeletionHeld.as_str()))
+        && let Some(record) = record.filter(|r| {
+            // A record written before `held` existed says it in its outcome.
+            r.held || r.outcome.as_deref() == Some(Reason::DeletionHeld.as_str())
+        })
     {
         // Held once, held until a person decides: a mistaken prune does not become right
-        // because the window moved on.
+        // because the window moved on, or because another outcome came in between.
+        let message = record
+            .last_error
+            .clone()
+            .filter(|_| record.outcome.as_deref() == Some(Reason::DeletionHeld.as_str()))
+            .unwrap_or_else(|| held_earlier_message(obj));
         return DeletionPlan::Done(DeletionStep::Observed(Observation::DeletionHeld {
-            message: record
-                .last_error
-                .clone()
-                .unwrap_or_else(|| "deletion held by the deletion budget".to_string()),
+            message,
             resume_at: None,
         }));
     }
     match &inputs.verdict {
         None => DeletionPlan::Read(Need::BudgetVerdict),
+        Some(Verdict::Unreadable(problem)) => {
+            DeletionPlan::Done(DeletionStep::Observed(Observation::DeletionHeld {
+                message: format!(
+                    "the deletion budget's record cannot be read ({problem}), so connection {} was not deleted: the budget fails closed. Fix or remove the annotation {} of Lease {}/{} (the count starts again from it), or confirm this deletion: kubectl annotate leenconn {} -n {} leen.dev/confirm-deletion=true",
+                    connection_name(obj),
+                    crate::budget::STARTED_ANNOTATION,
+                    budget.namespace,
+                    budget.name,
+                    obj.metadata.name.as_deref().unwrap_or_default(),
+                    obj.metadata.namespace.as_deref().unwrap_or_default(),
+                ),
+                resume_at: None,
+            }))
+        }
         Some(Verdict::Go) => delete(binding, inputs),
         Some(Verdict::Held { started, frees_at }) => {
             DeletionPlan::Done(DeletionStep::Observed(Observation::DeletionHeld {
@@ -572,6 +590,16 @@ pub fn delete_already_sent(obj: &LeenConnection) -> bool {
                     Reason::LeenUnavailable | Reason::RateLimited | Reason::InvalidResponse
                 )
             })
+}
+
+/// The message of a deletion the budget held earlier, when the record no longer says why.
+pub fn held_earlier_message(obj: &LeenConnection) -> String {
+    let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let name = obj.metadata.name.as_deref().unwrap_or_default();
+    format!(
+        "the deletion budget held this deletion earlier, so connection {} was not deleted; it waits for a person. If this deletion is meant: kubectl annotate leenconn {name} -n {ns} leen.dev/confirm-deletion=true. If it came from a mistaken prune: kubectl patch leenconn {name} -n {ns} --type merge -p '{{\"spec\":{{\"deletionPolicy\":\"Orphan\"}}}}' releases it without a call",
+        connection_name(obj)
+    )
 }
 
 /// The message of a deletion the budget holds: what happened, and both ways on.
