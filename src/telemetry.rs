@@ -454,8 +454,12 @@ pub enum LogFormat {
 pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| format!("invalid log level/filter {filter:?}: {e}"))?;
+    // Colour codes only for a person at a terminal: in a pod's log, a file or a pipe they
+    // are noise that log collectors store as text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),

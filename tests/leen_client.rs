@@ -264,3 +264,48 @@ async fn region_urls_are_the_documented_ones() {
     assert!(url(Region::Eu).starts_with("https://api.eu-c1.leen.dev/v1/"));
     assert!(url(Region::Apac).starts_with("https://api.ap-se2.leen.dev/v1/"));
 }
+
+/// A call that waited for an in-flight slot while another call was answered 429 is not
+/// sent when it gets the slot: the pause covers it too.
+#[tokio::test]
+async fn a_call_waiting_for_a_slot_respects_a_429_that_came_meanwhile() {
+    let s = setup().await;
+    let client = LeenClient::new(
+        LeenClientConfig {
+            endpoint: Some(s.fake.base_url().parse().expect("url")),
+            request_timeout: Duration::from_secs(5),
+            max_in_flight: 1,
+        },
+        s.metrics.clone(),
+    )
+    .expect("client");
+    let other = Uuid::new_v4();
+    s.fake.add_connection(s.org, other, "Snyk");
+    s.fake.push_fault(
+        Fault::status(s.id, 429)
+            .retry_after("30")
+            .delay(Duration::from_millis(400)),
+    );
+    let first = client.get_connection(Region::Us, s.org, s.id, &s.key);
+    let second = async {
+        // Asks while the first holds the only slot.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client
+            .get_connection(Region::Us, s.org, other, &s.key)
+            .await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(
+        matches!(first, LeenOutcome::RateLimited { .. }),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, LeenOutcome::RateLimited { .. }),
+        "{second:?}"
+    );
+    assert_eq!(
+        s.fake.count("GET", other),
+        0,
+        "the waiting call was not sent"
+    );
+}

@@ -274,3 +274,13 @@ async fn a_real_prometheus_finds_every_metric_the_chart_uses() {
     );
     assert!(alerts.len() >= 7 && dashboard.len() >= 10);
 }
+
+/// Text logs written to a file or a pipe (a pod's log) carry no terminal colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_carry_no_colour_codes_off_a_terminal() {
+    let e = scenario("plainlog", &[("LOG_FORMAT", "text")]).await;
+    e.ready_connection("c").await;
+    let log = e.op.log_text();
+    assert!(log.contains("reconcile"), "the log has lines: {log}");
+    assert!(!log.contains('\u{1b}'), "an ANSI escape in: {log}");
+}

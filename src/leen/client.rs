@@ -445,6 +445,11 @@ impl LeenClient {
         classify: impl FnOnce(u16, Option<&str>, Result<&[u8], BodyError>) -> Result<T, LeenOutcome>,
     ) -> Result<T, LeenOutcome> {
         let limit = LimitKey::new(self.base_url(region), key.expose());
+        // The slot first, then the gate: a call that waited for a slot while another was
+        // answered 429 must see that pause, not go out on an admission given before it.
+        // The semaphore is never closed, so acquire cannot fail; if it ever did, going on
+        // without a permit is the lesser harm.
+        let _permit = self.in_flight.acquire().await.ok();
         let admission = self.gate.admit(limit);
         if let Admission::Wait(rest) = admission {
             // Another call of this limit was answered 429: this one is not sent at all.
@@ -456,9 +461,6 @@ impl LeenClient {
                 retry_after: Some(rest + spread),
             });
         }
-        // The semaphore is never closed, so acquire cannot fail; if it ever did, going on
-        // without a permit is the lesser harm.
-        let _permit = self.in_flight.acquire().await.ok();
         let started = std::time::Instant::now();
         let (status, result) = self.send(op, &url, body, key, secrets, classify).await;
         // Transport errors could quote what the server sent; the key must not reach status.
