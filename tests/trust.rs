@@ -367,3 +367,54 @@ async fn the_schema_refuses_a_secret_name_that_is_not_a_name() {
         "{refused:?}"
     );
 }
+
+/// A key rotated into a new Secret while a deletion waits (`apiKeySecretRef` edited): the
+/// new Secret is the one kept readable until the deletion is done, and the old one is
+/// released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_secret_named_during_a_pending_deletion_stays_protected() {
+    let e = scenario("rotate", &[]).await;
+    let (org, id) = e.create_with_secret("c", "old-key", "tenant-key").await;
+    wait_for(&e.api, "c", "Ready=True", is_ready).await;
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), "rotate");
+    wait_protected(&secrets, "old-key").await;
+    e.fake
+        .push_fault(Fault::status(id, 503).method("DELETE").times(1000));
+    delete(&e.api, "c").await;
+    wait_for(&e.api, "c", "LeenUnavailable", reason_is("LeenUnavailable")).await;
+    // The key is rotated into a new Secret and the resource pointed at it.
+    secret(&e.client, "rotate", "new-key", "apiKey", "tenant-key").await;
+    e.api
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"apiKeySecretRef": {"name": "new-key"}}})),
+        )
+        .await
+        .expect("patched");
+    wait_protected(&secrets, "new-key").await;
+    wait_secret(&secrets, "old-key", "the old Secret released", |s| {
+        !secret_protected(s)
+    })
+    .await;
+    consistently(
+        "the new Secret stays protected",
+        Duration::from_secs(3),
+        async || {
+            secrets
+                .get_opt("new-key")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|s| secret_protected(&s))
+        },
+    )
+    .await;
+    e.fake.clear_faults();
+    wait_gone(&e.api, "c").await;
+    assert!(!e.fake.has_connection(org, id));
+    wait_secret(&secrets, "new-key", "released after the deletion", |s| {
+        !secret_protected(s)
+    })
+    .await;
+}

@@ -390,6 +390,11 @@ impl FakeLeen {
             .is_some_and(|c| c["state"] != "DELETED")
     }
 
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        lock(&self.state).faults.clear();
+    }
+
     /// Queues a fault.
     pub fn push_fault(&self, fault: Fault) {
         lock(&self.state)

@@ -69,14 +69,15 @@ pub async fn reconcile_object(
 ) -> Result<Action, Error> {
     ctx.metrics.reconcile();
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
     if obj.meta().deletion_timestamp.is_some() {
         if !has_finalizer {
             return Ok(Action::await_change());
         }
+        let obj = write::key_secret_while_deleting(obj, &api, &ctx).await?;
         return cleanup((*obj).clone(), &ctx).await;
     }
-    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<LeenConnection> = Api::namespaced(ctx.client.clone(), &ns);
     let obj = write::metadata(obj, &api, &ctx).await?;
     if !has_finalizer {
         // The finalizer just added changes what the watch sees, and that change brings

@@ -107,6 +107,35 @@ async fn remove_finalizer(obj: &LeenConnection, ctx: &Context) -> Result<(), Err
     Ok(())
 }
 
+/// During a deletion, the key Secret annotation follows the spec (an `apiKeySecretRef`
+/// edited to a rotated key's Secret while the deletion waits): the Secret the deletion
+/// will read is the one kept, the one it no longer needs is woken to be released.
+pub(crate) async fn key_secret_while_deleting(
+    obj: Arc<LeenConnection>,
+    api: &Api<LeenConnection>,
+    ctx: &Context,
+) -> Result<Arc<LeenConnection>, Error> {
+    let wanted = key_secret_needed(&obj);
+    let current = obj.annotations().get(KEY_SECRET_ANNOTATION).cloned();
+    if wanted == current {
+        return Ok(obj);
+    }
+    let patch = json!({"metadata": {"annotations": {
+        KEY_SECRET_ANNOTATION: wanted.clone().map_or(Value::Null, Value::String)
+    }}});
+    let updated = api
+        .patch(&obj.name_any(), &field_manager(), &Patch::Merge(&patch))
+        .await?;
+    ctx.metrics.kube_write("metadata");
+    if let (Some(old), Some(ns)) = (current, obj.namespace()) {
+        let _ = ctx
+            .state
+            .wake_secrets
+            .send(ObjectRef::new(&old).within(&ns));
+    }
+    Ok(Arc::new(updated))
+}
+
 /// The JSON merge patch (RFC 7386) that turns `old` into `new`: changed and new keys with
 /// their values, removed keys as null, objects recursively, arrays whole. Writing only the
 /// difference keeps the write small, and the null entries remove what no longer applies.
