@@ -126,18 +126,38 @@ pub async fn run(
         .touched_objects()
         .predicate_filter(trigger_fingerprint, Default::default());
     let secret_index = ctx.clone();
-    let seen_secrets = Mutex::new(HashMap::<ObjectRef<CachedSecret>, Vec<String>>::new());
+    // What each Secret's finalizers were when last seen (a hash): forgotten when the
+    // Secret goes, and all of it at a relist, so that it holds only the Secrets there are.
+    let seen_secrets = Arc::new(Mutex::new(HashMap::<ObjectRef<CachedSecret>, u64>::new()));
+    let forget_secrets = seen_secrets.clone();
     let secret_stream = watcher(secrets.clone(), watcher::Config::default().any_semantic())
         .default_backoff()
+        .inspect_ok(move |event| {
+            let Ok(mut seen) = forget_secrets.lock() else {
+                return;
+            };
+            match event {
+                watcher::Event::Delete(secret) => {
+                    seen.remove(&ObjectRef::from_obj(secret));
+                }
+                watcher::Event::Init => seen.clear(),
+                _ => {}
+            }
+        })
         .touched_objects()
         .try_filter(move |secret| {
             // Wake users on a new Secret or a changed one, but not on a change of its
             // finalizers alone (our own secret-in-use patch): that is no news to them.
             let key = ObjectRef::from_obj(secret);
-            let finalizers = secret.finalizers().to_vec();
+            let finalizers = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                secret.finalizers().hash(&mut h);
+                h.finish()
+            };
             let news = seen_secrets
                 .lock()
-                .map(|mut seen| match seen.insert(key, finalizers.clone()) {
+                .map(|mut seen| match seen.insert(key, finalizers) {
                     Some(before) => before == finalizers,
                     None => true,
                 })
