@@ -117,6 +117,8 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     } else {
         info!("deletion budget off (LEEN_MAX_DELETIONS=0)");
     }
+    // The end of a Leen outage is seen within seconds (see LeenClient::probe_outages).
+    tokio::spawn(leen.clone().probe_outages(Duration::from_secs(2)));
     let ctx = Context::new(client.clone(), Arc::new(leen), &settings, metrics.clone());
     let ctx = Arc::new(ctx);
     let ready = Readiness::default();

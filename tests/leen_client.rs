@@ -309,3 +309,33 @@ async fn a_call_waiting_for_a_slot_respects_a_429_that_came_meanwhile() {
         "the waiting call was not sent"
     );
 }
+
+/// While Leen is down the client probes it; its first answer afterwards is announced to
+/// whoever waits (the controller wakes every deletion that found it unavailable).
+#[tokio::test]
+async fn the_end_of_an_outage_is_announced() {
+    let s = setup().await;
+    let mut recoveries = s.client.recoveries();
+    tokio::spawn(s.client.clone().probe_outages(Duration::from_millis(100)));
+    s.fake.go_down().await;
+    let down = s
+        .client
+        .delete_connection(Region::Us, s.org, s.id, &s.key)
+        .await;
+    assert!(matches!(down, LeenOutcome::Unavailable { .. }), "{down:?}");
+    // A probe or two find it down too.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !recoveries.has_changed().expect("open"),
+        "no recovery while down"
+    );
+    s.fake.come_back().await.expect("back");
+    tokio::time::timeout(Duration::from_secs(5), recoveries.changed())
+        .await
+        .expect("announced within the probe period")
+        .expect("open");
+    assert!(
+        s.fake.count_operation("organization") >= 1,
+        "the probe asked the organization"
+    );
+}

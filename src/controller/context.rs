@@ -124,6 +124,7 @@ impl Context {
                 synced: AtomicBool::new(false),
                 failures: Mutex::default(),
                 binds_nothing: Mutex::default(),
+                unavailable: Mutex::default(),
                 wake_connections,
                 wake_connections_rx: Mutex::new(Some(wake_connections_rx)),
                 wake_secrets,
@@ -166,6 +167,7 @@ impl Context {
     /// Drops everything kept in memory about a resource that is gone, however it went.
     pub(crate) fn forget(&self, key: &ObjectRef<CachedConnection>, uid: Option<&str>) {
         self.secrets.forget(key);
+        self.state.set_unavailable(key.clone(), false);
         if let Some(uid) = uid {
             self.state.forget(uid);
             self.set_failures(uid, false);
@@ -268,6 +270,8 @@ pub(crate) struct RuntimeState {
     failures: Mutex<HashMap<String, u32>>,
     /// Resources (uid) read at a resourceVersion at which they bind no connection.
     binds_nothing: Mutex<HashMap<String, String>>,
+    /// Resources whose last reconcile found Leen unavailable: woken when it answers again.
+    unavailable: Mutex<HashSet<ObjectRef<CachedConnection>>>,
     pub(crate) wake_connections: mpsc::UnboundedSender<ObjectRef<CachedConnection>>,
     pub(crate) wake_connections_rx:
         Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedConnection>>>>,
@@ -294,5 +298,28 @@ impl RuntimeState {
         if let Ok(mut m) = self.binds_nothing.lock() {
             m.remove(uid);
         }
+    }
+
+    /// Records whether the resource's last reconcile found Leen unavailable.
+    pub(crate) fn set_unavailable(&self, key: ObjectRef<CachedConnection>, unavailable: bool) {
+        if let Ok(mut set) = self.unavailable.lock() {
+            if unavailable {
+                set.insert(key);
+            } else {
+                set.remove(&key);
+            }
+        }
+    }
+
+    /// Wakes every resource that found Leen unavailable (it answers again).
+    pub(crate) fn wake_unavailable(&self) -> usize {
+        let Ok(mut set) = self.unavailable.lock() else {
+            return 0;
+        };
+        let n = set.len();
+        for key in set.drain() {
+            let _ = self.wake_connections.send(key);
+        }
+        n
     }
 }

@@ -136,6 +136,14 @@ async fn apply(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error> 
         None => {}
     }
     let decision = decide_sync(&view, &observation, &decision_inputs);
+    ctx.state.set_unavailable(
+        cache_key(&obj),
+        decision.event.as_ref().map(|e| e.reason) == Some(Reason::LeenUnavailable)
+            || decision
+                .status
+                .ready()
+                .is_some_and(|c| c.reason == Reason::LeenUnavailable.as_str()),
+    );
     // Every read that does not end Ready counts towards the backoff (a NotFound too, so
     // that a missing connection is not polled every few seconds).
     let ready = decision.status.ready().is_some_and(|c| c.status == "True");
@@ -256,6 +264,8 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
             Ok(Action::await_change())
         }
         FinalizerAction::Keep => {
+            ctx.state
+                .set_unavailable(cache_key(&obj), reason == Reason::LeenUnavailable);
             ctx.set_failures(&uid, true);
             ctx.summarize(&uid, &decision.status);
             write::decision(&mut obj, &decision, ctx).await?;
@@ -284,6 +294,11 @@ fn released(obj: &LeenConnection, uid: &str, ctx: &Context) {
         // Those still binding the connection no longer share it with this one.
         ctx.wake(&ctx.labelled_binders(obj, &b));
     }
+}
+
+/// The controller's key of a resource.
+fn cache_key(obj: &LeenConnection) -> ObjectRef<CachedConnection> {
+    ObjectRef::new(&obj.name_any()).within(&obj.namespace().unwrap_or_default())
 }
 
 /// Reads the API key; a `Delete` resource's key Secret gets `leen.dev/secret-in-use` at

@@ -196,6 +196,18 @@ pub async fn run(
         }
     });
 
+    if let Some(mut recoveries) = ctx.leen.recoveries() {
+        let recovered = ctx.clone();
+        tokio::spawn(async move {
+            while recoveries.changed().await.is_ok() {
+                let woken = recovered.state.wake_unavailable();
+                if woken > 0 {
+                    info!(woken, "Leen answers again; retrying what it could not do");
+                }
+            }
+        });
+    }
+
     let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut secrets_shutdown = shutdown_tx.subscribe();
     let mut connections_shutdown = shutdown_tx.subscribe();

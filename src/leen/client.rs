@@ -44,6 +44,10 @@ impl Default for LeenClientConfig {
 /// Calls Leen's connection endpoints. Cheap to clone.
 #[derive(Clone)]
 pub struct LeenClient {
+    /// Limits (endpoint and key) whose last call got no answer from Leen, with a call to
+    /// probe them by; and the count of recoveries, which callers watch.
+    outages: Arc<Mutex<HashMap<LimitKey, Outage>>>,
+    recoveries: Arc<tokio::sync::watch::Sender<u64>>,
     /// Organizations shown reachable, by endpoint and key (hashed) and id, with when, and
     /// one lock per such key so that concurrent deletions ask once.
     proofs: Arc<Mutex<HashMap<(LimitKey, Uuid), Proof>>>,
@@ -75,6 +79,8 @@ impl LeenClient {
             .user_agent(concat!("leen-operator/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
+            outages: Arc::default(),
+            recoveries: Arc::new(tokio::sync::watch::channel(0).0),
             proofs: Arc::default(),
             http,
             endpoint: config.endpoint,
@@ -487,7 +493,82 @@ impl LeenClient {
             retry_after.flatten(),
             rand::random::<f64>(),
         );
+        self.note_availability(limit, region, &url, key, &result);
         result
+    }
+
+    /// Keeps track of outages per limit: no answer (a time-out, a refused connection, a
+    /// 5xx) marks one; any answer from Leen ends it, and callers watching
+    /// [`Self::recoveries`] hear of it at once rather than at their next backoff step.
+    fn note_availability<T>(
+        &self,
+        limit: LimitKey,
+        region: Region,
+        url: &str,
+        key: &ApiKey,
+        result: &Result<T, LeenOutcome>,
+    ) {
+        let Ok(mut outages) = self.outages.lock() else {
+            return;
+        };
+        match result {
+            Err(LeenOutcome::Unavailable { .. }) => {
+                let entry = outages.entry(limit).or_default();
+                if let Some(organization) = organization_in(url) {
+                    entry.probe = Some(OutageProbe {
+                        region,
+                        organization,
+                        key: key.clone(),
+                    });
+                }
+            }
+            // Any answer of Leen's (calls the 429 gate holds never get here).
+            _ => {
+                if outages.remove(&limit).is_some_and(|o| o.down) {
+                    self.recoveries.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
+        }
+    }
+
+    /// A count that moves each time Leen answers again on a limit that had an outage.
+    pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recoveries.subscribe()
+    }
+
+    /// While some limit has an outage, asks Leen every `every` with one cheap call per
+    /// limit (`GET` the organization of a call that failed), so that the end of an outage
+    /// is seen within seconds, not at the longest backoff of the calls waiting on it.
+    /// Runs until the client's last clone is gone.
+    pub async fn probe_outages(self, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if Arc::strong_count(&self.outages) <= 1 {
+                return;
+            }
+            let probes: Vec<(LimitKey, OutageProbe)> = self
+                .outages
+                .lock()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| v.probe.clone().map(|p| (*k, p)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (limit, probe) in probes {
+                let answer = self
+                    .get_organization(probe.region, probe.organization, &probe.key)
+                    .await;
+                // The organization does not answer either: Leen is down, not one
+                // connection failing. Its next answer wakes whoever waits on it.
+                if let Err(LeenOutcome::Unavailable { .. }) = answer
+                    && let Ok(mut outages) = self.outages.lock()
+                    && let Some(outage) = outages.get_mut(&limit)
+                {
+                    outage.down = true;
+                }
+            }
+        }
     }
 
     async fn send<T>(
@@ -552,6 +633,29 @@ impl LeenClient {
         );
         (Some(status.as_u16()), result)
     }
+}
+
+/// A limit whose last call got no answer: how to probe it, and whether the probe failed
+/// too (Leen is down, rather than one connection failing).
+#[derive(Clone, Default)]
+struct Outage {
+    probe: Option<OutageProbe>,
+    down: bool,
+}
+
+/// A call by which to see whether Leen answers again on a limit.
+#[derive(Clone)]
+struct OutageProbe {
+    region: Region,
+    organization: Uuid,
+    key: ApiKey,
+}
+
+/// The organization a URL of the provisioning API is about.
+fn organization_in(url: &str) -> Option<Uuid> {
+    let rest = url.split("/provisioning/organizations/").nth(1)?;
+    let id = rest.split(['/', '?']).next()?;
+    Uuid::parse_str(id).ok()
 }
 
 /// One organization's proof: when it was last shown, and the lock of whoever asks now.

@@ -65,6 +65,11 @@ pub trait LeenApi: Send + Sync {
         identifier: &'a str,
         key: &'a ApiKey,
     ) -> BoxFuture<'a, Result<Option<Connection>, LeenOutcome>>;
+    /// A count that moves each time Leen answers again after an outage, when the
+    /// implementation tracks outages.
+    fn recoveries(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 impl LeenApi for LeenClient {
@@ -125,6 +130,10 @@ impl LeenApi for LeenClient {
             organization,
             key,
         ))
+    }
+
+    fn recoveries(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(LeenClient::recoveries(self))
     }
 }
 
