@@ -453,6 +453,21 @@ impl FakeLeen {
             .cloned()
     }
 
+    /// Every connection of an organization with this identifier, DELETED ones included,
+    /// with its state: how many a create made, whatever became of them.
+    pub fn ever_with_identifier(
+        &self,
+        organization_id: Uuid,
+        identifier: &str,
+    ) -> Vec<(Uuid, String)> {
+        lock(&self.state)
+            .connections
+            .iter()
+            .filter(|((org, _), c)| *org == organization_id && c["identifier"] == identifier)
+            .map(|((_, id), c)| (*id, c["state"].as_str().unwrap_or_default().to_string()))
+            .collect()
+    }
+
     /// The live (not DELETED) connections of an organization with this identifier.
     pub fn with_identifier(&self, organization_id: Uuid, identifier: &str) -> Vec<Uuid> {
         lock(&self.state)
