@@ -81,7 +81,7 @@ pub struct LeenArgs {
     /// How long a create whose outcome is unknown (time-out, 5xx, operator killed) must be
     /// proven absent before another POST: longer than any POST could still be in flight at
     /// Leen. At least LEEN_REQUEST_TIMEOUT.
-    #[arg(long, env = "LEEN_CREATE_SETTLE", default_value = "5m")]
+    #[arg(long, env = "LEEN_CREATE_SETTLE", default_value = "2m")]
     pub create_settle: String,
 }
 
