@@ -522,13 +522,11 @@ async fn an_identifier_in_use_is_not_adopted_until_asked_by_connection_id() {
     assert_eq!(e.fake.with_identifier(org, "snyk-prod"), vec![first]);
 }
 
-/// Leen checks a vendor's credentials before it commits a create, which can take longer
-/// than the operator waits for the answer. The operator must not POST again while the
-/// first create may still land: it looks the connection up until it appears, and binds it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_create_leen_commits_late_is_found_not_repeated() {
+/// A scenario whose creates Leen commits 4 s after the POST, while the operator waits 1 s
+/// for an answer (and 60 s for proof of absence), with resource `slow` being created.
+async fn creating_slowly(ns: &'static str) -> (Scenario, Uuid) {
     let e = scenario(
-        "slowcreate",
+        ns,
         &[
             ("LEEN_REQUEST_TIMEOUT", "1s"),
             ("LEEN_CREATE_SETTLE", "60s"),
@@ -540,6 +538,15 @@ async fn a_create_leen_commits_late_is_found_not_repeated() {
     put_secret(&e, "creds", &[("token", "t")]).await;
     e.create(to_create("slow", org, "SNYK", Some("creds")))
         .await;
+    (e, org)
+}
+
+/// Leen checks a vendor's credentials before it commits a create, which can take longer
+/// than the operator waits for the answer. The operator must not POST again while the
+/// first create may still land: it looks the connection up until it appears, and binds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_leen_commits_late_is_found_not_repeated() {
+    let (e, org) = creating_slowly("slowcreate").await;
     let obj = wait_for(&e.api, "slow", "Ready=True", is_ready).await;
     let id = created_id(&obj);
     assert_eq!(
@@ -558,19 +565,7 @@ async fn a_create_leen_commits_late_is_found_not_repeated() {
 /// before it says `NotCreated`, and deletes the connection that appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_during_a_pending_create_deletes_what_appears() {
-    let e = scenario(
-        "slowdelete",
-        &[
-            ("LEEN_REQUEST_TIMEOUT", "1s"),
-            ("LEEN_CREATE_SETTLE", "60s"),
-        ],
-    )
-    .await;
-    e.fake.set_create_delay(Duration::from_secs(4));
-    let org = Uuid::new_v4();
-    put_secret(&e, "creds", &[("token", "t")]).await;
-    e.create(to_create("slow", org, "SNYK", Some("creds")))
-        .await;
+    let (e, org) = creating_slowly("slowdelete").await;
     // The POST went out and its answer did not come in time.
     let obj = wait_for(&e.api, "slow", "the create's answer lost", |o| {
         o.status.as_ref().is_some_and(|s| s.creation.is_some())

@@ -1152,20 +1152,9 @@ impl BoundTo for LeenConnection {
 /// deletion table needs only its reason and its plan row).
 #[test]
 fn a_concluded_deletion_is_decided_by_its_reason() {
-    use leen_operator::decision::{DecisionInputs, FinalizerAction, RetryPolicy, decide_deletion};
+    use leen_operator::decision::{FinalizerAction, RetryPolicy, decide_deletion};
     let policy = RetryPolicy::default();
-    let inputs = DecisionInputs {
-        now: Utc
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .single()
-            .expect("time"),
-        jitter: 1.0,
-        sync_interval: Duration::from_secs(300),
-        sync_failures: 0,
-        policy: &policy,
-        also_bound_by: vec![],
-        credentials_test_error: None,
-    };
+    let inputs = support::decisions::inputs(&policy);
     let cases = [
         (
             "a releasing reason removes the finalizer",
@@ -1517,13 +1506,8 @@ fn a_pending_create_is_reconciling_and_looks_again_before_it_settles() {
     use leen_operator::decision::{DecisionInputs, RetryPolicy, decide_sync};
     let policy = RetryPolicy::default();
     let inputs = |failures: u32| DecisionInputs {
-        now: at(0),
-        jitter: 1.0,
-        sync_interval: Duration::from_secs(300),
         sync_failures: failures,
-        policy: &policy,
-        also_bound_by: vec![],
-        credentials_test_error: None,
+        ..support::decisions::inputs(&policy)
     };
     let obs = |until: i64| Observation::CreatePending {
         message: "waiting".into(),
