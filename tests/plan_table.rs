@@ -1385,6 +1385,17 @@ fn a_held_deletion_says_why_and_how_to_go_on() {
     ] {
         assert!(waits.contains(says), "{says:?} in {waits}");
     }
+    // Held earlier, the record now saying something else: the same two ways on.
+    let earlier = held_earlier_message(&deleting());
+    for says in [
+        &format!(
+            "the deletion budget held this deletion earlier, so connection {ID} was not deleted; it waits for a person"
+        ),
+        "kubectl annotate leenconn crowdstrike-prod -n security leen.dev/confirm-deletion=true",
+        "kubectl patch leenconn crowdstrike-prod -n security --type merge -p '{\"spec\":{\"deletionPolicy\":\"Orphan\"}}' releases it without a call",
+    ] {
+        assert!(earlier.contains(says), "{says:?} in {earlier}");
+    }
     let resumes = held_message(&deleting(), &budget(true), 5, frees_at());
     assert!(
         resumes.contains("it proceeds on its own when the budget frees at 2026-01-01T00:10:00Z"),
