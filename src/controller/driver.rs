@@ -138,11 +138,10 @@ async fn apply(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error> 
     let decision = decide_sync(&view, &observation, &decision_inputs);
     ctx.state.set_unavailable(
         cache_key(&obj),
-        decision.event.as_ref().map(|e| e.reason) == Some(Reason::LeenUnavailable)
-            || decision
-                .status
-                .ready()
-                .is_some_and(|c| c.reason == Reason::LeenUnavailable.as_str()),
+        decision
+            .status
+            .ready()
+            .is_some_and(|c| c.reason == Reason::LeenUnavailable.as_str()),
     );
     // Every read that does not end Ready counts towards the backoff (a NotFound too, so
     // that a missing connection is not polled every few seconds).
