@@ -99,6 +99,13 @@ pub struct ControllerArgs {
     /// Most LeenConnections reconciled at once.
     #[arg(long, env = "LEEN_MAX_CONCURRENT_RECONCILES", default_value = "32")]
     pub max_concurrent_reconciles: String,
+
+    /// How long one watch request to the API server lasts before the next one replaces it
+    /// (5s to 30m). A working watch hears from the API server at least this often, so a
+    /// watch silent for 1.5 times this plus 5s counts as stuck: no DELETE is decided from
+    /// the cache until it hears again.
+    #[arg(long, env = "LEEN_WATCH_TIMEOUT", default_value = "60s")]
+    pub watch_timeout: String,
 }
 
 /// The deletion budget.
@@ -191,6 +198,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// Sync interval.
     pub sync_interval: Duration,
+    /// How long one watch request lasts.
+    pub watch_timeout: Duration,
     /// Leen request timeout.
     pub request_timeout: Duration,
     /// How long an unknown create must be proven absent before another POST.
@@ -486,8 +495,25 @@ impl RunArgs {
                 ),
             ));
         }
+        let watch_timeout = duration(
+            "LEEN_WATCH_TIMEOUT",
+            "watch-timeout",
+            &self.controller.watch_timeout,
+            Duration::from_secs(5),
+        )?;
+        if watch_timeout > Duration::from_secs(30 * 60) {
+            return Err(err(
+                "LEEN_WATCH_TIMEOUT",
+                "watch-timeout",
+                format!(
+                    "{:?} is longer than 30m: a stuck watch would go unnoticed that long",
+                    self.controller.watch_timeout
+                ),
+            ));
+        }
         Ok(Settings {
             create_settle,
+            watch_timeout,
             pod_name: non_empty(&self.leader.pod_name).map(str::to_string),
             budget,
             default_key_namespaces,

@@ -5,7 +5,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 use clap::Parser;
 use leen_operator::{
     config::{Cli, Command, RunArgs},
-    controller::{self, Context},
+    controller::{self, Context, freshness::HeardLayer},
     leader::{LeaderElector, LeaseConfig},
     leen::{LeenClient, LeenClientConfig},
     resource,
@@ -83,8 +83,6 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     call_config.read_timeout = Some(KUBE_CALL_TIMEOUT);
     call_config.write_timeout = Some(KUBE_CALL_TIMEOUT);
     call_config.connect_timeout = Some(KUBE_CALL_TIMEOUT.min(Duration::from_secs(10)));
-    let watch_client = kube::Client::try_from(config)
-        .map_err(|e| format!("building the Kubernetes client failed: {e}"))?;
     let client = kube::Client::try_from(call_config)
         .map_err(|e| format!("building the Kubernetes client failed: {e}"))?;
     let leen = LeenClient::new(
@@ -121,6 +119,12 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     tokio::spawn(leen.clone().probe_outages(Duration::from_secs(2)));
     let ctx = Context::new(client.clone(), Arc::new(leen), &settings, metrics.clone());
     let ctx = Arc::new(ctx);
+    // The watch client notes what the API server says on the LeenConnection watch, so
+    // that no DELETE is decided from a cache that may be behind.
+    let watch_client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| format!("building the Kubernetes client failed: {e}"))?
+        .with_layer(&HeardLayer(ctx.watches.clone()))
+        .build();
     let ready = Readiness::default();
 
     // One shutdown signal, watched by the telemetry server, the election and the controller.

@@ -189,6 +189,7 @@ pub struct Metrics {
     connections_by_health: Family<HealthLabels, Gauge>,
     connections_by_ready: Family<ReadyLabels, Gauge>,
     leader: Gauge,
+    cache_stale: Gauge,
     events_dropped: Counter,
 }
 
@@ -282,6 +283,12 @@ impl Default for Metrics {
             "1 while this replica reconciles (leads, or runs without leader election), else 0",
             leader.clone(),
         );
+        let cache_stale = Gauge::default();
+        registry.register(
+            "cache_stale",
+            "1 while the LeenConnection cache may be behind the API server (relisting, its watch failing or silent): deletions wait (CacheStale)",
+            cache_stale.clone(),
+        );
         let events_dropped = Counter::default();
         registry.register(
             "events_dropped",
@@ -289,6 +296,7 @@ impl Default for Metrics {
             events_dropped.clone(),
         );
         Self {
+            cache_stale,
             events_dropped,
             registry,
             reconciles,
@@ -383,6 +391,11 @@ impl Metrics {
     /// Sets whether this replica leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Whether the LeenConnection cache may be behind the API server.
+    pub fn set_cache_stale(&self, stale: bool) {
+        self.cache_stale.set(i64::from(stale));
     }
 
     /// Recounts the gauges by state, health and Ready reason.

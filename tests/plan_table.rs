@@ -12,8 +12,8 @@ use leen_operator::{
     budget::{BudgetConfig, Verdict},
     credentials::Credentials,
     decision::{
-        Binding, DeletionInputs, DeletionPlan, DeletionStep, FindLostCreate, Lookup, Need,
-        Observation, Reason, SyncInputs, SyncPlan, held_earlier_message, held_message,
+        Binding, DeletionInputs, DeletionPlan, DeletionStep, FindLostCreate, Freshness, Lookup,
+        Need, Observation, Reason, SyncInputs, SyncPlan, held_earlier_message, held_message,
         plan_deletion, plan_sync, validate_binding,
     },
     leen::{ApiKey, Connection, CreateRequest, LeenOutcome, UpdateRequest},
@@ -150,12 +150,21 @@ struct DeletionCase {
 
 impl DeletionCase {
     fn new(obj: LeenConnection, want: DeletionPlan) -> Self {
+        // The cache is fresh unless a row says otherwise.
+        let inputs = DeletionInputs {
+            cache: Some(Freshness::Fresh),
+            ..Default::default()
+        };
         Self {
             obj,
-            inputs: DeletionInputs::default(),
+            inputs,
             budget: None,
             want,
         }
+    }
+    fn cache(mut self, cache: Option<Freshness>) -> Self {
+        self.inputs.cache = cache;
+        self
     }
     fn key(mut self, key: Option<Result<ApiKey, String>>) -> Self {
         self.inputs.key = key;
@@ -345,6 +354,56 @@ fn deletion_plan() {
         (
             "bound: who else binds it comes first",
             DeletionCase::new(deleting(), DeletionPlan::Read(Need::Binders)),
+        ),
+        (
+            "bound: whether the cache follows the API server comes before the binders",
+            DeletionCase::new(deleting(), DeletionPlan::Read(Need::CacheFreshness)).cache(None),
+        ),
+        (
+            "a cache that may be behind: nothing is decided from it, no call",
+            DeletionCase::new(
+                deleting(),
+                done(DeletionStep::Concluded {
+                    reason: Reason::CacheStale,
+                    message: format!(
+                        "the LeenConnection cache is relisting: whether another resource binds connection {ID} is not known, so nothing is deleted until the cache catches up"
+                    ),
+                }),
+            )
+            .cache(Some(Freshness::Stale(
+                "the LeenConnection cache is relisting".into(),
+            )))
+            .binder(None)
+            .key(key()),
+        ),
+        (
+            "a cache that may be behind does not release as still referenced either",
+            DeletionCase::new(
+                deleting(),
+                done(DeletionStep::Concluded {
+                    reason: Reason::CacheStale,
+                    message: format!(
+                        "the LeenConnection watch is failing (reset): whether another resource binds connection {ID} is not known, so nothing is deleted until the cache catches up"
+                    ),
+                }),
+            )
+            .cache(Some(Freshness::Stale(
+                "the LeenConnection watch is failing (reset)".into(),
+            )))
+            .binder(Some("security/other")),
+        ),
+        (
+            "a lost create found while the cache is behind: bound, then it waits",
+            DeletionCase::new(
+                with_intent(creating(), "lost-1"),
+                DeletionPlan::Bind(binding()),
+            )
+            .cache(Some(Freshness::Stale("silent".into())))
+            .key(key())
+            .lookup(Lookup::Found(Box::new(Connection {
+                id: Some(ID.into()),
+                ..Default::default()
+            }))),
         ),
         (
             "another live resource binds it: released without a call",

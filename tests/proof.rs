@@ -155,3 +155,83 @@ async fn a_binder_in_another_namespace_that_cannot_read_the_connection_does_not_
         );
     }
 }
+
+/// A LeenConnection watch that stalls (a load balancer holding the connection, an API
+/// server that stopped sending) while calls still work: the controller's cache misses a
+/// second resource binding the same connection. A deletion meanwhile is held
+/// (`CacheStale`, no DELETE); once the watch hears again the cache knows the other binder,
+/// and the deletion is released as `StillReferenced`: the connection is never deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_deletion_is_decided_from_a_stalled_watch() {
+    let cp = ControlPlane::start().await;
+    let fake = fake_leen::FakeLeen::start().await.expect("fake Leen");
+    fake.add_api_key(DEFAULT_KEY);
+    cp.namespace("stalled").await;
+    let proxy = WatchStallingProxy::start(cp.addr()).await;
+    let via_proxy = cp.dir.path().join("watch-proxy.kubeconfig");
+    cp.write_kubeconfig_via(&format!("http://{}", proxy.addr), &via_proxy);
+    let endpoint = fake.base_url();
+    let op = Operator::start_with_kubeconfig(
+        &cp,
+        &via_proxy,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("LEEN_API_KEY", DEFAULT_KEY),
+            ("LEEN_DEFAULT_KEY_NAMESPACES", "*"),
+            // A watch request lasts 5 s: silent for 12.5 s, it is stuck.
+            ("LEEN_WATCH_TIMEOUT", "5s"),
+            // The deletion below is seen by the periodic read, not by the stalled watch.
+            ("LEEN_SYNC_INTERVAL", "2s"),
+        ],
+    )
+    .await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "stalled");
+    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    api.create(&Default::default(), &connection("owner", org, id))
+        .await
+        .expect("created");
+    wait_for(&api, "owner", "Ready=True", is_ready).await;
+    assert_eq!(op.metric("leen_operator_cache_stale", &[]).await, 0.0);
+
+    proxy.stall_watches();
+    // A rename in progress: the new resource binds the same connection. The stalled
+    // watch does not bring it to the operator's cache.
+    api.create(&Default::default(), &connection("renamed", org, id))
+        .await
+        .expect("created");
+    eventually("the operator sees its cache may be behind", async || {
+        op.metric("leen_operator_cache_stale", &[]).await == 1.0
+    })
+    .await;
+    delete(&api, "owner").await;
+    let held = wait_for(&api, "owner", "a deletion held", reason_is("CacheStale")).await;
+    let message = ready_message(&held);
+    assert!(message.contains("heard nothing"), "{message}");
+    assert!(message.contains(&id.to_string()), "{message}");
+    assert!(has_finalizer(&held), "the finalizer stays");
+    assert_eq!(fake.count_operation("delete"), 0, "{:?}", fake.requests());
+    let client = cp.client().await;
+    assert!(!events(&client, "stalled", "CacheStale").await.is_empty());
+
+    proxy.resume();
+    let released = wait_for(&api, "owner", "released once the cache caught up", |o| {
+        ready_reason(o).as_deref() == Some("StillReferenced") || !has_finalizer(o)
+    })
+    .await;
+    if let Some(reason) = ready_reason(&released) {
+        assert_eq!(reason, "StillReferenced", "{}", ready_message(&released));
+    }
+    wait_gone(&api, "owner").await;
+    assert_eq!(
+        fake.count_operation("delete"),
+        0,
+        "the connection the renamed resource binds was never deleted: {:?}",
+        fake.requests()
+    );
+    assert!(fake.has_connection(org, id));
+    eventually("the cache is fresh again", async || {
+        op.metric("leen_operator_cache_stale", &[]).await == 0.0
+    })
+    .await;
+}

@@ -224,6 +224,8 @@ fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
         now: || "2026-01-01T00:00:00Z".parse().expect("time"),
         jitter: || JITTER,
     };
+    // The cache these reconciles read has listed, as the runtime's watcher would say.
+    ctx.watches.connections.relist_done();
     Arc::new(ctx)
 }
 

@@ -20,6 +20,8 @@ use kube::{
 };
 use tokio::sync::mpsc;
 
+use super::freshness::Watches;
+
 use crate::{
     budget::DeletionBudget,
     cache::{CachedConnection, CachedSecret},
@@ -81,6 +83,9 @@ pub struct Context {
     pub secrets: SecretIndex,
     /// Time and jitter of the decisions.
     pub clock: Clock,
+    /// Whether the caches can be relied on (the watch client's layer and the watchers
+    /// keep it up to date).
+    pub watches: Arc<Watches>,
     /// What the reconcilers learn while running.
     pub(crate) state: RuntimeState,
 }
@@ -117,6 +122,7 @@ impl Context {
             budget,
             secrets: SecretIndex::default(),
             clock: Clock::default(),
+            watches: Watches::new(settings.watch_timeout),
             state: RuntimeState {
                 held: Mutex::default(),
                 summaries: Mutex::default(),
@@ -217,6 +223,12 @@ impl Context {
         let now = (self.clock.now)().timestamp();
         let age = oldest.map_or(0, |t| now.saturating_sub(t.as_second()));
         self.metrics.set_oldest_pending_deletion(age);
+        // Before the first sync the cache is not stale but empty (readiness says so).
+        let stale = matches!(
+            self.watches.connections(),
+            super::freshness::Freshness::Stale(_)
+        );
+        self.metrics.set_cache_stale(self.synced() && stale);
     }
 
     pub(crate) fn set_held(&self, uid: &str, held: bool) {

@@ -198,6 +198,9 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
                 let binding = held_binding(&obj).ok_or(Error::Plan("binders of nothing bound"))?;
                 inputs.binder = Some(ctx.other_binder(&obj, &binding).await?);
             }
+            DeletionPlan::Read(Need::CacheFreshness) => {
+                inputs.cache = Some(ctx.watches.connections());
+            }
             DeletionPlan::Read(Need::BudgetVerdict) => {
                 inputs.verdict = Some(match &ctx.budget {
                     // A start the budget cannot record is not made: held, and it says so.
@@ -324,7 +327,9 @@ fn planned_key(key: &Option<Result<ApiKey, String>>) -> Result<ApiKey, Error> {
 fn need_outside_path(need: Need) -> &'static str {
     match need {
         Need::Credentials => "a deletion never reads credentials",
-        Need::Binders | Need::BudgetVerdict => "a live resource never asks the budget or binders",
+        Need::Binders | Need::BudgetVerdict | Need::CacheFreshness => {
+            "a live resource never asks the budget or binders"
+        }
         Need::ApiKey => "the API key is read on both paths",
     }
 }

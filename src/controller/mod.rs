@@ -7,7 +7,8 @@
 //! - [`external`]: one Leen call per plan step;
 //! - [`write`]: status, Events, metadata and the finalizer, each in one place;
 //! - [`secrets`]: the protection of key Secrets (`leen.dev/secret-in-use`);
-//! - [`runtime`]: watches, predicates, the two controllers.
+//! - [`runtime`]: watches, predicates, the two controllers;
+//! - [`freshness`]: whether the cache can be relied on (a DELETE is decided from it).
 //!
 //! Both reconcilers answer "who binds this connection?" and "who needs this Secret?" from
 //! the controller's metadata cache of LeenConnections, through labels and an annotation
@@ -16,6 +17,7 @@
 pub mod context;
 pub mod driver;
 pub mod external;
+pub mod freshness;
 pub mod inputs;
 pub mod runtime;
 pub mod secrets;

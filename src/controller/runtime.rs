@@ -94,37 +94,57 @@ pub async fn run(
     };
     let reader = ctx.connections.clone();
     let gone_ctx = ctx.clone();
-    let main_stream = watcher(connections, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .map_ok(crate::cache::cached_event)
-        .reflect(writer)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                // The store holds the whole initial list now (the reflector applied it
-                // before this event passes): an empty cache no longer means "nobody".
-                if !gone_ctx.synced() {
-                    info!("LeenConnection cache synced; ready");
-                }
-                gone_ctx.set_synced();
-                ready.set(true);
-                return;
+    let watch_timeout = u32::try_from(ctx.watches.timeout.as_secs())
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let health = ctx.clone();
+    let main_stream = watcher(
+        connections,
+        watcher::Config::default()
+            .any_semantic()
+            .timeout(watch_timeout),
+    )
+    .inspect(move |event| {
+        // Whether the cache can be relied on: a DELETE is not decided while it relists
+        // or its watch fails (see controller::freshness).
+        let watch = &health.watches.connections;
+        match event {
+            Ok(watcher::Event::Init) => watch.relist_started(),
+            Ok(watcher::Event::InitDone) => watch.relist_done(),
+            Ok(_) => {}
+            Err(error) => watch.failed(&error.to_string()),
+        }
+    })
+    .default_backoff()
+    .map_ok(crate::cache::cached_event)
+    .reflect(writer)
+    .inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            // The store holds the whole initial list now (the reflector applied it
+            // before this event passes): an empty cache no longer means "nobody".
+            if !gone_ctx.synced() {
+                info!("LeenConnection cache synced; ready");
             }
-            let Ok(watcher::Event::Delete(obj)) = event else {
-                return;
-            };
-            // Gone, however it went (a finalizer removed by hand too): forget it.
-            gone_ctx.forget(&ObjectRef::from_obj(obj), obj.uid().as_deref());
-            // It may have been the last one to need its key Secret: look at that Secret
-            // now that the cache no longer holds it.
-            if let (Some(ns), Some(secret)) = (obj.namespace(), obj.key_secret.as_deref()) {
-                let _ = gone_ctx
-                    .state
-                    .wake_secrets
-                    .send(ObjectRef::new(secret).within(&ns));
-            }
-        })
-        .touched_objects()
-        .predicate_filter(trigger_fingerprint, Default::default());
+            gone_ctx.set_synced();
+            ready.set(true);
+            return;
+        }
+        let Ok(watcher::Event::Delete(obj)) = event else {
+            return;
+        };
+        // Gone, however it went (a finalizer removed by hand too): forget it.
+        gone_ctx.forget(&ObjectRef::from_obj(obj), obj.uid().as_deref());
+        // It may have been the last one to need its key Secret: look at that Secret
+        // now that the cache no longer holds it.
+        if let (Some(ns), Some(secret)) = (obj.namespace(), obj.key_secret.as_deref()) {
+            let _ = gone_ctx
+                .state
+                .wake_secrets
+                .send(ObjectRef::new(secret).within(&ns));
+        }
+    })
+    .touched_objects()
+    .predicate_filter(trigger_fingerprint, Default::default());
     let secret_index = ctx.clone();
     // What each Secret's finalizers were when last seen (a hash): forgotten when the
     // Secret goes, and all of it at a relist, so that it holds only the Secrets there are.

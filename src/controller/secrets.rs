@@ -9,7 +9,7 @@ use kube::{Api, Resource, ResourceExt, api::Patch, runtime::controller::Action};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::{Context, Error, context::display_ref, write::field_manager};
+use super::{Context, Error, context::display_ref, freshness::Freshness, write::field_manager};
 use crate::{
     cache::CachedSecret,
     resource::{DeletionPolicy, FINALIZER, LeenConnection, SECRET_FINALIZER},
@@ -89,6 +89,11 @@ pub async fn reconcile_secret(
     if !ctx.synced() {
         // An empty cache would say that nobody needs the Secret.
         return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if let Freshness::Stale(why) = ctx.watches.connections() {
+        // Nor can a cache that may have missed a new user say it.
+        debug!(%why, "key Secret kept while the cache may be behind");
+        return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let ns = secret.namespace().ok_or(Error::NoNamespace)?;
     let name = secret.name_any();

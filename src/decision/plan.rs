@@ -36,6 +36,17 @@ pub enum Need {
     /// The deletion budget's verdict on this DELETE (asking records the start when it is
     /// allowed).
     BudgetVerdict,
+    /// Whether the controller's cache follows the API server (binders are read from it).
+    CacheFreshness,
+}
+
+/// Whether decisions taken from the controller's cache can rely on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// The cache follows the API server.
+    Fresh,
+    /// It may be behind (relisting, its watch failing or silent): why, in words.
+    Stale(String),
 }
 
 /// What a look-up by identifier came to.
@@ -338,6 +349,8 @@ pub struct DeletionInputs {
     pub create_settle: std::time::Duration,
     /// The API key, or why there is none.
     pub key: Option<Result<ApiKey, String>>,
+    /// Whether the cache the binders are read from follows the API server.
+    pub cache: Option<Freshness>,
     /// Another live resource that binds the same connection (`namespace/name`), if any.
     pub binder: Option<Option<String>>,
     /// What the look-up of a create whose answer was lost came to, when it found nothing.
@@ -435,7 +448,22 @@ pub fn plan_deletion(
             }
         };
     }
-    if held_binding(obj).is_some() {
+    if let Some(held) = held_binding(obj) {
+        // "Nobody else binds it" from a cache that may have missed a new binder would
+        // delete a connection still in use: nothing is decided until the cache catches up.
+        match &inputs.cache {
+            None => return DeletionPlan::Read(Need::CacheFreshness),
+            Some(Freshness::Stale(why)) => {
+                return DeletionPlan::Done(DeletionStep::Concluded {
+                    reason: Reason::CacheStale,
+                    message: format!(
+                        "{why}: whether another resource binds connection {} is not known, so nothing is deleted until the cache catches up",
+                        held.connection
+                    ),
+                });
+            }
+            Some(Freshness::Fresh) => {}
+        }
         match &inputs.binder {
             None => return DeletionPlan::Read(Need::Binders),
             Some(Some(by)) => {

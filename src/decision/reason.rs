@@ -83,6 +83,9 @@ pub enum Reason {
     /// A connection with the spec's identifier exists in Leen, and this resource did not
     /// create it: not adopted, nothing created, until a person says which.
     IdentifierInUse,
+    /// The controller's cache of LeenConnections may be behind the API server (relisting,
+    /// its watch failing or silent): no deletion is decided from it until it catches up.
+    CacheStale,
 }
 
 impl Reason {
@@ -119,6 +122,7 @@ impl Reason {
                 | Reason::RateLimited
                 | Reason::InvalidResponse
                 | Reason::UnexpectedResponse
+                | Reason::CacheStale
         )
     }
 

@@ -78,3 +78,182 @@ async fn pump(
         }
     }
 }
+
+/// A proxy that speaks plain HTTP to the operator and TLS to the API server, so that it
+/// can see which request a connection carries and stall the LeenConnection watch alone
+/// (every watch request for LeenConnections, the ones after it too), while every other
+/// call goes through: a watch stuck behind a load balancer, with a working API server.
+pub struct WatchStallingProxy {
+    /// `127.0.0.1:PORT`: use `http://` to it.
+    pub addr: std::net::SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WatchStallingProxy {
+    /// Starts forwarding to the API server's TLS port `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::{Arc, atomic::AtomicBool};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy binds");
+        let addr = listener.local_addr().expect("proxy addr");
+        let stalled = Arc::new(AtomicBool::new(false));
+        let flag = stalled.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (flag, connector) = (flag.clone(), connector.clone());
+                tokio::spawn(async move {
+                    let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let name = rustls::pki_types::ServerName::try_from("localhost")
+                        .expect("name")
+                        .to_owned();
+                    let Ok(server) = connector.connect(name, tcp).await else {
+                        return;
+                    };
+                    // Whether the last request sent on this connection watches
+                    // LeenConnections (HTTP/1.1: one request at a time per connection).
+                    let watching = Arc::new(AtomicBool::new(false));
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = tokio::io::split(server);
+                    tokio::spawn(requests(cr, sw, watching.clone()));
+                    answers(sr, cw, flag, watching).await;
+                });
+            }
+        });
+        Self {
+            addr,
+            stalled,
+            task,
+        }
+    }
+
+    /// From now on, answers on LeenConnection watches are held (the connection stays open).
+    pub fn stall_watches(&self) {
+        self.stalled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Everything held goes through again.
+    pub fn resume(&self) {
+        self.stalled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for WatchStallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn requests(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    watching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if let Some(line) = text.lines().find(|l| {
+            l.starts_with("GET ")
+                || l.starts_with("POST ")
+                || l.starts_with("PATCH ")
+                || l.starts_with("PUT ")
+                || l.starts_with("DELETE ")
+        }) {
+            let watch = line.contains("leenconnections") && line.contains("watch=");
+            watching.store(watch, std::sync::atomic::Ordering::SeqCst);
+        }
+        if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn answers(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    watching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(SeqCst) && watching.load(SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Accepts the API server's self-signed certificate (the test's own server on loopback).
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -4,7 +4,7 @@ local hs = {}
 -- These three lists mirror the operator's Reason (src/decision/reason.rs): is_transient,
 -- releases_finalizer and is_progressing. tests/argocd_health.rs runs this script for every
 -- reason and fails when one of them is missing here.
-local transient = {LeenUnavailable = true, RateLimited = true, InvalidResponse = true, UnexpectedResponse = true}
+local transient = {LeenUnavailable = true, RateLimited = true, InvalidResponse = true, UnexpectedResponse = true, CacheStale = true}
 local releases = {Deleted = true, AlreadyDeleted = true, Orphaned = true, StillReferenced = true, NotCreated = true}
 local progressing = {Pending = true, StateDrift = true, AwaitingAuthorization = true, CreatePending = true}
 

@@ -1,0 +1,302 @@
+//! How fresh the controller's cache is: a DELETE is decided from it ("another resource
+//! still binds the connection", "no resource needs this key Secret"), so it must not be
+//! decided while a watch is relisting after an error, or has heard nothing from the API
+//! server for longer than a working watch is ever silent.
+//!
+//! Every watch request ends after `LEEN_WATCH_TIMEOUT` (the server closes it, kube's
+//! watcher opens the next one), so a working watch hears from the API server at least that
+//! often even when nothing changes: the next response, or a bookmark. Those arrive below
+//! the watcher (which hides bookmarks and re-watches), so a tower layer on the watch
+//! client notes every successful response for LeenConnections and every chunk of its body.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context as TaskContext, Poll},
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+
+pub use crate::decision::Freshness;
+
+#[derive(Debug)]
+struct State {
+    listed: bool,
+    relisting: bool,
+    failing: Option<String>,
+    heard: Instant,
+}
+
+/// The health of one watch.
+#[derive(Debug)]
+pub struct WatchHealth {
+    kind: &'static str,
+    state: Mutex<State>,
+}
+
+impl WatchHealth {
+    fn new(kind: &'static str) -> Self {
+        Self {
+            kind,
+            state: Mutex::new(State {
+                listed: false,
+                relisting: false,
+                failing: None,
+                heard: Instant::now(),
+            }),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        if let Ok(mut state) = self.state.lock() {
+            f(&mut state);
+        }
+    }
+
+    /// The API server said something on this watch (a successful response, an event, a
+    /// bookmark): it works, whatever failed before.
+    pub fn heard(&self) {
+        self.update(|s| {
+            s.failing = None;
+            s.heard = Instant::now();
+        });
+    }
+
+    /// The watcher started a (re)list: until it is done the cache may miss objects.
+    pub fn relist_started(&self) {
+        self.update(|s| {
+            s.relisting = true;
+            s.heard = Instant::now();
+        });
+    }
+
+    /// The (re)list is applied to the cache.
+    pub fn relist_done(&self) {
+        self.update(|s| {
+            s.listed = true;
+            s.relisting = false;
+            s.failing = None;
+            s.heard = Instant::now();
+        });
+    }
+
+    /// The watch failed; the watcher retries with backoff, and the next successful
+    /// answer ([`Self::heard`]) ends the failure.
+    pub fn failed(&self, error: &str) {
+        self.update(|s| s.failing = Some(crate::text::clip(error)));
+    }
+
+    /// Whether decisions may rely on this watch's part of the cache.
+    pub fn freshness(&self, silence_limit: Duration) -> Freshness {
+        self.freshness_at(Instant::now(), silence_limit)
+    }
+
+    fn freshness_at(&self, now: Instant, silence_limit: Duration) -> Freshness {
+        let Ok(state) = self.state.lock() else {
+            return Freshness::Stale(format!("the {} watch's state is unreadable", self.kind));
+        };
+        let kind = self.kind;
+        if !state.listed {
+            return Freshness::Stale(format!("the {kind} cache has not synced yet"));
+        }
+        if let Some(error) = &state.failing {
+            return Freshness::Stale(format!("the {kind} watch is failing ({error})"));
+        }
+        if state.relisting {
+            return Freshness::Stale(format!("the {kind} cache is relisting"));
+        }
+        let silent = now.saturating_duration_since(state.heard);
+        if silent > silence_limit {
+            return Freshness::Stale(format!(
+                "the {kind} watch has heard nothing from the API server for {}s (a working one hears something every {}s at most)",
+                silent.as_secs(),
+                silence_limit.as_secs()
+            ));
+        }
+        Freshness::Fresh
+    }
+}
+
+/// The watches decisions rely on, and how long a working one can be silent. Both kinds of
+/// decision ("still referenced", "no resource needs this key Secret") come from the
+/// LeenConnection cache: the Secret watches only wake reconciliations, and a Secret patched
+/// from a stale copy fails on its resourceVersion.
+#[derive(Debug)]
+pub struct Watches {
+    /// The LeenConnection watch.
+    pub connections: WatchHealth,
+    /// How long one watch request lasts (`LEEN_WATCH_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+impl Watches {
+    /// Watches whose requests last `timeout`.
+    pub fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            connections: WatchHealth::new("LeenConnection"),
+            timeout,
+        })
+    }
+
+    /// Silence longer than this means a stuck watch: one whole watch request, half of one
+    /// more for the server's and the watcher's own delays, and a few seconds of slack.
+    pub fn silence_limit(&self) -> Duration {
+        self.timeout + self.timeout / 2 + Duration::from_secs(5)
+    }
+
+    /// Whether the LeenConnection cache can be relied on.
+    pub fn connections(&self) -> Freshness {
+        self.connections.freshness(self.silence_limit())
+    }
+
+    /// Whether a request of the watch client is one of the LeenConnection watch (a list
+    /// or a watch of the collection).
+    fn watches_connections(uri: &http::Uri) -> bool {
+        uri.path().ends_with("/leenconnections")
+    }
+}
+
+/// A tower layer for the watch client: notes what the API server says on each watch.
+#[derive(Clone, Debug)]
+pub struct HeardLayer(pub Arc<Watches>);
+
+impl<S> tower::Layer<S> for HeardLayer {
+    type Service = Heard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Heard {
+            inner,
+            watches: self.0.clone(),
+        }
+    }
+}
+
+/// The service of [`HeardLayer`].
+#[derive(Clone, Debug)]
+pub struct Heard<S> {
+    inner: S,
+    watches: Arc<Watches>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for Heard<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<HeardBody<ResBody>>;
+    type Error = S::Error;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let watched = Watches::watches_connections(request.uri());
+        let watches = self.watches.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            let watched = watched && response.status().is_success();
+            if watched {
+                watches.connections.heard();
+            }
+            Ok(response.map(|body| HeardBody {
+                body,
+                watches,
+                watched,
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that notes each chunk it yields.
+    pub struct HeardBody<B> {
+        #[pin]
+        body: B,
+        watches: Arc<Watches>,
+        watched: bool,
+    }
+}
+
+impl<B: Body> Body for HeardBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = this.body.poll_frame(cx);
+        if *this.watched && matches!(&frame, Poll::Ready(Some(Ok(_)))) {
+            this.watches.connections.heard();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_is_stale_until_listed_while_relisting_or_failing() {
+        let watches = Watches::new(Duration::from_secs(60));
+        assert!(matches!(watches.connections(), Freshness::Stale(m) if m.contains("not synced")));
+        watches.connections.relist_done();
+        assert_eq!(watches.connections(), Freshness::Fresh);
+        watches.connections.failed("connection reset");
+        assert!(
+            matches!(watches.connections(), Freshness::Stale(m) if m.contains("failing (connection reset)"))
+        );
+        watches.connections.heard();
+        assert_eq!(watches.connections(), Freshness::Fresh);
+        watches.connections.relist_started();
+        assert!(matches!(watches.connections(), Freshness::Stale(m) if m.contains("relisting")));
+        watches.connections.relist_done();
+        assert_eq!(watches.connections(), Freshness::Fresh);
+    }
+
+    #[test]
+    fn a_silent_watch_is_stale() {
+        let watch = WatchHealth::new("LeenConnection");
+        watch.relist_done();
+        let limit = Duration::from_secs(60);
+        let later = |by: u64| Instant::now() + Duration::from_secs(by);
+        assert_eq!(watch.freshness_at(later(59), limit), Freshness::Fresh);
+        assert!(
+            matches!(watch.freshness_at(later(61), limit), Freshness::Stale(m) if m.contains("heard nothing"))
+        );
+    }
+
+    #[test]
+    fn the_silence_limit_covers_one_watch_and_a_half() {
+        let watches = Watches::new(Duration::from_secs(60));
+        assert_eq!(watches.silence_limit(), Duration::from_secs(95));
+    }
+
+    #[test]
+    fn only_requests_for_leenconnections_are_heard() {
+        let watched = |s: &str| Watches::watches_connections(&s.parse::<http::Uri>().expect("uri"));
+        assert!(watched(
+            "https://k/apis/leen.dev/v1alpha1/leenconnections?watch=true"
+        ));
+        assert!(watched(
+            "https://k/apis/leen.dev/v1alpha1/namespaces/a/leenconnections?limit=500"
+        ));
+        assert!(!watched("https://k/api/v1/namespaces/a/secrets?watch=1"));
+    }
+}
