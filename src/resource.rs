@@ -493,6 +493,10 @@ pub struct DeletionRecord {
     /// `deletionPolicy: Orphan`, or (when so set) the budget frees.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// A DELETE of this deletion went out to Leen at least once (the budget counted it):
+    /// a retry beyond the budget waits for the window to free rather than for a person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_sent: bool,
 }
 
 /// A condition in the shape of Kubernetes' metav1.Condition.

@@ -342,3 +342,54 @@ async fn an_unreadable_record_fails_closed() {
             .any(|ev| ev.type_.as_deref() == Some("Warning"))
     );
 }
+
+/// Every DELETE the operator sends counts, retries included: with a budget of 2 and Leen
+/// failing the first DELETE of each of two resources, Leen gets 2 DELETEs in the window,
+/// not 4; the retries wait (a `DeletionHeld` that says they were sent before) and go out
+/// on their own once the window frees, with no person needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_count_and_a_held_retry_resumes_with_the_window() {
+    let e = scenario(
+        "retries",
+        &[("LEEN_MAX_DELETIONS", "2"), ("LEEN_DELETION_WINDOW", "8s")],
+    )
+    .await;
+    let (_, a) = e.ready_connection("a").await;
+    let (_, b) = e.ready_connection("b").await;
+    for id in [a, b] {
+        e.fake.push_fault(fake_leen::Fault {
+            connection_id: id,
+            after_effect: false,
+            method: Some("DELETE".into()),
+            status: 503,
+            retry_after: None,
+            delay_ms: 0,
+            body: fake_leen::FaultBody::Default,
+            times: 1,
+        });
+    }
+    e.cp.kubectl(&[
+        "delete",
+        "leenconn",
+        "--all",
+        "-n",
+        "retries",
+        "--wait=false",
+    ]);
+    for name in ["a", "b"] {
+        let held = wait_for(&e.api, name, "a retry held by the budget", |o| {
+            ready_reason(o).as_deref() == Some("DeletionHeld")
+        })
+        .await;
+        let message = ready_message(&held);
+        assert!(message.contains("retries included"), "{message}");
+        assert!(message.contains("retried on its own"), "{message}");
+        let record = held.status.and_then(|s| s.deletion).expect("record");
+        assert!(record.delete_sent && !record.held, "{record:?}");
+    }
+    assert_eq!(deletes(&e), 2, "{:?}", e.fake.requests());
+    // The window moves on: both retries go out by themselves.
+    wait_gone(&e.api, "a").await;
+    wait_gone(&e.api, "b").await;
+    assert_eq!(deletes(&e), 4);
+}

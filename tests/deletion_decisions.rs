@@ -647,3 +647,67 @@ fn slow_retries_spread_by_jitter() {
         Duration::from_secs(1)
     );
 }
+
+/// A DELETE that went out is remembered in the record whatever comes after it (a look-up
+/// failure, a missing Secret, a hold), so that a retry the budget holds waits for the
+/// window rather than for a person; a deletion held before any DELETE stays held.
+#[test]
+fn a_sent_delete_is_remembered_and_its_hold_is_not_durable() {
+    let policy = RetryPolicy::default();
+    let mut obj = LeenConnection::test();
+    let timeout = DeletionStep::Observed(Observation::Leen(LeenOutcome::Unavailable {
+        status: None,
+        error: "timed out".into(),
+    }));
+    let mut sending = inputs(&policy);
+    sending.delete_sent = true;
+    let first = decide_deletion(&obj, &timeout, &sending);
+    let record = first.status.deletion.clone().expect("record");
+    assert!(record.delete_sent, "{record:?}");
+    obj.status = Some(first.status);
+    // A later attempt without a DELETE (the key Secret briefly missing) keeps it.
+    let missing = DeletionStep::Observed(Observation::CredentialsMissing("Secret gone".into()));
+    let second = decide_deletion(&obj, &missing, &inputs(&policy));
+    assert!(second.status.deletion.clone().expect("record").delete_sent);
+    obj.status = Some(second.status);
+    let held = DeletionStep::Observed(Observation::DeletionHeld {
+        message: "budget spent".into(),
+        resume_at: Some(inputs(&policy).now + chrono::Duration::seconds(30)),
+    });
+    let d = decide_deletion(&obj, &held, &inputs(&policy));
+    let record = d.status.deletion.expect("record");
+    assert_eq!(record.outcome.as_deref(), Some("DeletionHeld"));
+    assert!(!record.held, "a held retry is not a durable hold");
+    assert!(record.delete_sent);
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(30)));
+    // Held before any DELETE went out: durable.
+    let fresh = LeenConnection::test();
+    let d = decide_deletion(&fresh, &held, &inputs(&policy));
+    let record = d.status.deletion.expect("record");
+    assert!(record.held && !record.delete_sent, "{record:?}");
+}
+
+/// The first DELETE after an identical failure of a look-up is news: its record is
+/// written even within the quiet period.
+#[test]
+fn the_first_delete_sent_is_recorded_even_when_the_failure_repeats() {
+    let policy = RetryPolicy::default();
+    let mut obj = LeenConnection::test();
+    let step = DeletionStep::Observed(Observation::Leen(LeenOutcome::Unavailable {
+        status: Some(503),
+        error: "down".into(),
+    }));
+    let first = decide_deletion(&obj, &step, &inputs(&policy));
+    assert!(!first.status.deletion.clone().expect("record").delete_sent);
+    obj.status = Some(first.status);
+    let mut soon = inputs(&policy);
+    soon.now += chrono::Duration::seconds(10);
+    soon.delete_sent = true;
+    let again = decide_deletion(&obj, &step, &soon);
+    assert!(again.status.deletion.expect("record").delete_sent);
+    // Once recorded, the same failure again is quiet.
+    let mut quiet = soon.clone();
+    quiet.now += chrono::Duration::seconds(5);
+    obj.status = Some(decide_deletion(&obj, &step, &soon).status);
+    assert!(decide_deletion(&obj, &step, &quiet).event.is_none());
+}

@@ -208,6 +208,7 @@ fn inputs(policy: &RetryPolicy, jitter: f64) -> DecisionInputs<'_> {
         policy,
         also_bound_by: Vec::new(),
         credentials_test_error: None,
+        delete_sent: false,
     }
 }
 

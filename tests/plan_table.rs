@@ -14,7 +14,7 @@ use leen_operator::{
     decision::{
         Binding, DeletionInputs, DeletionPlan, DeletionStep, FindLostCreate, Freshness, Lookup,
         Need, Observation, Reason, SyncInputs, SyncPlan, held_earlier_message, held_message,
-        plan_deletion, plan_sync, validate_binding,
+        held_retry_message, plan_deletion, plan_sync, validate_binding,
     },
     leen::{ApiKey, Connection, CreateRequest, LeenOutcome, UpdateRequest},
     resource::{
@@ -207,6 +207,17 @@ fn prove() -> DeletionPlan {
         region: Region::Us,
         organization: Uuid::parse_str(ORG).expect("org"),
     }
+}
+
+/// A deletion whose record says a DELETE went out before, with `record`.
+fn sent(record: DeletionRecord) -> LeenConnection {
+    with_deletion(
+        deleting(),
+        DeletionRecord {
+            delete_sent: true,
+            ..record
+        },
+    )
 }
 
 fn deleting() -> LeenConnection {
@@ -534,7 +545,7 @@ fn deletion_plan() {
                 .binder(None)
                 .key(key())
                 .budget(budget(true))
-                .verdict(held_verdict),
+                .verdict(held_verdict.clone()),
         ),
         (
             "confirmed by a person: not counted",
@@ -557,50 +568,63 @@ fn deletion_plan() {
             .budget(budget(false)),
         ),
         (
-            "a DELETE that already went out (an answer recorded) is not counted again",
+            "a retry of a DELETE that went out is counted again: every call counts",
+            DeletionCase::new(sent(outcome("LeenUnavailable")), DeletionPlan::Read(Need::BudgetVerdict))
+                .binder(None)
+                .key(key())
+                .budget(budget(false)),
+        ),
+        (
+            "a retry the budget admits goes out",
+            DeletionCase::new(sent(outcome("LeenUnavailable")), DeletionPlan::Delete(binding()))
+                .binder(None)
+                .key(key())
+                .budget(budget(false))
+                .verdict(Verdict::Go),
+        ),
+        (
+            "a retry beyond the budget waits for the window, not for a person",
+            DeletionCase::new(
+                sent(outcome("LeenUnavailable")),
+                observed(Observation::DeletionHeld {
+                    message: held_retry_message(&sent(outcome("LeenUnavailable")), &budget(false), 5, frees_at()),
+                    resume_at: Some(frees_at()),
+                }),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false))
+            .verdict(held_verdict.clone()),
+        ),
+        (
+            "a retry held once is still a retry: not held durably",
+            DeletionCase::new(
+                sent(DeletionRecord {
+                    held: false,
+                    ..outcome("DeletionHeld")
+                }),
+                DeletionPlan::Read(Need::BudgetVerdict),
+            )
+            .binder(None)
+            .key(key())
+            .budget(budget(false)),
+        ),
+        (
+            "an answer recorded from a look-up is no DELETE sent: counted and held as a first one",
             DeletionCase::new(
                 with_deletion(
                     deleting(),
                     DeletionRecord {
                         last_http_status: Some(500),
-                        ..outcome("Unauthorized")
+                        ..outcome("LeenUnavailable")
                     },
                 ),
-                DeletionPlan::Delete(binding()),
+                observed(held(false)),
             )
             .binder(None)
             .key(key())
-            .budget(budget(false)),
-        ),
-        (
-            "nor one that timed out",
-            DeletionCase::new(
-                with_deletion(deleting(), outcome("LeenUnavailable")),
-                DeletionPlan::Delete(binding()),
-            )
-            .binder(None)
-            .key(key())
-            .budget(budget(false)),
-        ),
-        (
-            "nor one rate limited",
-            DeletionCase::new(
-                with_deletion(deleting(), outcome("RateLimited")),
-                DeletionPlan::Delete(binding()),
-            )
-            .binder(None)
-            .key(key())
-            .budget(budget(false)),
-        ),
-        (
-            "nor one whose answer was unreadable",
-            DeletionCase::new(
-                with_deletion(deleting(), outcome("InvalidResponse")),
-                DeletionPlan::Delete(binding()),
-            )
-            .binder(None)
-            .key(key())
-            .budget(budget(false)),
+            .budget(budget(false))
+            .verdict(held_verdict.clone()),
         ),
         (
             "a deletion that never reached Leen is counted",
@@ -680,7 +704,7 @@ fn deletion_plan() {
                         ..outcome("LeenUnavailable")
                     },
                 ),
-                DeletionPlan::Delete(binding()),
+                DeletionPlan::Read(Need::BudgetVerdict),
             )
             .binder(None)
             .key(key())

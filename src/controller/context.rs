@@ -255,6 +255,7 @@ impl Context {
             policy: &self.policy,
             also_bound_by,
             credentials_test_error: None,
+            delete_sent: false,
         }
     }
 

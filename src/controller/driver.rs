@@ -234,7 +234,9 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
         }
     };
     // 4. Decide.
-    let decision = decide_deletion(&obj, &step, &ctx.decision_inputs(&uid, Vec::new()));
+    let mut decided = ctx.decision_inputs(&uid, Vec::new());
+    decided.delete_sent = inputs.deleted.is_some();
+    let decision = decide_deletion(&obj, &step, &decided);
     ctx.set_held(
         &uid,
         matches!(

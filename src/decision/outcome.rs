@@ -138,6 +138,8 @@ pub struct DecisionInputs<'a> {
     pub also_bound_by: Vec<String>,
     /// Why Leen's test of the credentials last sent could not be had, when it failed.
     pub credentials_test_error: Option<String>,
+    /// Whether this reconcile sent a DELETE to Leen.
+    pub delete_sent: bool,
 }
 
 /// An identical failure repeated within this time does not rewrite the status or emit an
@@ -434,7 +436,13 @@ pub fn decide_deletion(
         .max(inputs.sync_failures)
         .saturating_add(1);
     let message = cap(&message);
-    if !reason.releases_finalizer() && is_quiet_repeat(&previous, reason, &message, inputs.now) {
+    // Whether a DELETE ever went out: kept across every later outcome (and inferred from
+    // a record written before the field existed).
+    let delete_sent = inputs.delete_sent || super::delete_already_sent(obj);
+    if !reason.releases_finalizer()
+        && (delete_sent == previous.delete_sent)
+        && is_quiet_repeat(&previous, reason, &message, inputs.now)
+    {
         // The same failure again, shortly after the last recorded one: no new status or
         // Event; the record is brought up to date once REPEAT_QUIET has passed.
         return Decision {
@@ -474,7 +482,10 @@ pub fn decide_deletion(
         last_error: (!reason.releases_finalizer()).then(|| message.clone()),
         next_retry_time: requeue_after
             .map(|d| rfc3339(inputs.now + chrono::Duration::from_std(d).unwrap_or_default())),
-        held: previous.held || reason == Reason::DeletionHeld,
+        // A held retry of a DELETE the budget already counted is not a new decision
+        // for a person: it waits for the window.
+        held: previous.held || (reason == Reason::DeletionHeld && !delete_sent),
+        delete_sent,
     });
     set_ready(&mut status, false, reason, &note, generation, inputs.now);
     set_progress(

@@ -494,11 +494,16 @@ pub fn plan_deletion(
     let Some(budget) = budget.filter(|b| b.max_deletions > 0) else {
         return delete(binding, inputs);
     };
-    if deletion_confirmed(obj) || delete_already_sent(obj) {
+    if deletion_confirmed(obj) {
+        // A person's go-ahead: not held, whatever the budget says.
         return delete(binding, inputs);
     }
+    // Every DELETE sent counts, retries too: the budget bounds the calls Leen gets. A
+    // retry was admitted once, so beyond the budget it waits for the window to free.
+    let retry = delete_already_sent(obj);
     let record = obj.status.as_ref().and_then(|s| s.deletion.as_ref());
     if !budget.resume_held
+        && !retry
         && let Some(record) = record.filter(|r| {
             // A record written before `held` existed says it in its outcome.
             r.held || r.outcome.as_deref() == Some(Reason::DeletionHeld.as_str())
@@ -533,6 +538,12 @@ pub fn plan_deletion(
             }))
         }
         Some(Verdict::Go) => delete(binding, inputs),
+        Some(Verdict::Held { started, frees_at }) if retry => {
+            DeletionPlan::Done(DeletionStep::Observed(Observation::DeletionHeld {
+                message: held_retry_message(obj, budget, *started, *frees_at),
+                resume_at: Some(*frees_at),
+            }))
+        }
         Some(Verdict::Held { started, frees_at }) => {
             DeletionPlan::Done(DeletionStep::Observed(Observation::DeletionHeld {
                 message: held_message(obj, budget, *started, *frees_at),
@@ -602,22 +613,14 @@ pub fn deletion_confirmed(obj: &LeenConnection) -> bool {
         .is_some_and(|v| v.trim() == "true")
 }
 
-/// Whether a previous attempt of this deletion already went out to Leen (and was counted).
+/// Whether a previous attempt of this deletion already sent a DELETE to Leen (which the
+/// budget counted). Only the record's `deleteSent` says so: an outcome such as
+/// `LeenUnavailable` may come from a look-up as well.
 pub fn delete_already_sent(obj: &LeenConnection) -> bool {
-    let Some(record) = obj.status.as_ref().and_then(|s| s.deletion.as_ref()) else {
-        return false;
-    };
-    record.last_http_status.is_some()
-        || record
-            .outcome
-            .as_deref()
-            .and_then(Reason::parse)
-            .is_some_and(|r| {
-                matches!(
-                    r,
-                    Reason::LeenUnavailable | Reason::RateLimited | Reason::InvalidResponse
-                )
-            })
+    obj.status
+        .as_ref()
+        .and_then(|s| s.deletion.as_ref())
+        .is_some_and(|r| r.delete_sent)
 }
 
 /// The message of a deletion the budget held earlier, when the record no longer says why.
@@ -627,6 +630,23 @@ pub fn held_earlier_message(obj: &LeenConnection) -> String {
     format!(
         "the deletion budget held this deletion earlier, so connection {} was not deleted; it waits for a person. If this deletion is meant: kubectl annotate leenconn {name} -n {ns} leen.dev/confirm-deletion=true. If it came from a mistaken prune: kubectl patch leenconn {name} -n {ns} --type merge -p '{{\"spec\":{{\"deletionPolicy\":\"Orphan\"}}}}' releases it without a call",
         connection_name(obj)
+    )
+}
+
+/// The message of a retry of a DELETE (sent once, counted) that the spent budget holds:
+/// it goes out again when the window frees.
+pub fn held_retry_message(
+    obj: &LeenConnection,
+    config: &BudgetConfig,
+    started: u32,
+    frees_at: DateTime<Utc>,
+) -> String {
+    format!(
+        "deletion budget spent: {started} DELETE calls to Leen started in the last {} (LEEN_MAX_DELETIONS={}), retries included, so the DELETE of connection {} is not sent again yet; it was sent before, and it is retried on its own when the budget frees at {}",
+        humantime::format_duration(config.window),
+        config.max_deletions,
+        connection_name(obj),
+        rfc3339(frees_at)
     )
 }
 

@@ -41,6 +41,7 @@ pub fn inputs(policy: &RetryPolicy) -> DecisionInputs<'_> {
         policy,
         also_bound_by: Vec::new(),
         credentials_test_error: None,
+        delete_sent: false,
     }
 }
 
