@@ -304,9 +304,21 @@ pub(crate) fn manifest(
     fake: Option<&FakeLeen>,
     finalizer: bool,
 ) -> std::path::PathBuf {
+    manifest_in(cp, n, fake, finalizer, None)
+}
+
+/// [`manifest`], with every connection in `organization` when one is given (one Leen
+/// organization with many connections), else each in an organization of its own.
+pub(crate) fn manifest_in(
+    cp: &ControlPlane,
+    n: usize,
+    fake: Option<&FakeLeen>,
+    finalizer: bool,
+    organization: Option<Uuid>,
+) -> std::path::PathBuf {
     let items: Vec<serde_json::Value> = (0..n)
         .map(|i| {
-            let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+            let (org, id) = (organization.unwrap_or_else(Uuid::new_v4), Uuid::new_v4());
             if let Some(fake) = fake {
                 fake.add_connection(org, id, "CrowdStrike");
             }

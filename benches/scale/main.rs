@@ -5,6 +5,7 @@
 //!     cargo bench --bench scale -- [--n 100,1000,10000] [--latency-ms 0] [--out BENCHMARKS.md]
 //!     cargo bench --bench scale -- --create 100,1000 [--latency-ms 50]
 //!     cargo bench --bench scale -- --throughput 1000,10000 --latency-ms 50 [--operator-only] [--reconciles 32]
+//!     cargo bench --bench scale -- --rules 1000,5000 --latency-ms 50
 //!
 //! `--create` measures connections created from the spec instead (create -> Ready, calls
 //! per resource, beside the floor of creating the same objects with no operator) and only
@@ -17,8 +18,11 @@
 //!
 //! Not part of CI: N = 10 000 takes minutes.
 //!
+//! `--rules` measures what the deletion rules cost: the budget on (large enough) beside
+//! off, and a mass deletion Leen answers with 404s, beside kubectl's floor (see [`rules`]).
+//!
 //! Modules: [`contestants`] (the operator and what it is measured against), [`probes`]
-//! (what measures), [`report`] (what is printed).
+//! (what measures), [`report`] (what is printed), [`rules`] (the deletion rules' costs).
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -26,6 +30,7 @@ mod support;
 mod contestants;
 mod probes;
 mod report;
+mod rules;
 
 use std::{
     collections::HashMap,
@@ -45,6 +50,7 @@ use kube::{
 use leen_operator::resource::LeenConnection;
 use probes::*;
 use report::*;
+use rules::*;
 use support::*;
 
 use uuid::Uuid;
@@ -68,6 +74,7 @@ struct Args {
     out: Option<String>,
     create: Vec<usize>,
     throughput: Vec<usize>,
+    rules: Vec<usize>,
     operator_only: bool,
 }
 
@@ -81,6 +88,7 @@ fn args() -> Args {
         out: Some("BENCHMARKS.md".into()),
         create: Vec::new(),
         throughput: Vec::new(),
+        rules: Vec::new(),
         operator_only: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -106,6 +114,12 @@ fn args() -> Args {
             }
             "--throughput" => {
                 a.throughput = value
+                    .split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .collect()
+            }
+            "--rules" => {
+                a.rules = value
                     .split(',')
                     .filter_map(|s| s.trim().parse().ok())
                     .collect()
@@ -138,6 +152,17 @@ async fn main() {
             rows.push(throughput(n, a.latency_ms, a.reconciles, !a.operator_only).await);
         }
         print_throughput(&rows);
+        return;
+    }
+    if !a.rules.is_empty() {
+        let mut rows = Vec::new();
+        for &n in &a.rules {
+            rows.push(rules_bench(n, a.latency_ms).await);
+        }
+        println!("{RULES_HEADER}");
+        for row in rows {
+            println!("{row}");
+        }
         return;
     }
     if !a.create.is_empty() {

@@ -390,6 +390,12 @@ impl FakeLeen {
             .is_some_and(|c| c["state"] != "DELETED")
     }
 
+    /// Forgets every connection (their organizations stay known): each DELETE from now on
+    /// gets Leen's JSON 404, as after a deletion done in the Leen console.
+    pub fn forget_connections(&self) {
+        lock(&self.state).connections.clear();
+    }
+
     /// Drops every queued fault.
     pub fn clear_faults(&self) {
         lock(&self.state).faults.clear();
