@@ -184,6 +184,9 @@ pub fn judge(
 struct Pool {
     slots: u32,
     reserved: Instant,
+    /// The Lease as this replica last wrote it: the next write goes out without reading it
+    /// first, and a conflict (another replica wrote since) reads it again.
+    lease: Option<Lease>,
 }
 
 /// The installation's deletion budget, kept on a Lease in the API server.
@@ -204,6 +207,7 @@ impl DeletionBudget {
             pool: Arc::new(tokio::sync::Mutex::new(Pool {
                 slots: 0,
                 reserved: Instant::now(),
+                lease: None,
             })),
             waiting: Arc::default(),
         }
@@ -231,7 +235,7 @@ impl DeletionBudget {
         pool.slots = 0;
         let behind = u32::try_from(self.waiting.load(Ordering::SeqCst)).unwrap_or(u32::MAX);
         let want = behind.saturating_add(1).min(MAX_BATCH);
-        match self.reserve(want).await? {
+        match self.reserve(want, &mut pool.lease).await? {
             Ok(granted) => {
                 pool.slots = granted - 1;
                 pool.reserved = Instant::now();
@@ -241,12 +245,19 @@ impl DeletionBudget {
         }
     }
 
-    /// Reserves up to `want` starts in the Lease.
-    async fn reserve(&self, want: u32) -> Result<Result<u32, Verdict>, kube::Error> {
+    /// Reserves up to `want` starts in the Lease. `cached`: the Lease as last written here.
+    async fn reserve(
+        &self,
+        want: u32,
+        cached: &mut Option<Lease>,
+    ) -> Result<Result<u32, Verdict>, kube::Error> {
         let mut conflicts = 0;
         loop {
             let now = Utc::now();
-            let current = self.api.get_opt(&self.config.name).await?;
+            let current = match cached.take() {
+                Some(lease) => Some(lease),
+                None => self.api.get_opt(&self.config.name).await?,
+            };
             let value = current
                 .as_ref()
                 .and_then(|l| l.metadata.annotations.as_ref())
@@ -293,7 +304,11 @@ impl DeletionBudget {
                 }
             };
             match result {
-                Ok(_) => return Ok(granted),
+                Ok(written) => {
+                    *cached = Some(written);
+                    return Ok(granted);
+                }
+                // Another replica wrote it (or it was created meanwhile): read it again.
                 Err(kube::Error::Api(s)) if (s.code == 409) && conflicts < 10 => {
                     conflicts += 1;
                 }
