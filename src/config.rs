@@ -64,6 +64,11 @@ pub struct LeenArgs {
     #[arg(long, env = "LEEN_ENDPOINT")]
     pub leen_endpoint: Option<String>,
 
+    /// A PEM bundle of extra CA certificates trusted for Leen (a TLS-inspecting proxy),
+    /// added to the system roots, which stay trusted. HTTPS_PROXY / NO_PROXY are honoured.
+    #[arg(long, env = "LEEN_CA_FILE")]
+    pub leen_ca_file: Option<String>,
+
     /// Namespaces whose resources may use the default key (LEEN_API_KEY), comma separated;
     /// `*`: every namespace. Default: none, since letting a namespace use the platform's
     /// key is an explicit trust decision. Resources elsewhere must name a Secret of their own.
@@ -192,6 +197,9 @@ pub struct Settings {
     pub default_api_key: Option<ApiKey>,
     /// Endpoint replacing every region's URL.
     pub leen_endpoint: Option<Url>,
+    /// The PEM bundle of extra CAs trusted for Leen (`LEEN_CA_FILE`), checked to hold at
+    /// least one certificate.
+    pub leen_ca: Option<Vec<u8>>,
     /// Namespace to watch; `None`: all.
     pub watch_namespace: Option<String>,
     /// Telemetry address.
@@ -511,7 +519,32 @@ impl RunArgs {
                 ),
             ));
         }
+        let leen_ca = non_empty(&self.leen.leen_ca_file)
+            .map(|path| {
+                let pem = std::fs::read(path).map_err(|e| {
+                    err(
+                        "LEEN_CA_FILE",
+                        "leen-ca-file",
+                        format!("cannot read {path:?}: {e}"),
+                    )
+                })?;
+                match reqwest::Certificate::from_pem_bundle(&pem) {
+                    Ok(certs) if !certs.is_empty() => Ok(pem),
+                    Ok(_) => Err(err(
+                        "LEEN_CA_FILE",
+                        "leen-ca-file",
+                        format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+                    )),
+                    Err(e) => Err(err(
+                        "LEEN_CA_FILE",
+                        "leen-ca-file",
+                        format!("{path:?} is not a PEM bundle of certificates: {e}"),
+                    )),
+                }
+            })
+            .transpose()?;
         Ok(Settings {
+            leen_ca,
             create_settle,
             watch_timeout,
             pod_name: non_empty(&self.leader.pod_name).map(str::to_string),

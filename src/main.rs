@@ -90,6 +90,7 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
             endpoint: settings.leen_endpoint.clone(),
             request_timeout: settings.request_timeout,
             max_in_flight: settings.max_in_flight_requests,
+            extra_roots: settings.leen_ca.clone(),
         },
         metrics.clone(),
     )

@@ -652,3 +652,124 @@ async fn operator_works_with_only_the_chart_rbac() {
         "deleting the Lease",
     );
 }
+
+/// `leen.ca.configMap` mounts the bundle read-only and passes it as LEEN_CA_FILE; without
+/// it nothing is mounted and the system roots alone are trusted. `extraEnv` carries
+/// HTTPS_PROXY / NO_PROXY.
+#[test]
+fn a_ca_config_map_is_mounted_and_passed_as_leen_ca_file() {
+    let helm = helm_bin();
+    let objs = set(&helm, &[]);
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    assert!(env_var(deploy, "LEEN_CA_FILE").is_none());
+    assert!(deploy["spec"]["template"]["spec"]["volumes"].is_null());
+
+    let objs = set(
+        &helm,
+        &[
+            "leen.ca.configMap=corp-ca",
+            "leen.ca.key=bundle.pem",
+            "extraEnv[0].name=HTTPS_PROXY",
+            "extraEnv[0].value=http://proxy.corp:3128",
+        ],
+    );
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    assert_eq!(
+        env_var(deploy, "LEEN_CA_FILE").expect("env")["value"].as_str(),
+        Some("/etc/leen-ca/bundle.pem")
+    );
+    assert_eq!(
+        env_var(deploy, "HTTPS_PROXY").expect("env")["value"].as_str(),
+        Some("http://proxy.corp:3128")
+    );
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"].as_str(),
+        Some("corp-ca")
+    );
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["items"][0]["key"].as_str(),
+        Some("bundle.pem")
+    );
+    let mount = &pod["containers"][0]["volumeMounts"][0];
+    assert_eq!(mount["mountPath"].as_str(), Some("/etc/leen-ca"));
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+}
+
+#[test]
+fn rejects_a_ca_config_map_that_cannot_be_a_name() {
+    rejected(&["leen.ca.configMap=Corp_CA"], "configMap");
+}
+
+/// The README's install, `helm install` with the chart's CRD, works on the oldest API
+/// server `kubeVersion` claims (1.20, which knows no CEL rules: helm's schema validation and
+/// server-side apply refuse `x-kubernetes-validations` there, so the chart leaves them out
+/// below 1.25; the operator enforces the same rules itself). `helm uninstall` keeps the CRD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_works_on_a_1_20_api_server() {
+    let helm = helm_bin();
+    let cp = ControlPlane::start_bare(&[]).await;
+    let kubeconfig = cp.kubeconfig.to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let out = Command::new(&helm)
+            .args(args)
+            .args(["--kubeconfig", &kubeconfig])
+            .output()
+            .expect("helm runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(&[
+        "install",
+        "leen-operator",
+        CHART,
+        "-n",
+        "leen-system",
+        "--create-namespace",
+        "--set",
+        "leen.apiKey=unused-in-this-test",
+    ]);
+    assert!(ok, "helm install failed on 1.20: {out}");
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(cp.client().await);
+    let crd = crds
+        .get("leenconnections.leen.dev")
+        .await
+        .expect("the chart installed the CRD");
+    let text = serde_json::to_string(&crd.spec).expect("json");
+    assert!(!text.contains("x-kubernetes-validations"), "{text}");
+    let (ok, out) = run(&["uninstall", "leen-operator", "-n", "leen-system"]);
+    assert!(ok, "helm uninstall failed: {out}");
+    assert!(
+        crds.get_opt("leenconnections.leen.dev")
+            .await
+            .expect("read")
+            .is_some(),
+        "the CRD is kept on uninstall"
+    );
+}
+
+/// CEL rules are rendered for servers that enforce them, and only there.
+#[test]
+fn cel_rules_are_rendered_from_1_25_on() {
+    let helm = helm_bin();
+    for (version, cel) in [
+        ("v1.20.2", false),
+        ("v1.24.9", false),
+        ("v1.25.0", true),
+        ("v1.33.1", true),
+    ] {
+        let yaml = render(&helm, &["--kube-version", version]).expect("render");
+        assert_eq!(
+            yaml.contains("x-kubernetes-validations"),
+            cel,
+            "Kubernetes {version}"
+        );
+    }
+}

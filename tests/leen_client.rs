@@ -33,6 +33,7 @@ async fn setup() -> Setup {
             endpoint: Some(fake.base_url().parse().expect("url")),
             request_timeout: Duration::from_millis(500),
             max_in_flight: 4,
+            ..Default::default()
         },
         metrics.clone(),
     )
@@ -275,6 +276,7 @@ async fn a_call_waiting_for_a_slot_respects_a_429_that_came_meanwhile() {
             endpoint: Some(s.fake.base_url().parse().expect("url")),
             request_timeout: Duration::from_secs(5),
             max_in_flight: 1,
+            ..Default::default()
         },
         s.metrics.clone(),
     )

@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+pub mod tls;
+
 /// What a scripted fault answers instead of the normal behaviour.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "value")]
@@ -238,17 +240,27 @@ pub struct FakeLeen {
     addr: SocketAddr,
     state: Shared,
     shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-fn serve(listener: tokio::net::TcpListener, state: Shared) -> tokio::sync::oneshot::Sender<()> {
+fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> tokio::sync::oneshot::Sender<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = router(state);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
+        match tls {
+            Some(config) => tls::serve(listener, app, config, rx).await,
+            None => {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = rx.await;
+                    })
+                    .await;
+            }
+        }
     });
     tx
 }
@@ -261,14 +273,27 @@ impl FakeLeen {
 
     /// Starts a fake on the given address.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(addr, None).await
+    }
+
+    /// Starts a fake serving https with `cert` (see [`tls::TestCa`]) on the given address.
+    pub async fn start_tls_on(addr: SocketAddr, cert: &tls::ServerCert) -> std::io::Result<Self> {
+        Self::start_with(addr, Some(tls::server_config(cert)?)).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state: Shared = Arc::default();
-        let tx = serve(listener, state.clone());
+        let tx = serve(listener, state.clone(), tls.clone());
         Ok(Self {
             addr,
             state,
             shutdown: Mutex::new(Some(tx)),
+            tls,
         })
     }
 
@@ -292,7 +317,7 @@ impl FakeLeen {
     /// Listens again on the same address.
     pub async fn come_back(&self) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(self.addr).await?;
-        let tx = serve(listener, self.state.clone());
+        let tx = serve(listener, self.state.clone(), self.tls.clone());
         *self.shutdown.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         Ok(())
     }
@@ -321,9 +346,11 @@ impl FakeLeen {
         self.addr
     }
 
-    /// The base URL to use as `LEEN_ENDPOINT`, ending in `/v1`.
+    /// The base URL to use as `LEEN_ENDPOINT`, ending in `/v1` (`https://` when it serves
+    /// TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/v1", self.addr)
     }
 
     /// Accepts this API key.

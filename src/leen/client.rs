@@ -29,6 +29,8 @@ pub struct LeenClientConfig {
     pub request_timeout: Duration,
     /// Most requests to Leen in flight at once.
     pub max_in_flight: usize,
+    /// A PEM bundle of extra CAs to trust besides the system roots (`LEEN_CA_FILE`).
+    pub extra_roots: Option<Vec<u8>>,
 }
 
 impl Default for LeenClientConfig {
@@ -37,6 +39,7 @@ impl Default for LeenClientConfig {
             endpoint: None,
             request_timeout: Duration::from_secs(10),
             max_in_flight: 16,
+            extra_roots: None,
         }
     }
 }
@@ -71,6 +74,10 @@ impl LeenClient {
         // from HTTP_PROXY/HTTPS_PROXY: that would send the key off the machine.
         if config.endpoint.as_ref().is_some_and(is_loopback) {
             builder = builder.no_proxy();
+        }
+        if let Some(pem) = &config.extra_roots {
+            // Added to the system roots (a TLS-inspecting proxy's CA), not instead of them.
+            builder = builder.tls_certs_merge(reqwest::Certificate::from_pem_bundle(pem)?);
         }
         let http = builder
             .timeout(config.request_timeout)

@@ -83,6 +83,14 @@ impl ControlPlane {
 
     /// As [`ControlPlane::start`], with extra `token,user,uid[,groups]` lines in the tokens file.
     pub async fn start_with_tokens(extra_tokens: &[&str]) -> Self {
+        let cp = Self::start_bare(extra_tokens).await;
+        cp.install_crds().await;
+        cp
+    }
+
+    /// As [`ControlPlane::start_with_tokens`], without the CRDs (for an install that brings
+    /// its own, like `helm install`).
+    pub async fn start_bare(extra_tokens: &[&str]) -> Self {
         let assets = assets();
         let dir = tempfile::Builder::new()
             .prefix("leen-envtest-")
@@ -143,7 +151,6 @@ impl ControlPlane {
         };
         cp.write_kubeconfig("admin", ADMIN_TOKEN, &cp.kubeconfig.clone());
         cp.start_apiserver().await;
-        cp.install_crds().await;
         cp
     }
 
