@@ -30,10 +30,10 @@ install -D -m 0755 target/release/leen-operator "$root/leen-operator"
 strip "$root/leen-operator"
 
 packages=()
-add_file() { # a file of a Debian package, at the path the binary looks for it
-  local path=$1 real pkg
+add_file() { # a file of a Debian package (or made by it: $2), at the path it is looked for
+  local path=$1 pkg=${2:-} real
   real=$(readlink -f "$path")
-  pkg=$(dpkg -S "$real" 2>/dev/null | head -1 | cut -d: -f1) \
+  [ -n "$pkg" ] || pkg=$(dpkg -S "$real" 2>/dev/null | head -1 | cut -d: -f1) \
     || pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1) || true
   [ -n "$pkg" ] || { echo "image.sh: $path belongs to no Debian package" >&2; exit 1; }
   install -D -m 0644 "$real" "$root$path"
@@ -43,7 +43,9 @@ for lib in $(ldd target/release/leen-operator | awk '/=>/ {print $3} !/=>/ && $1
   add_file "$lib"
 done
 chmod 0755 "$root"/lib*/ld-linux* "$root"/lib/*/ld-linux* 2>/dev/null || true
-add_file /etc/ssl/certs/ca-certificates.crt
+# Made by update-ca-certificates from the ca-certificates package (which owns no copy).
+dpkg-query -W ca-certificates >/dev/null
+add_file /etc/ssl/certs/ca-certificates.crt ca-certificates
 mapfile -t packages < <(printf '%s\n' "${packages[@]}" | sort -u)
 for pkg in "${packages[@]}"; do
   [ -f "/usr/share/doc/$pkg/copyright" ] && install -D -m 0644 "/usr/share/doc/$pkg/copyright" "$root/usr/share/doc/$pkg/copyright"
