@@ -8,12 +8,14 @@
 //!
 //! Modules: [`control_plane`], [`operator`], [`scenario`] (the usual start of a test),
 //! [`fixtures`] (objects in a few words), [`decisions`] (inputs of the decision tables),
-//! [`waits`] (conditions, never sleeps), [`proxy`] (a stalling TCP proxy).
+//! [`waits`] (conditions, never sleeps), [`proxy`] (stalling proxies), [`node`] (a real
+//! one-node cluster, for the cluster tier).
 #![allow(dead_code)]
 
 pub mod control_plane;
 pub mod decisions;
 pub mod fixtures;
+pub mod node;
 pub mod operator;
 pub mod proxy;
 pub mod scenario;

@@ -1,0 +1,221 @@
+//! The cluster tier: the operator the way users run it. The image `hack/image.sh` builds
+//! is imported into a real node's containerd (`../shared/envtest/node`), the chart is
+//! installed with `helm install` as the README says (CRD included), its pods become Ready
+//! through the chart's own probes and run with the chart's service account and RBAC, and
+//! they reach a fake Leen over https, trusting its test CA through `leen.ca.configMap`.
+//! Needs root; about a minute.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use leen_operator::resource::LeenConnection;
+use support::{node::*, *};
+
+const KEY: &str = "cluster-key";
+
+fn helm() -> String {
+    std::env::var("HELM").unwrap_or_else(|_| "helm".into())
+}
+
+/// Waits until `n` operator pods are Ready, and returns their names.
+async fn ready_pods(pods: &Api<Pod>, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/name=leen-operator"))
+            .await
+            .expect("pods list");
+        let ready: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        if ready.len() == n {
+            return ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} operator pods Ready: {:?}",
+            ready.len(),
+            list.items
+                .iter()
+                .map(|p| (
+                    p.metadata.name.clone(),
+                    p.status.as_ref().and_then(|s| s.phase.clone())
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Two replicas of the chart's pods on a real node: Ready through their probes, one leader;
+/// a LeenConnection is read over https and deleted through the pod with exactly one DELETE
+/// and its status recorded before the finalizer goes; deleting the leader pod while
+/// deletions are pending hands over to the other pod with nothing lost or done twice; and
+/// `helm uninstall` keeps the CRD and the LeenConnections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_pods_run_the_operator_on_a_real_node() {
+    let (image, reference) = operator_image();
+    let node = Node::up();
+    node.import(&image);
+    let leen = node.fake_leen();
+    leen.fake.add_api_key(KEY);
+    let client = node.client().await;
+
+    node.run("kubectl", &["create", "namespace", "leen-system"]);
+    let ca_file = node.dir().join("leen-ca.pem");
+    std::fs::write(&ca_file, &leen.ca_pem).expect("CA written");
+    let from_file = format!("--from-file=ca.crt={}", ca_file.to_string_lossy());
+    node.run(
+        "kubectl",
+        &[
+            "create",
+            "configmap",
+            "leen-ca",
+            "-n",
+            "leen-system",
+            &from_file,
+        ],
+    );
+    let (repository, tag) = reference.rsplit_once(':').expect("image reference");
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/leen-operator");
+    let started = Instant::now();
+    node.run(
+        &helm(),
+        &[
+            "install",
+            "leen-operator",
+            chart,
+            "-n",
+            "leen-system",
+            "--set",
+            &format!("image.repository={repository}"),
+            "--set",
+            &format!("image.tag={tag}"),
+            "--set",
+            &format!("leen.endpoint={}", leen.endpoint),
+            "--set",
+            "leen.ca.configMap=leen-ca",
+            "--set",
+            &format!("leen.apiKey={KEY}"),
+            "--set",
+            "leen.defaultKeyNamespaces={apps}",
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "leaderElection.enabled=true",
+            "--wait",
+            "--timeout",
+            "3m",
+        ],
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "leen-system");
+    let names = ready_pods(&pods, 2).await;
+    println!("helm install -> 2 pods Ready: {:?}", started.elapsed());
+
+    node.run("kubectl", &["create", "namespace", "apps"]);
+    let api: Api<LeenConnection> = Api::namespaced(client.clone(), "apps");
+    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    leen.fake.add_connection(org, id, "CrowdStrike");
+    api.create(&PostParams::default(), &connection("one", org, id))
+        .await
+        .expect("created");
+    wait_for(&api, "one", "Ready=True over https from the pod", is_ready).await;
+    let versions = record_versions(api.clone(), "one");
+    delete(&api, "one").await;
+    wait_gone(&api, "one").await;
+    let versions = versions.await.expect("watch");
+    assert_eq!(
+        leen.fake.count_method("DELETE"),
+        1,
+        "{:?}",
+        leen.fake.requests()
+    );
+    assert!(
+        versions.iter().any(|o| has_finalizer(o)
+            && o.status
+                .as_ref()
+                .and_then(|s| s.deletion.as_ref())
+                .and_then(|d| d.outcome.as_deref())
+                == Some("Deleted")),
+        "the status said Deleted while the finalizer was still there"
+    );
+
+    // The leader goes while deletions are pending (Leen answers slowly): the other pod
+    // takes over, every connection is deleted exactly once.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "leen-system");
+    let leader = leases
+        .get("leen-operator")
+        .await
+        .expect("leader Lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a leader");
+    assert!(names.contains(&leader), "{leader} is one of {names:?}");
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        leen.fake.add_connection(org, id, "CrowdStrike");
+        api.create(
+            &PostParams::default(),
+            &connection(&format!("c{i}"), org, id),
+        )
+        .await
+        .expect("created");
+        ids.push((org, id));
+    }
+    for i in 0..6 {
+        wait_for(&api, &format!("c{i}"), "Ready=True", is_ready).await;
+    }
+    leen.fake.set_latency(Duration::from_millis(1500));
+    for i in 0..6 {
+        delete(&api, &format!("c{i}")).await;
+    }
+    pods.delete(&leader, &DeleteParams::default())
+        .await
+        .expect("leader pod deleted");
+    for i in 0..6 {
+        wait_gone(&api, &format!("c{i}")).await;
+    }
+    for (org, id) in &ids {
+        assert!(!leen.fake.has_connection(*org, *id), "{id} deleted in Leen");
+    }
+    let deletes = leen.fake.count_method("DELETE");
+    assert_eq!(
+        deletes,
+        7,
+        "one DELETE per connection across the handover: {:?}",
+        leen.fake.requests()
+    );
+    leen.fake.set_latency(Duration::ZERO);
+
+    // helm uninstall keeps the CRD and every LeenConnection.
+    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    leen.fake.add_connection(org, id, "CrowdStrike");
+    api.create(&PostParams::default(), &connection("kept", org, id))
+        .await
+        .expect("created");
+    wait_for(&api, "kept", "Ready=True", is_ready).await;
+    node.run(
+        &helm(),
+        &["uninstall", "leen-operator", "-n", "leen-system", "--wait"],
+    );
+    let kept = api.get("kept").await.expect("the LeenConnection is kept");
+    assert!(has_finalizer(&kept));
+    assert!(leen.fake.has_connection(org, id));
+}
