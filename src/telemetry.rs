@@ -351,6 +351,15 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Starts the held-requests counter of each operation at 0, so that a query over it (the
+    /// dashboard's) has series before the first 429.
+    pub fn declare_operations(&self, ops: impl IntoIterator<Item = &'static str>) {
+        for op in ops {
+            self.leen_requests_held
+                .get_or_create(&OperationLabels { operation: op });
+        }
+    }
+
     /// Counts one call held back by the rate gate.
     pub fn leen_request_held(&self, op: &'static str) {
         self.leen_requests_held

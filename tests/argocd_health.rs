@@ -221,3 +221,34 @@ fn every_reason_gets_the_health_its_rules_say() {
         );
     }
 }
+
+/// The Flux health check in the chart README fails a LeenConnection exactly for the
+/// reasons that need a person (kstatus Stalled), and for a connection Leen no longer has.
+#[test]
+fn the_flux_failed_expression_lists_the_reasons_that_need_a_person() {
+    use leen_operator::decision::Reason;
+    use strum::IntoEnumIterator;
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/leen-operator/README.md"
+    ))
+    .expect("chart README");
+    let line = readme
+        .lines()
+        .find(|l| l.trim_start().starts_with("failed:"))
+        .expect("a failed: expression");
+    let listed: std::collections::BTreeSet<String> = line
+        .split('[')
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .expect("a reason list")
+        .split(',')
+        .map(|r| r.trim().trim_matches('\'').to_string())
+        .collect();
+    let wanted: std::collections::BTreeSet<String> = Reason::iter()
+        .filter(|r| r.is_stalled() || matches!(r, Reason::NotFound | Reason::ConnectionDeleted))
+        .map(|r| r.as_str().to_string())
+        .collect();
+    assert_eq!(listed, wanted);
+    assert!(line.contains("has(status.conditions)"), "guarded: {line}");
+}

@@ -773,3 +773,45 @@ fn cel_rules_are_rendered_from_1_25_on() {
         );
     }
 }
+
+/// Without leader election two pods must never run at once, not even during a rollout:
+/// the Deployment recreates. With it, a rolling update is safe (the new pod waits for the
+/// Lease).
+#[test]
+fn without_leader_election_a_rollout_recreates() {
+    let helm = helm_bin();
+    let objs = set(&helm, &[]);
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    assert_eq!(
+        deploy["spec"]["strategy"]["type"].as_str(),
+        Some("Recreate")
+    );
+    let objs = set(&helm, &["leaderElection.enabled=true", "replicaCount=2"]);
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    assert!(
+        deploy["spec"]["strategy"].is_null(),
+        "{:?}",
+        deploy["spec"]["strategy"]
+    );
+}
+
+/// A PodDisruptionBudget never blocks a node drain: with as many replicas as minAvailable
+/// asks for, it allows one pod to go instead.
+#[test]
+fn a_pdb_never_blocks_a_drain() {
+    let helm = helm_bin();
+    let objs = set(&helm, &["podDisruptionBudget.enabled=true"]);
+    let pdb = find(&objs, "PodDisruptionBudget").expect("pdb");
+    assert!(pdb["spec"]["minAvailable"].is_null(), "{:?}", pdb["spec"]);
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_i64(), Some(1));
+    let objs = set(
+        &helm,
+        &[
+            "podDisruptionBudget.enabled=true",
+            "replicaCount=2",
+            "leaderElection.enabled=true",
+        ],
+    );
+    let pdb = find(&objs, "PodDisruptionBudget").expect("pdb");
+    assert_eq!(pdb["spec"]["minAvailable"].as_i64(), Some(1));
+}

@@ -48,7 +48,7 @@ pub(crate) async fn api_key(
         if !ctx.default_key_namespaces.contains(&ns) {
             return Ok((
                 Err(format!(
-                    "no spec.apiKeySecretRef, and namespace {ns} may not use the operator's default API key: name a Secret in spec.apiKeySecretRef, or add {ns} to the operator's LEEN_DEFAULT_KEY_NAMESPACES (chart value defaultKeyNamespaces)"
+                    "no spec.apiKeySecretRef, and namespace {ns} may not use the operator's default API key: name a Secret in spec.apiKeySecretRef, or add {ns} to the operator's LEEN_DEFAULT_KEY_NAMESPACES (chart value leen.defaultKeyNamespaces)"
                 )),
                 None,
             ));

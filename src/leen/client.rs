@@ -85,6 +85,9 @@ impl LeenClient {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("leen-operator/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        metrics.declare_operations(
+            <super::wire::Operation as strum::IntoEnumIterator>::iter().map(|op| op.as_str()),
+        );
         Ok(Self {
             outages: Arc::default(),
             recoveries: Arc::new(tokio::sync::watch::channel(0).0),

@@ -59,7 +59,7 @@ impl fmt::Display for ApiKey {
 }
 
 /// Which call to Leen. Its metrics label is the variant's name in lower case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter)]
 #[strum(serialize_all = "lowercase")]
 pub enum Operation {
     /// `GET .../connections/{id}`
