@@ -355,7 +355,8 @@ impl Metrics {
     /// dashboard's) has series before the first 429.
     pub fn declare_operations(&self, ops: impl IntoIterator<Item = &'static str>) {
         for op in ops {
-            self.leen_requests_held
+            let _ = self
+                .leen_requests_held
                 .get_or_create(&OperationLabels { operation: op });
         }
     }

@@ -780,7 +780,7 @@ fn cel_rules_are_rendered_from_1_25_on() {
 #[test]
 fn without_leader_election_a_rollout_recreates() {
     let helm = helm_bin();
-    let objs = set(&helm, &[]);
+    let objs = set(&helm, &["leaderElection.enabled=false"]);
     let deploy = find(&objs, "Deployment").expect("deployment");
     assert_eq!(
         deploy["spec"]["strategy"]["type"].as_str(),
