@@ -42,7 +42,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
-    if !args.addr.ip().is_loopback() && !(args.public && args.tls_ca.is_some()) {
+    let allowed = args.addr.ip().is_loopback() || (args.public && args.tls_ca.is_some());
+    if !allowed {
         return Err(format!(
             "--addr {} is not a loopback address (another needs --public and --tls-ca)",
             args.addr
