@@ -308,8 +308,9 @@ impl DeletionBudget {
                     *cached = Some(written);
                     return Ok(granted);
                 }
-                // Another replica wrote it (or it was created meanwhile): read it again.
-                Err(kube::Error::Api(s)) if (s.code == 409) && conflicts < 10 => {
+                // Another replica wrote it, it was created meanwhile, or (404) removed since
+                // this replica last wrote it: read it again.
+                Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 404) && conflicts < 10 => {
                     conflicts += 1;
                 }
                 Err(e) => return Err(e),

@@ -393,3 +393,41 @@ async fn retries_count_and_a_held_retry_resumes_with_the_window() {
     wait_gone(&e.api, "b").await;
     assert_eq!(deletes(&e), 4);
 }
+
+/// The budget writes the Lease as it last wrote it, without reading it first; a Lease a
+/// person removed meanwhile (to reset the count) is read again, not taken for an
+/// unreadable record: the next deletion goes ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_lease_removed_by_hand_starts_the_count_again() {
+    let e = scenario("removed", &[("LEEN_MAX_DELETIONS", "10")]).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(e.client.clone(), "default");
+    e.ready_connection("a").await;
+    e.ready_connection("b").await;
+    delete(&e.api, "a").await;
+    wait_gone(&e.api, "a").await;
+    leases
+        .delete("leen-operator-deletion-budget", &Default::default())
+        .await
+        .expect("the budget's Lease removed by hand");
+    delete(&e.api, "b").await;
+    wait_gone(&e.api, "b").await;
+    assert_eq!(deletes(&e), 2);
+    let lease = leases
+        .get("leen-operator-deletion-budget")
+        .await
+        .expect("written again");
+    let record = lease
+        .metadata
+        .annotations
+        .and_then(|a| a.get("leen.dev/deletions-started").cloned())
+        .expect("record");
+    let record: serde_json::Value = serde_json::from_str(&record).expect("json");
+    let counted: u64 = record["counts"]
+        .as_object()
+        .expect("counts")
+        .values()
+        .filter_map(|v| v.as_u64())
+        .sum();
+    assert_eq!(counted, 1, "the count started again: {record}");
+}
