@@ -254,6 +254,7 @@ impl DeletionBudget {
         let mut conflicts = 0;
         loop {
             let now = Utc::now();
+            let from_cache = cached.is_some();
             let current = match cached.take() {
                 Some(lease) => Some(lease),
                 None => self.api.get_opt(&self.config.name).await?,
@@ -277,6 +278,12 @@ impl DeletionBudget {
                 now,
             );
             if granted.is_err() {
+                // "Spent" from this replica's own last write: the Lease may have changed
+                // since (a person reset the count), and a first hold is durable, so it is
+                // read once more before saying so.
+                if from_cache {
+                    continue;
+                }
                 return Ok(granted);
             }
             let value = serde_json::to_string(&record).unwrap_or_else(|_| "{}".to_string());

@@ -122,6 +122,11 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     let ctx = Arc::new(ctx);
     // The watch client notes what the API server says on the LeenConnection watch, so
     // that no DELETE is decided from a cache that may be behind.
+    // A stuck list or watch start (a proxy that accepts and never answers) must fail and be
+    // retried too: nothing is read for longer than a whole watch request and a margin.
+    let mut config = config;
+    config.read_timeout = Some(settings.watch_timeout * 2 + Duration::from_secs(10));
+    config.reset_reader_on_write = true;
     let watch_client = kube::client::ClientBuilder::try_from(config)
         .map_err(|e| format!("building the Kubernetes client failed: {e}"))?
         .with_layer(&HeardLayer(ctx.watches.clone()))

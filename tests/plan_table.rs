@@ -162,6 +162,10 @@ impl DeletionCase {
             want,
         }
     }
+    fn sent_before(mut self) -> Self {
+        self.inputs.sent_before = true;
+        self
+    }
     fn cache(mut self, cache: Option<Freshness>) -> Self {
         self.inputs.cache = cache;
         self
@@ -591,6 +595,26 @@ fn deletion_plan() {
                     resume_at: Some(frees_at()),
                 }),
             )
+            .binder(None)
+            .key(key())
+            .budget(budget(false))
+            .verdict(held_verdict.clone()),
+        ),
+        (
+            "a DELETE this process sent, whose record write failed, is a retry too",
+            DeletionCase::new(
+                with_deletion(deleting(), outcome("LeenUnavailable")),
+                observed(Observation::DeletionHeld {
+                    message: held_retry_message(
+                        &with_deletion(deleting(), outcome("LeenUnavailable")),
+                        &budget(false),
+                        5,
+                        frees_at(),
+                    ),
+                    resume_at: Some(frees_at()),
+                }),
+            )
+            .sent_before()
             .binder(None)
             .key(key())
             .budget(budget(false))

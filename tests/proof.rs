@@ -163,6 +163,17 @@ async fn a_binder_in_another_namespace_that_cannot_read_the_connection_does_not_
 /// and the deletion is released as `StillReferenced`: the connection is never deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_deletion_is_decided_from_a_stalled_watch() {
+    stalled_watch(false).await;
+}
+
+/// The same behind a proxy that answers each watch with its 200 and then forwards
+/// nothing: response headers are no sign that the watch works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_answers_and_then_says_nothing_is_stalled_too() {
+    stalled_watch(true).await;
+}
+
+async fn stalled_watch(after_headers: bool) {
     let cp = ControlPlane::start().await;
     let fake = fake_leen::FakeLeen::start().await.expect("fake Leen");
     fake.add_api_key(DEFAULT_KEY);
@@ -194,7 +205,11 @@ async fn no_deletion_is_decided_from_a_stalled_watch() {
     wait_for(&api, "owner", "Ready=True", is_ready).await;
     assert_eq!(op.metric("leen_operator_cache_stale", &[]).await, 0.0);
 
-    proxy.stall_watches();
+    if after_headers {
+        proxy.stall_watches_after_headers();
+    } else {
+        proxy.stall_watches();
+    }
     // A rename in progress: the new resource binds the same connection. The stalled
     // watch does not bring it to the operator's cache.
     api.create(&Default::default(), &connection("renamed", org, id))

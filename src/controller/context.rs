@@ -131,6 +131,7 @@ impl Context {
                 failures: Mutex::default(),
                 binds_nothing: Mutex::default(),
                 unavailable: Mutex::default(),
+                sent: Mutex::default(),
                 wake_connections,
                 wake_connections_rx: Mutex::new(Some(wake_connections_rx)),
                 wake_secrets,
@@ -285,6 +286,9 @@ pub(crate) struct RuntimeState {
     binds_nothing: Mutex<HashMap<String, String>>,
     /// Resources whose last reconcile found Leen unavailable: woken when it answers again.
     unavailable: Mutex<HashSet<ObjectRef<CachedConnection>>>,
+    /// Resources (uid) whose DELETE went out from this process: remembered even when the
+    /// status write that records it (`deleteSent`) failed.
+    sent: Mutex<HashSet<String>>,
     pub(crate) wake_connections: mpsc::UnboundedSender<ObjectRef<CachedConnection>>,
     pub(crate) wake_connections_rx:
         Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedConnection>>>>,
@@ -311,6 +315,21 @@ impl RuntimeState {
         if let Ok(mut m) = self.binds_nothing.lock() {
             m.remove(uid);
         }
+        if let Ok(mut s) = self.sent.lock() {
+            s.remove(uid);
+        }
+    }
+
+    /// Records that the resource's DELETE went out.
+    pub(crate) fn mark_sent(&self, uid: &str) {
+        if let Ok(mut s) = self.sent.lock() {
+            s.insert(uid.to_string());
+        }
+    }
+
+    /// Whether the resource's DELETE went out from this process.
+    pub(crate) fn was_sent(&self, uid: &str) -> bool {
+        self.sent.lock().is_ok_and(|s| s.contains(uid))
     }
 
     /// Records whether the resource's last reconcile found Leen unavailable.

@@ -183,6 +183,7 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
     let mut inputs = DeletionInputs {
         now: (ctx.clock.now)(),
         create_settle: ctx.create_settle,
+        sent_before: ctx.state.was_sent(&uid),
         ..Default::default()
     };
     let mut steps = 0;
@@ -218,6 +219,7 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
             DeletionPlan::Bind(binding) => external::bind(&mut obj, binding, ctx).await?,
             DeletionPlan::Delete(binding) => {
                 let key = planned_key(&inputs.key)?;
+                ctx.state.mark_sent(&uid);
                 inputs.deleted = Some(external::delete(binding, &key, ctx).await);
             }
             DeletionPlan::ProveOrganization {
@@ -235,7 +237,7 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
     };
     // 4. Decide.
     let mut decided = ctx.decision_inputs(&uid, Vec::new());
-    decided.delete_sent = inputs.deleted.is_some();
+    decided.delete_sent = inputs.deleted.is_some() || inputs.sent_before;
     let decision = decide_deletion(&obj, &step, &decided);
     ctx.set_held(
         &uid,

@@ -5,9 +5,12 @@
 //!
 //! Every watch request ends after `LEEN_WATCH_TIMEOUT` (the server closes it, kube's
 //! watcher opens the next one), so a working watch hears from the API server at least that
-//! often even when nothing changes: the next response, or a bookmark. Those arrive below
-//! the watcher (which hides bookmarks and re-watches), so a tower layer on the watch
-//! client notes every successful response for LeenConnections and every chunk of its body.
+//! often even when nothing changes: events, bookmarks, or the server's clean end of the
+//! watch body at the timeout. Those arrive below the watcher (which hides bookmarks and
+//! re-watches), so a tower layer on the watch client notes every chunk of a successful
+//! LeenConnection response's body and its clean end. Not response headers: a proxy that
+//! answers 200 and then forwards nothing is a stuck watch. Not a chunk carrying a watch
+//! `ERROR` event either.
 
 use std::{
     pin::Pin,
@@ -109,9 +112,9 @@ impl WatchHealth {
         }
         let silent = now.saturating_duration_since(state.heard);
         if silent > silence_limit {
+            // No running count of seconds in the message: an identical repeat stays quiet.
             return Freshness::Stale(format!(
-                "the {kind} watch has heard nothing from the API server for {}s (a working one hears something every {}s at most)",
-                silent.as_secs(),
+                "the {kind} watch has heard nothing from the API server for more than {}s (a working one hears something at least that often)",
                 silence_limit.as_secs()
             ));
         }
@@ -201,9 +204,6 @@ where
         Box::pin(async move {
             let response = response.await?;
             let watched = watched && response.status().is_success();
-            if watched {
-                watches.connections.heard();
-            }
             Ok(response.map(|body| HeardBody {
                 body,
                 watches,
@@ -223,7 +223,17 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B: Body> Body for HeardBody<B> {
+/// Whether a chunk of a watch body carries an `ERROR` event (a 410 Gone, a 504 from a
+/// lagging API server): no evidence that the watch works.
+fn carries_error(data: &[u8]) -> bool {
+    const ERROR: &[u8] = br#""type":"ERROR""#;
+    data.windows(ERROR.len()).any(|w| w == ERROR)
+}
+
+impl<B: Body> Body for HeardBody<B>
+where
+    B::Data: AsRef<[u8]>,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -233,8 +243,20 @@ impl<B: Body> Body for HeardBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = this.body.poll_frame(cx);
-        if *this.watched && matches!(&frame, Poll::Ready(Some(Ok(_)))) {
-            this.watches.connections.heard();
+        if *this.watched {
+            match &frame {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let error = frame
+                        .data_ref()
+                        .is_some_and(|data| carries_error(data.as_ref()));
+                    if !error {
+                        this.watches.connections.heard();
+                    }
+                }
+                // The server ended the body cleanly (a watch at its timeout, a list).
+                Poll::Ready(None) => this.watches.connections.heard(),
+                _ => {}
+            }
         }
         frame
     }
@@ -280,6 +302,17 @@ mod tests {
         assert!(
             matches!(watch.freshness_at(later(61), limit), Freshness::Stale(m) if m.contains("heard nothing"))
         );
+    }
+
+    #[test]
+    fn a_watch_error_event_is_no_sign_of_life() {
+        assert!(carries_error(
+            br#"{"type":"ERROR","object":{"kind":"Status","code":410}}"#
+        ));
+        assert!(!carries_error(
+            br#"{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"7"}}}"#
+        ));
+        assert!(!carries_error(br#"{"type":"MODIFIED","object":{}}"#));
     }
 
     #[test]

@@ -98,15 +98,19 @@ pub async fn run(
         .unwrap_or(u32::MAX)
         .max(1);
     let health = ctx.clone();
+    // Lists read the latest state (a quorum read), not whatever an API server's watch
+    // cache holds: a relist follows a watch error or a long disconnect, exactly when a
+    // lagging API server is likely, and binders are decided from what it returns.
     let main_stream = watcher(
         connections,
-        watcher::Config::default()
-            .any_semantic()
-            .timeout(watch_timeout),
+        watcher::Config::default().timeout(watch_timeout),
     )
+    .default_backoff()
+    .map_ok(crate::cache::cached_event)
+    .reflect(writer)
     .inspect(move |event| {
-        // Whether the cache can be relied on: a DELETE is not decided while it relists
-        // or its watch fails (see controller::freshness).
+        // Whether the cache can be relied on (see controller::freshness): after the
+        // reflector, so that "relisted" means the store holds the list.
         let watch = &health.watches.connections;
         match event {
             Ok(watcher::Event::Init) => watch.relist_started(),
@@ -115,9 +119,6 @@ pub async fn run(
             Err(error) => watch.failed(&error.to_string()),
         }
     })
-    .default_backoff()
-    .map_ok(crate::cache::cached_event)
-    .reflect(writer)
     .inspect(move |event| {
         if let Ok(watcher::Event::InitDone) = event {
             // The store holds the whole initial list now (the reflector applied it

@@ -436,8 +436,7 @@ pub fn decide_deletion(
         .max(inputs.sync_failures)
         .saturating_add(1);
     let message = cap(&message);
-    // Whether a DELETE ever went out: kept across every later outcome (and inferred from
-    // a record written before the field existed).
+    // Whether a DELETE ever went out: kept across every later outcome.
     let delete_sent = inputs.delete_sent || super::delete_already_sent(obj);
     if !reason.releases_finalizer()
         && (delete_sent == previous.delete_sent)

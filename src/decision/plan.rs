@@ -351,6 +351,9 @@ pub struct DeletionInputs {
     pub key: Option<Result<ApiKey, String>>,
     /// Whether the cache the binders are read from follows the API server.
     pub cache: Option<Freshness>,
+    /// Whether this resource's DELETE already went out from this process (remembered in
+    /// memory in case the status write that records it failed).
+    pub sent_before: bool,
     /// Another live resource that binds the same connection (`namespace/name`), if any.
     pub binder: Option<Option<String>>,
     /// What the look-up of a create whose answer was lost came to, when it found nothing.
@@ -500,7 +503,7 @@ pub fn plan_deletion(
     }
     // Every DELETE sent counts, retries too: the budget bounds the calls Leen gets. A
     // retry was admitted once, so beyond the budget it waits for the window to free.
-    let retry = delete_already_sent(obj);
+    let retry = delete_already_sent(obj) || inputs.sent_before;
     let record = obj.status.as_ref().and_then(|s| s.deletion.as_ref());
     if !budget.resume_held
         && !retry

@@ -65,6 +65,11 @@ impl RetryPolicy {
             | Reason::IdentifierInUse => {
                 self.slow_retry.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0))
             }
+            // The cache catches up by itself, usually within seconds: a short, fixed wait
+            // (not Leen's backoff, which would delay the deletion long after it has).
+            Reason::CacheStale => {
+                Duration::from_secs(5).mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+            }
             // Looked up again with backoff, but not later than when absence is proof.
             Reason::CreatePending => {
                 let backoff =

@@ -87,6 +87,7 @@ pub struct WatchStallingProxy {
     /// `127.0.0.1:PORT`: use `http://` to it.
     pub addr: std::net::SocketAddr,
     stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    after_headers: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -107,10 +108,12 @@ impl WatchStallingProxy {
             .expect("proxy binds");
         let addr = listener.local_addr().expect("proxy addr");
         let stalled = Arc::new(AtomicBool::new(false));
-        let flag = stalled.clone();
+        let after_headers = Arc::new(AtomicBool::new(false));
+        let (flag, headers_flag) = (stalled.clone(), after_headers.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (flag, connector) = (flag.clone(), connector.clone());
+                let headers_flag = headers_flag.clone();
                 tokio::spawn(async move {
                     let Ok(tcp) = tokio::net::TcpStream::connect(upstream).await else {
                         return;
@@ -124,18 +127,35 @@ impl WatchStallingProxy {
                     // Whether the last request sent on this connection watches
                     // LeenConnections (HTTP/1.1: one request at a time per connection).
                     let watching = Arc::new(AtomicBool::new(false));
+                    // Whether the answer to the last request has started (its headers).
+                    let answered = Arc::new(AtomicBool::new(false));
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = tokio::io::split(server);
-                    tokio::spawn(requests(cr, sw, watching.clone()));
-                    answers(sr, cw, flag, watching).await;
+                    tokio::spawn(requests(cr, sw, watching.clone(), answered.clone()));
+                    let stall = Stall {
+                        stalled: flag,
+                        after_headers: headers_flag,
+                        watching,
+                        answered,
+                    };
+                    answers(sr, cw, stall).await;
                 });
             }
         });
         Self {
             addr,
             stalled,
+            after_headers,
             task,
         }
+    }
+
+    /// From now on, LeenConnection watches get their response headers (a 200) and then
+    /// nothing: an L7 proxy that answers and forwards no events.
+    pub fn stall_watches_after_headers(&self) {
+        self.after_headers
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stall_watches();
     }
 
     /// From now on, answers on LeenConnection watches are held (the connection stays open).
@@ -147,6 +167,8 @@ impl WatchStallingProxy {
     /// Everything held goes through again.
     pub fn resume(&self) {
         self.stalled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.after_headers
             .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
@@ -161,6 +183,7 @@ async fn requests(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: impl tokio::io::AsyncWrite + Unpin,
     watching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
@@ -179,6 +202,7 @@ async fn requests(
         }) {
             let watch = line.contains("leenconnections") && line.contains("watch=");
             watching.store(watch, std::sync::atomic::Ordering::SeqCst);
+            answered.store(false, std::sync::atomic::Ordering::SeqCst);
         }
         if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
             return;
@@ -186,11 +210,32 @@ async fn requests(
     }
 }
 
+/// When a connection's answers are held.
+struct Stall {
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    after_headers: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    watching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stall {
+    /// Whether the next chunk of the answer is held.
+    fn holds(&self, chunk: &[u8]) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !(self.stalled.load(SeqCst) && self.watching.load(SeqCst)) {
+            return false;
+        }
+        // The headers (the chunk that starts the answer) pass in after-headers mode.
+        !(self.after_headers.load(SeqCst)
+            && !self.answered.load(SeqCst)
+            && chunk.starts_with(b"HTTP/1.1 "))
+    }
+}
+
 async fn answers(
     mut from: impl tokio::io::AsyncRead + Unpin,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    watching: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stall: Stall,
 ) {
     use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -200,10 +245,32 @@ async fn answers(
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        while stalled.load(SeqCst) && watching.load(SeqCst) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut chunk = &buf[..n];
+        if stall.holds(chunk) {
+            while stall.holds(chunk) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else if stall.after_headers.load(SeqCst)
+            && stall.watching.load(SeqCst)
+            && stall.stalled.load(SeqCst)
+            && !stall.answered.load(SeqCst)
+        {
+            // Only the headers go through: the rest of this chunk (events) is held.
+            let end = chunk
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(chunk.len(), |i| i + 4);
+            if to.write_all(&chunk[..end]).await.is_err() {
+                return;
+            }
+            stall.answered.store(true, SeqCst);
+            chunk = &chunk[end..];
+            while !chunk.is_empty() && stall.holds(chunk) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        stall.answered.store(true, SeqCst);
+        if to.write_all(chunk).await.is_err() {
             return;
         }
     }
