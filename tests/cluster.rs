@@ -65,8 +65,10 @@ async fn ready_pods(pods: &Api<Pod>, n: usize) -> Vec<String> {
 /// Two replicas of the chart's pods on a real node: Ready through their probes, one leader;
 /// a LeenConnection is read over https and deleted through the pod with exactly one DELETE
 /// and its status recorded before the finalizer goes; deleting the leader pod while
-/// deletions are pending hands over to the other pod with nothing lost or done twice; and
-/// `helm uninstall` keeps the CRD and the LeenConnections.
+/// deletions are pending hands over to the other pod with nothing lost or done twice;
+/// `kubectl delete namespace` with the key Secret inside finishes through the real
+/// namespace controller after every connection is deleted in Leen; and `helm uninstall`
+/// keeps the CRD and the LeenConnections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_pods_run_the_operator_on_a_real_node() {
     let (image, reference) = operator_image();
@@ -203,6 +205,52 @@ async fn the_charts_pods_run_the_operator_on_a_real_node() {
         leen.fake.requests()
     );
     leen.fake.set_latency(Duration::ZERO);
+
+    // `kubectl delete namespace` of a namespace holding LeenConnections and their key
+    // Secret: the real namespace controller deletes both at once; every connection is
+    // deleted in Leen (the Secret stays readable until then) before the namespace goes.
+    node.run("kubectl", &["create", "namespace", "team"]);
+    let team_key = "team-key-value";
+    leen.fake.add_api_key(team_key);
+    secret(&client, "team", "team-key", "apiKey", team_key).await;
+    let team: Api<LeenConnection> = Api::namespaced(client.clone(), "team");
+    let mut team_ids = Vec::new();
+    for i in 0..3 {
+        let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        leen.fake.add_connection(org, id, "CrowdStrike");
+        let mut obj = connection(&format!("t{i}"), org, id);
+        obj.spec.api_key_secret_ref =
+            serde_json::from_value(serde_json::json!({ "name": "team-key" })).ok();
+        team.create(&PostParams::default(), &obj)
+            .await
+            .expect("created");
+        team_ids.push((org, id));
+    }
+    for i in 0..3 {
+        wait_for(
+            &team,
+            &format!("t{i}"),
+            "Ready=True with the team's key",
+            is_ready,
+        )
+        .await;
+    }
+    node.run("kubectl", &["delete", "namespace", "team", "--wait=false"]);
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    eventually(
+        "the namespace controller finishes the namespace",
+        async || namespaces.get_opt("team").await.ok().flatten().is_none(),
+    )
+    .await;
+    for (org, id) in &team_ids {
+        assert!(!leen.fake.has_connection(*org, *id), "{id} deleted in Leen");
+    }
+    assert_eq!(
+        leen.fake.count_method("DELETE"),
+        7 + 3,
+        "{:?}",
+        leen.fake.requests()
+    );
 
     // helm uninstall keeps the CRD and every LeenConnection.
     let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
