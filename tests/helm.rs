@@ -815,3 +815,52 @@ fn a_pdb_never_blocks_a_drain() {
     let pdb = find(&objs, "PodDisruptionBudget").expect("pdb");
     assert_eq!(pdb["spec"]["minAvailable"].as_i64(), Some(1));
 }
+
+/// The chart refuses at `helm install` what the binary would refuse at start, so that a
+/// bad value never reaches a crash-looping pod: one row per setting, both checked.
+#[test]
+fn the_chart_refuses_what_the_binary_refuses() {
+    let helm = helm_bin();
+    for (value, env, bad) in [
+        (
+            "leen.endpoint",
+            "LEEN_ENDPOINT",
+            "https://proxy.example.com",
+        ),
+        (
+            "leen.endpoint",
+            "LEEN_ENDPOINT",
+            "https://proxy.example.com/api",
+        ),
+        (
+            "leen.endpoint",
+            "LEEN_ENDPOINT",
+            "http://leen.example.com/v1",
+        ),
+        ("leen.syncInterval", "LEEN_SYNC_INTERVAL", "5x"),
+        ("leen.requestTimeout", "LEEN_REQUEST_TIMEOUT", "10"),
+        ("leen.watchTimeout", "LEEN_WATCH_TIMEOUT", "one minute"),
+        ("deletionBudget.window", "LEEN_DELETION_WINDOW", "ten"),
+    ] {
+        let set = format!("{value}={bad}");
+        assert!(
+            render(&helm, &["--set", &set]).is_err(),
+            "the chart accepts {set}"
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_leen-operator"))
+            .env_clear()
+            .env(env, bad)
+            .output()
+            .expect("binary runs");
+        assert_eq!(out.status.code(), Some(2), "the binary accepts {env}={bad}");
+    }
+    // And both accept what is right.
+    for good in [
+        "https://proxy.example.com/v1",
+        "https://proxy.example.com/leen/v1/",
+        "http://127.0.0.1:8080/v1",
+    ] {
+        render(&helm, &["--set", &format!("leen.endpoint={good}")])
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}
