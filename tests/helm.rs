@@ -864,3 +864,30 @@ fn the_chart_refuses_what_the_binary_refuses() {
             .unwrap_or_else(|e| panic!("{good}: {e}"));
     }
 }
+
+/// The NetworkPolicy lets DNS reach a node-local cache (no selector on port 53) and
+/// allows IPv6 as well as IPv4 by default.
+#[test]
+fn the_network_policy_allows_node_local_dns_and_ipv6() {
+    let helm = helm_bin();
+    let objs = set(&helm, &["networkPolicy.enabled=true"]);
+    let policy = find(&objs, "NetworkPolicy").expect("policy");
+    let egress = policy["spec"]["egress"].as_sequence().expect("egress");
+    let dns = egress
+        .iter()
+        .find(|rule| {
+            rule["ports"]
+                .as_sequence()
+                .is_some_and(|ports| ports.iter().any(|p| p["port"].as_i64() == Some(53)))
+        })
+        .expect("a DNS rule");
+    assert!(dns["to"].is_null(), "DNS to any address: {dns:?}");
+    let cidrs: Vec<&str> = egress
+        .iter()
+        .filter_map(|rule| rule["to"].as_sequence())
+        .flatten()
+        .filter_map(|to| to["ipBlock"]["cidr"].as_str())
+        .collect();
+    assert!(cidrs.contains(&"::/0"), "{cidrs:?}");
+    assert!(cidrs.contains(&"0.0.0.0/0"), "{cidrs:?}");
+}
