@@ -303,6 +303,20 @@ mod summaries {
         assert_eq!(sorted(&s)[0].0, "PAUSED");
     }
 
+    /// A uid that is not a UUID is keyed by its hash with a marker bit, so it never meets
+    /// the UUID whose 128 bits equal that hash.
+    #[test]
+    fn a_hashed_uid_never_meets_a_uuid_of_the_same_bits() {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        "uid-x".hash(&mut h);
+        let twin = uuid::Uuid::from_u128(u128::from(h.finish())).to_string();
+        let mut s = Summaries::default();
+        s.record("uid-x", summary("ACTIVE", "HEALTHY", true, "Synced"));
+        s.record(&twin, summary("PAUSED", "HEALTHY", true, "Synced"));
+        assert_eq!(s.len(), 2);
+    }
+
     #[test]
     fn values_beyond_the_limit_are_kept_as_other() {
         let mut s = Summaries::default();
@@ -318,11 +332,13 @@ mod summaries {
         assert_eq!(s.len(), states.len());
         let kept: std::collections::BTreeSet<String> =
             s.iter().map(|r| r.state.to_string()).collect();
-        // Two values are HEALTHY and Synced; "other" takes the last slot.
+        // Two values are HEALTHY and Synced; "other" takes the last slot: exactly
+        // MAX - 3 states keep their own names (S0 .. S{MAX-4}), the rest are "other".
         assert!(kept.contains("S0"));
         assert!(kept.contains("other"));
-        assert!(!kept.contains(&format!("S{}", MAX_INTERNED_VALUES + 9)));
-        assert!(kept.len() <= MAX_INTERNED_VALUES);
+        assert!(kept.contains(&format!("S{}", MAX_INTERNED_VALUES - 4)));
+        assert!(!kept.contains(&format!("S{}", MAX_INTERNED_VALUES - 3)));
+        assert_eq!(kept.len(), MAX_INTERNED_VALUES - 2);
         // A value seen before the limit keeps its own name.
         s.record("uid-0", summary("S1", "HEALTHY", false, "Synced"));
         assert!(s.iter().any(|r| r.state == "S1" && !r.ready));

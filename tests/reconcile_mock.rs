@@ -490,3 +490,66 @@ fn requeue_after_a_failed_reconcile_is_the_transient_backoff() {
         );
     }
 }
+
+/// A deletion whose create may have gone out (an intent, no connection bound) and that
+/// Leen lists nothing for: `min_ago` minutes after the last POST, against the default
+/// LEEN_CREATE_SETTLE of 2 minutes and the fixed clock.
+fn lost_create(min_ago: i64) -> LeenConnection {
+    let mut obj = LeenConnection::to_create("CROWDSTRIKE")
+        .named("security", "c")
+        .deleting();
+    let at = "2026-01-01T00:00:00Z"
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .expect("time")
+        - chrono::Duration::minutes(min_ago);
+    obj.status.get_or_insert_with(Default::default).creation =
+        Some(leen_operator::resource::CreationRecord {
+            identifier: "security/c/lost".into(),
+            attempts: 1,
+            last_attempt_time: Some(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            ..Default::default()
+        });
+    obj
+}
+
+/// Past the settle period, Leen's empty list is proof: `NotCreated`, the finalizer goes.
+/// (Decided with the reconcile's clock: a plan that saw another time would wait.)
+#[tokio::test]
+async fn a_lost_create_long_settled_is_not_created() {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    let obj = lost_create(5);
+    let steps = vec![
+        Step(Write::Status, Answer::Accept),
+        Step(Write::FinalizerRemoval, Answer::Accept),
+    ];
+    let (client, api) = verifier(&obj, steps);
+    reconcile_object(Arc::new(obj), context(client, &fake))
+        .await
+        .expect("reconciled");
+    let seen = api.assert_done();
+    assert_eq!(seen[0]["status"]["conditions"][0]["reason"], "NotCreated");
+    assert_eq!(fake.count_operation("list"), 1, "{:?}", fake.requests());
+}
+
+/// Within the settle period the same empty list proves nothing: `CreatePending`, the
+/// finalizer stays, and the requeue is no later than when absence becomes proof.
+#[tokio::test]
+async fn a_lost_create_within_the_settle_period_waits() {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    let obj = lost_create(1);
+    let (client, api) = verifier(&obj, vec![Step(Write::Status, Answer::Accept)]);
+    let action = reconcile_object(Arc::new(obj), context(client, &fake))
+        .await
+        .expect("reconciled");
+    let seen = api.assert_done();
+    assert_eq!(
+        seen[0]["status"]["conditions"][0]["reason"],
+        "CreatePending"
+    );
+    assert!(
+        action != Action::await_change(),
+        "requeued until the settle period ends"
+    );
+}
