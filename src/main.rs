@@ -76,9 +76,9 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     let config = kube::Config::infer().await.map_err(|e| {
         format!("no Kubernetes API to talk to (KUBECONFIG or in-cluster config): {e}")
     })?;
-    // Watches keep kube's long read timeout; every other call must answer within
-    // KUBE_CALL_TIMEOUT, so that a stalled API server cannot hold a reconciliation (or the
-    // leader's renewal) forever.
+    // Every call but a watch must answer within KUBE_CALL_TIMEOUT, so that a stalled API
+    // server cannot hold a reconciliation (or the leader's renewal) forever; the watch
+    // client gets a longer read timeout below.
     let mut call_config = config.clone();
     call_config.read_timeout = Some(KUBE_CALL_TIMEOUT);
     call_config.write_timeout = Some(KUBE_CALL_TIMEOUT);
@@ -121,9 +121,9 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     let ctx = Context::new(client.clone(), Arc::new(leen), &settings, metrics.clone());
     let ctx = Arc::new(ctx);
     // The watch client notes what the API server says on the LeenConnection watch, so
-    // that no DELETE is decided from a cache that may be behind.
-    // A stuck list or watch start (a proxy that accepts and never answers) must fail and be
-    // retried too: nothing is read for longer than a whole watch request and a margin.
+    // that no DELETE is decided from a cache that may be behind; and a stuck list or watch
+    // start (a proxy that accepts and never answers) fails and is retried: nothing is read
+    // for longer than two watch requests and a margin.
     let mut config = config;
     config.read_timeout = Some(settings.watch_timeout * 2 + Duration::from_secs(10));
     config.reset_reader_on_write = true;

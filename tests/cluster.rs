@@ -211,21 +211,7 @@ async fn the_charts_pods_run_the_operator_on_a_real_node() {
     // `helm upgrade` to a new image tag, a rolling update (leader election on), while
     // deletions and a slow create are pending: one DELETE each, one POST.
     let next = format!("{repository}:next");
-    node.run(
-        "nsenter",
-        &[
-            &format!("--net={}", node.var("LEEN_NODE_NETNS")),
-            "ctr",
-            "--address",
-            node.var("LEEN_NODE_CONTAINERD"),
-            "-n",
-            "k8s.io",
-            "images",
-            "tag",
-            &reference,
-            &next,
-        ],
-    );
+    node.ctr_images(&["tag", &reference, &next]);
     let mut pending = Vec::new();
     for i in 0..4 {
         let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());

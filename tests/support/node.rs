@@ -32,7 +32,7 @@ impl Node {
     /// Starts a node (about 25 s).
     pub fn up() -> Self {
         assert!(
-            nix_is_root(),
+            is_root(),
             "the cluster tier needs root (network namespaces, containerd): run it as root, as CI does"
         );
         let dir = tempfile::Builder::new()
@@ -100,24 +100,25 @@ impl Node {
         text
     }
 
+    /// Runs `ctr images ARGS` against the node's containerd (namespace `k8s.io`).
+    pub fn ctr_images(&self, args: &[&str]) -> String {
+        let netns = format!("--net={}", self.var("LEEN_NODE_NETNS"));
+        let mut argv = vec![
+            netns.as_str(),
+            "ctr",
+            "--address",
+            self.var("LEEN_NODE_CONTAINERD"),
+            "-n",
+            "k8s.io",
+            "images",
+        ];
+        argv.extend_from_slice(args);
+        self.run("nsenter", &argv)
+    }
+
     /// Imports an OCI archive into the node's containerd.
     pub fn import(&self, archive: &Path) {
-        let netns = format!("--net={}", self.var("LEEN_NODE_NETNS"));
-        let archive = archive.to_string_lossy();
-        self.run(
-            "nsenter",
-            &[
-                &netns,
-                "ctr",
-                "--address",
-                self.var("LEEN_NODE_CONTAINERD"),
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                &archive,
-            ],
-        );
+        self.ctr_images(&["import", &archive.to_string_lossy()]);
     }
 
     /// A fake Leen serving https inside the node's network namespace, on every address of
@@ -171,7 +172,7 @@ impl Drop for Node {
     }
 }
 
-fn nix_is_root() -> bool {
+fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
