@@ -495,9 +495,12 @@ fn requeue_after_a_failed_reconcile_is_the_transient_backoff() {
 /// Leen lists nothing for: `min_ago` minutes after the last POST, against the default
 /// LEEN_CREATE_SETTLE of 2 minutes and the fixed clock.
 fn lost_create(min_ago: i64) -> LeenConnection {
-    let mut obj = LeenConnection::to_create("CROWDSTRIKE")
-        .named("security", "c")
-        .deleting();
+    lost_create_live(min_ago).deleting()
+}
+
+/// [`lost_create`], not being deleted.
+fn lost_create_live(min_ago: i64) -> LeenConnection {
+    let mut obj = LeenConnection::to_create("CROWDSTRIKE").named("security", "c");
     let at = "2026-01-01T00:00:00Z"
         .parse::<chrono::DateTime<chrono::Utc>>()
         .expect("time")
@@ -552,4 +555,49 @@ async fn a_lost_create_within_the_settle_period_waits() {
         action != Action::await_change(),
         "requeued until the settle period ends"
     );
+}
+
+/// Not being deleted, the same lost create long settled is retried: one create goes out,
+/// under the recorded identifier, decided with the reconcile's clock and settle period.
+#[tokio::test]
+async fn a_live_lost_create_long_settled_is_created_again() {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    // No credentials: Leen refuses the create (422), which is enough here; that it went out
+    // at all is the decision under test.
+    let obj = lost_create_live(5);
+    let steps = vec![
+        Step(Write::Status, Answer::Accept),
+        Step(Write::Status, Answer::Accept),
+        Step(Write::Status, Answer::Accept),
+    ];
+    let (client, api) = verifier(&obj, steps);
+    reconcile_object(Arc::new(obj), context(client, &fake))
+        .await
+        .expect("reconciled");
+    let seen = api.assert_done();
+    assert_eq!(fake.count_operation("list"), 1, "{:?}", fake.requests());
+    assert_eq!(fake.count_operation("create"), 1, "{:?}", fake.requests());
+    assert_eq!(seen[0]["status"]["creation"]["attempts"], 2, "{seen:?}");
+    assert_eq!(seen[2]["status"]["conditions"][0]["reason"], "Rejected");
+}
+
+/// Within the settle period a live lost create waits too: `CreatePending`, no second
+/// create while the first may still land.
+#[tokio::test]
+async fn a_live_lost_create_within_the_settle_period_is_not_created_again() {
+    let fake = FakeLeen::start().await.expect("fake");
+    fake.add_api_key("mock-key");
+    let obj = lost_create_live(1);
+    let (client, api) = verifier(&obj, vec![Step(Write::Status, Answer::Accept)]);
+    let action = reconcile_object(Arc::new(obj), context(client, &fake))
+        .await
+        .expect("reconciled");
+    let seen = api.assert_done();
+    assert_eq!(
+        seen[0]["status"]["conditions"][0]["reason"],
+        "CreatePending"
+    );
+    assert_eq!(fake.count_operation("create"), 0, "{:?}", fake.requests());
+    assert!(action != Action::await_change(), "requeued to look again");
 }
