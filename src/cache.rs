@@ -15,7 +15,7 @@ use crate::{
     leen::Binding,
     resource::{
         CONFIRM_DELETION_ANNOTATION, CONNECTION_LABEL, KEY_SECRET_ANNOTATION, LeenConnection,
-        ORGANIZATION_LABEL, REGION_LABEL, Region,
+        ORGANIZATION_LABEL, PAUSED_ANNOTATION, REGION_LABEL, Region,
     },
 };
 
@@ -41,6 +41,8 @@ pub struct CachedConnection {
     pub key_secret: Option<Box<str>>,
     /// Whether `leen.dev/confirm-deletion` is `"true"`.
     pub confirm_deletion: bool,
+    /// Whether `leen.dev/paused` is `"true"`.
+    pub paused: bool,
 }
 
 impl CachedConnection {
@@ -69,6 +71,9 @@ impl CachedConnection {
                 .map(String::into_boxed_str),
             confirm_deletion: annotations
                 .get(CONFIRM_DELETION_ANNOTATION)
+                .is_some_and(|v| v.trim() == "true"),
+            paused: annotations
+                .get(PAUSED_ANNOTATION)
                 .is_some_and(|v| v.trim() == "true"),
             metadata,
         }

@@ -27,6 +27,16 @@ pub const KEY_SECRET_ANNOTATION: &str = "leen.dev/api-key-secret";
 /// Annotation by which a person confirms a deletion the budget held: `"true"`.
 pub const CONFIRM_DELETION_ANNOTATION: &str = "leen.dev/confirm-deletion";
 
+/// Annotation by which a person pauses the operator's work on one resource: `"true"`.
+/// While paused, no call goes to Leen and only the conditions say so (`ReconcilePaused`).
+pub const PAUSED_ANNOTATION: &str = "leen.dev/paused";
+
+/// The shortest `spec.syncInterval` a resource may ask for.
+pub const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A Go-style duration such as 30s, 5m or 1h30m (what `spec.syncInterval` takes).
+pub const DURATION_PATTERN: &str = "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$";
+
 /// Condition: the connection exists in Leen and is what the spec asks.
 pub const READY_CONDITION: &str = "Ready";
 /// Condition: Leen's health of the connection.
@@ -116,6 +126,19 @@ const UUID_PATTERN: &str =
         description = "Reason of the Ready condition"
     ),
     printcolumn(
+        name = "Policy",
+        type_ = "string",
+        json_path = ".spec.managementPolicy",
+        description = "Full: the operator manages the connection; Observe: it only reads it"
+    ),
+    printcolumn(
+        name = "Paused",
+        type_ = "string",
+        json_path = ".metadata.annotations.leen\\.dev/paused",
+        priority = 1,
+        description = "Whether the annotation leen.dev/paused stops the operator's work on it"
+    ),
+    printcolumn(
         name = "Vendor",
         type_ = "string",
         json_path = ".status.vendor",
@@ -201,6 +224,93 @@ pub struct LeenConnectionSpec {
     /// releases a deletion that Leen keeps refusing.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// How much the operator does with the connection. Full (default): it creates,
+    /// updates and deletes it as the spec says. Observe: it only reads and mirrors it;
+    /// it never sends POST, PATCH or DELETE, and deleting the resource leaves the
+    /// connection in Leen (whatever deletionPolicy says). Switching to Full is a spec edit
+    /// that takes effect at once.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
+    /// How often this connection is read again from Leen, as a duration such as 30s, 2m
+    /// or 1h (at least 30s). Unset: the operator's LEEN_SYNC_INTERVAL (5m by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("syncInterval must be at least 30s"))]
+    pub sync_interval: Option<String>,
+}
+
+/// How much the operator does with a connection.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ManagementPolicy {
+    /// Create, update and delete the connection as the spec says.
+    #[default]
+    Full,
+    /// Read and mirror only: never POST, PATCH or DELETE; deleting the resource releases
+    /// it without a call.
+    Observe,
+}
+
+impl LeenConnection {
+    /// Whether `leen.dev/paused` is `"true"`.
+    pub fn paused(&self) -> bool {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PAUSED_ANNOTATION))
+            .is_some_and(|v| v.trim() == "true")
+    }
+
+    /// Whether the operator only observes the connection (`managementPolicy: Observe`).
+    pub fn observe_only(&self) -> bool {
+        self.spec.management_policy == ManagementPolicy::Observe
+    }
+
+    /// Whether deleting the resource calls Leen (so needs the API key then): `Delete`
+    /// under full management.
+    pub fn deletes_in_leen(&self) -> bool {
+        self.spec.deletion_policy == DeletionPolicy::Delete && !self.observe_only()
+    }
+
+    /// `spec.syncInterval`, parsed: `None` when unset, `Err` (what is wrong) when it is not
+    /// a duration of at least [`MIN_SYNC_INTERVAL`].
+    pub fn sync_interval(&self) -> Option<Result<std::time::Duration, String>> {
+        let value = self.spec.sync_interval.as_deref()?;
+        Some(match parse_go_duration(value) {
+            Some(d) if d >= MIN_SYNC_INTERVAL => Ok(d),
+            Some(_) => Err(format!(
+                "spec.syncInterval {value:?} is shorter than {}",
+                humantime::format_duration(MIN_SYNC_INTERVAL)
+            )),
+            None => Err(format!(
+                "spec.syncInterval {:?} is not a duration such as 30s, 2m or 1h",
+                value.chars().take(40).collect::<String>()
+            )),
+        })
+    }
+}
+
+/// A Go-style duration (`1h30m`, `45s`, `1.5h`, `250ms`): what CEL's `duration()` takes.
+pub fn parse_go_duration(value: &str) -> Option<std::time::Duration> {
+    let mut rest = value.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter(|&n| n > 0)?;
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, seconds) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
+            .into_iter()
+            .find(|(u, _)| rest.starts_with(u))?;
+        rest = &rest[unit.len()..];
+        total += number * seconds;
+    }
+    (total.is_finite() && total < 1e9).then(|| std::time::Duration::from_secs_f64(total))
 }
 
 /// Leen region hosting the organization.

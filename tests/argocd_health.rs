@@ -197,7 +197,7 @@ fn every_reason_gets_the_health_its_rules_say() {
     use strum::IntoEnumIterator;
     for reason in Reason::iter() {
         let word = reason.as_str();
-        let live = if reason == Reason::Paused {
+        let live = if matches!(reason, Reason::Paused | Reason::ReconcilePaused) {
             "Suspended"
         } else if reason.is_progressing() {
             "Progressing"
@@ -209,7 +209,9 @@ fn every_reason_gets_the_health_its_rules_say() {
             live,
             "live resource, reason {word}"
         );
-        let deleting = if reason.is_transient() || reason.releases_finalizer() {
+        let deleting = if reason == Reason::ReconcilePaused {
+            "Suspended"
+        } else if reason.is_transient() || reason.releases_finalizer() {
             "Progressing"
         } else {
             "Degraded"
@@ -251,4 +253,61 @@ fn the_flux_failed_expression_lists_the_reasons_that_need_a_person() {
         .collect();
     assert_eq!(listed, wanted);
     assert!(line.contains("has(status.conditions)"), "guarded: {line}");
+}
+
+/// `leen.dev/paused: "true"` shows as Suspended whatever the conditions say: live, being
+/// deleted (the deletion waits), and edited while paused (the edit waits too).
+#[test]
+fn a_paused_resource_is_suspended() {
+    let paused = |mut obj: Value| {
+        obj["metadata"]["annotations"] = json!({"leen.dev/paused": "true"});
+        obj
+    };
+    for (obj, what) in [
+        (conn(1, Some(ready("True", "Synced", 1)), false), "live"),
+        (
+            conn(1, Some(ready("False", "Unauthorized", 1)), false),
+            "failing",
+        ),
+        (conn(2, Some(ready("True", "Synced", 1)), false), "edited"),
+        (
+            conn(2, Some(ready("False", "LeenUnavailable", 2)), true),
+            "deleting",
+        ),
+        (conn(1, None, false), "never read"),
+    ] {
+        let (status, message) = health(&paused(obj));
+        assert_eq!(status, "Suspended", "{what}: {message}");
+        assert!(message.contains("leen.dev/paused"), "{what}: {message}");
+    }
+    // Any other value is not a pause.
+    let mut obj = conn(1, Some(ready("True", "Synced", 1)), false);
+    obj["metadata"]["annotations"] = json!({"leen.dev/paused": "false"});
+    assert_eq!(health(&obj).0, "Healthy");
+}
+
+/// An observed connection is healthy like a managed one, and every message says that it
+/// is observed only; its deletion (released without a call) is progress, not a failure.
+#[test]
+fn an_observe_only_resource_says_so() {
+    let observed = |mut obj: Value| {
+        obj["spec"]["managementPolicy"] = json!("Observe");
+        obj
+    };
+    let (status, message) = health(&observed(conn(1, Some(ready("True", "Synced", 1)), false)));
+    assert_eq!(status, "Healthy");
+    assert!(message.starts_with("Observe only: Synced"), "{message}");
+    let (status, message) = health(&observed(conn(
+        1,
+        Some(ready("False", "ObserveOnly", 1)),
+        true,
+    )));
+    assert_eq!(status, "Progressing", "{message}");
+    assert!(message.starts_with("Observe only: Deleting"), "{message}");
+    let (status, _) = health(&observed(conn(
+        1,
+        Some(ready("False", "NotFound", 1)),
+        false,
+    )));
+    assert_eq!(status, "Degraded");
 }

@@ -23,7 +23,7 @@ use crate::{
         plan_deletion, plan_sync,
     },
     leen::ApiKey,
-    resource::{DeletionPolicy, FINALIZER, LeenConnection},
+    resource::{FINALIZER, LeenConnection},
 };
 
 /// Most steps one reconcile takes: a plan always ends in a few (read key, read
@@ -275,7 +275,11 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
             ctx.set_failures(&uid, true);
             ctx.summarize(&uid, &decision.status);
             write::decision(&mut obj, &decision, ctx).await?;
-            let retry_in = decision.requeue_after.unwrap_or(ctx.policy.transient_cap);
+            let Some(retry_in) = decision.requeue_after else {
+                // Paused: the annotation's removal brings it back.
+                debug!(reason = reason.as_str(), "deletion waits for a change");
+                return Ok(Action::await_change());
+            };
             ctx.metrics.reconcile_error(reason.as_str());
             debug!(reason = reason.as_str(), ?retry_in, "deletion pending");
             Ok(Action::requeue(retry_in))
@@ -313,7 +317,7 @@ fn cache_key(obj: &LeenConnection) -> ObjectRef<CachedConnection> {
 async fn read_key(obj: &LeenConnection, ctx: &Context) -> Result<Result<ApiKey, String>, Error> {
     let (key, secret) = inputs::api_key(obj, ctx).await?;
     if let Some(secret) = secret
-        && obj.spec.deletion_policy == DeletionPolicy::Delete
+        && obj.deletes_in_leen()
     {
         secrets::protect(&secret, ctx, obj.meta().deletion_timestamp.is_none()).await?;
     }

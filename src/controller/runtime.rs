@@ -34,8 +34,9 @@ use crate::{
 /// What changes of a LeenConnection are worth a reconciliation: kube's `generation` and
 /// `finalizers` predicates, and two that kube has no predicate for: the start of deletion
 /// (so that a deletion is acted on even if no generation bump came with it) and the
-/// `leen.dev/confirm-deletion` annotation (a person's go-ahead for a held deletion; the
-/// whole-annotations predicate would also fire on our own annotation writes). Status
+/// `leen.dev/confirm-deletion` and `leen.dev/paused` annotations (a person's go-ahead for a
+/// held deletion, a pause and its end; the whole-annotations predicate would also fire on
+/// our own annotation writes). Status
 /// writes (our own) and our own labels are not worth one.
 fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
     use std::hash::{Hash, Hasher};
@@ -44,6 +45,7 @@ fn trigger_fingerprint(obj: &CachedConnection) -> Option<u64> {
     predicates::finalizers(obj).hash(&mut h);
     obj.deleting().hash(&mut h);
     obj.confirm_deletion.hash(&mut h);
+    obj.paused.hash(&mut h);
     Some(h.finish())
 }
 

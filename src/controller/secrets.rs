@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::{Context, Error, context::display_ref, freshness::Freshness, write::field_manager};
 use crate::{
     cache::CachedSecret,
-    resource::{DeletionPolicy, FINALIZER, LeenConnection, SECRET_FINALIZER},
+    resource::{FINALIZER, LeenConnection, SECRET_FINALIZER},
 };
 
 /// Puts `leen.dev/secret-in-use` on a key Secret that lacks it. A Secret already being
@@ -168,9 +168,9 @@ pub fn secret_error_policy(obj: Arc<CachedSecret>, error: &Error, ctx: Arc<Conte
 }
 
 /// The Secret whose key this resource's deletion will need: its apiKeySecretRef, for a
-/// `Delete` resource.
+/// `Delete` resource under full management.
 pub(crate) fn key_secret_needed(obj: &LeenConnection) -> Option<String> {
-    (obj.spec.deletion_policy == DeletionPolicy::Delete)
+    obj.deletes_in_leen()
         .then(|| obj.spec.api_key_secret_ref.as_ref().map(|r| r.name.clone()))
         .flatten()
 }

@@ -16,6 +16,7 @@ use crate::{
     leen::{Connection, LeenOutcome},
     resource::{
         DeletionRecord, DesiredState, HEALTHY_CONDITION, LeenConnection, LeenConnectionStatus,
+        PAUSED_ANNOTATION,
     },
     text::clip,
 };
@@ -43,6 +44,8 @@ pub enum Observation {
         /// When its absence counts as proof.
         resume_at: DateTime<Utc>,
     },
+    /// `leen.dev/paused: "true"`: nothing was read or called; only the conditions say so.
+    Paused,
     /// The spec cannot be acted on; Leen was not called.
     InvalidSpec {
         /// [`Reason::InvalidSpec`] or [`Reason::ImmutableFieldChanged`].
@@ -149,6 +152,9 @@ pub const REPEAT_QUIET: Duration = Duration::from_secs(60);
 
 /// The decision for a live (not deleting) resource after a sync.
 pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInputs) -> Decision {
+    if let Observation::Paused = obs {
+        return decide_paused(obj, false, inputs);
+    }
     let current = obj.status.clone().unwrap_or_default();
     let mut status = current.clone();
     let generation = obj.metadata.generation;
@@ -166,7 +172,16 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
     }
     let id = connection_name(obj);
     let id = status.connection_id.clone().unwrap_or(id);
-    let desired = obj.spec.state.map(DesiredState::leen_state);
+    // An observed connection's state is Leen's business, not the spec's.
+    let desired = obj
+        .spec
+        .state
+        .filter(|_| !obj.observe_only())
+        .map(DesiredState::leen_state);
+    let sync_interval = obj
+        .sync_interval()
+        .and_then(Result::ok)
+        .unwrap_or(inputs.sync_interval);
 
     let (ready, reason, mut message, retry_after) = match obs {
         Observation::Leen(LeenOutcome::Success(conn)) => {
@@ -242,6 +257,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
             (false, Reason::CredentialsMissing, message.clone(), None)
         }
         Observation::InvalidSpec { reason, message } => (false, *reason, message.clone(), None),
+        Observation::Paused => return decide_paused(obj, false, inputs),
         // Only a deletion is ever held.
         Observation::DeletionHeld { message, .. } => {
             (false, Reason::DeletionHeld, message.clone(), None)
@@ -254,9 +270,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
 
     // A failed read is retried with backoff, but never later than the next regular sync.
     let requeue = if ready || reason == Reason::ConnectionDeleted {
-        inputs
-            .sync_interval
-            .mul_f64(0.9 + 0.2 * inputs.jitter.clamp(0.0, 1.0))
+        sync_interval.mul_f64(0.9 + 0.2 * inputs.jitter.clamp(0.0, 1.0))
     } else {
         inputs
             .policy
@@ -266,7 +280,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
                 inputs.sync_failures.saturating_add(1),
                 inputs.jitter,
             )
-            .min(inputs.sync_interval)
+            .min(sync_interval)
     };
     let shared = shared_note(&id, &inputs.also_bound_by);
     if let Some(note) = &shared {
@@ -415,6 +429,7 @@ pub fn decide_deletion(
         DeletionStep::Observed(Observation::InvalidSpec { reason, message }) => {
             (*reason, message.clone(), None, None)
         }
+        DeletionStep::Observed(Observation::Paused) => return decide_paused(obj, true, inputs),
         DeletionStep::Observed(Observation::CreatePending { message, resume_at }) => {
             let wait = (*resume_at - inputs.now).to_std().unwrap_or_default();
             (Reason::CreatePending, message.clone(), None, Some(wait))
@@ -506,6 +521,57 @@ pub fn decide_deletion(
         }),
         finalizer,
         requeue_after,
+    }
+}
+
+/// The decision while `leen.dev/paused` is `"true"`: the status stays as last observed,
+/// except the Ready condition (False, `ReconcilePaused`) and the kstatus pair at rest (a
+/// paused resource neither progresses nor waits for a fix); a Normal Event when the pause
+/// begins; no requeue (removing the annotation brings the resource back at once). A
+/// deletion keeps its finalizer.
+fn decide_paused(obj: &LeenConnection, deleting: bool, inputs: &DecisionInputs) -> Decision {
+    let current = obj.status.clone().unwrap_or_default();
+    let mut status = current.clone();
+    let generation = obj.metadata.generation;
+    let reason = Reason::ReconcilePaused;
+    let message = if deleting {
+        format!(
+            "reconciliation is paused (annotation {PAUSED_ANNOTATION}: \"true\"): the deletion waits, finalizer kept and connection {} not deleted in Leen, until the annotation is removed; spec.deletionPolicy: Orphan releases it without a call",
+            connection_name(obj)
+        )
+    } else {
+        format!(
+            "reconciliation is paused (annotation {PAUSED_ANNOTATION}: \"true\"): no call to Leen, and status shows connection {} as last observed; remove the annotation to resume",
+            connection_name(obj)
+        )
+    };
+    let already = current
+        .ready()
+        .is_some_and(|c| c.reason == reason.as_str() && c.message == message);
+    set_ready(&mut status, false, reason, &message, generation, inputs.now);
+    set_progress(
+        &mut status,
+        false,
+        reason,
+        false,
+        &message,
+        generation,
+        inputs.now,
+    );
+    Decision {
+        status,
+        event: (!already).then_some(EventSpec {
+            warning: false,
+            reason,
+            action: if deleting {
+                "DeleteConnection"
+            } else {
+                "SyncConnection"
+            },
+            note: message,
+        }),
+        finalizer: FinalizerAction::Keep,
+        requeue_after: None,
     }
 }
 

@@ -147,10 +147,21 @@ pub enum SyncPlan {
 
 /// The next step for a live (not deleting) resource.
 pub fn plan_sync(obj: &LeenConnection, inputs: &SyncInputs) -> SyncPlan {
+    if obj.paused() {
+        // Nothing is read and nothing is called until the annotation goes.
+        return SyncPlan::Done(Observation::Paused);
+    }
     let binding = match validate_binding(obj) {
         Ok(binding) => binding,
         Err(obs) => return SyncPlan::Done(obs),
     };
+    if let Some(Err(message)) = obj.sync_interval() {
+        return SyncPlan::Done(Observation::InvalidSpec {
+            reason: Reason::InvalidSpec,
+            message,
+        });
+    }
+    let observe_only = obj.observe_only();
     match &inputs.key {
         None => return SyncPlan::Read(Need::ApiKey),
         Some(Err(message)) => {
@@ -158,7 +169,9 @@ pub fn plan_sync(obj: &LeenConnection, inputs: &SyncInputs) -> SyncPlan {
         }
         Some(Ok(_)) => {}
     }
+    // Observing sends nothing, so it needs no vendor credentials.
     let credentials = match &inputs.credentials {
+        _ if observe_only => None,
         None => return SyncPlan::Read(Need::Credentials),
         Some(Err(obs)) => return SyncPlan::Done(obs.clone()),
         Some(Ok(credentials)) => credentials.as_ref(),
@@ -173,6 +186,9 @@ pub fn plan_sync(obj: &LeenConnection, inputs: &SyncInputs) -> SyncPlan {
     let Some(binding) = held_binding(obj) else {
         return SyncPlan::Done(Observation::Leen(LeenOutcome::Success(conn.clone())));
     };
+    if observe_only {
+        return SyncPlan::Done(Observation::Leen(LeenOutcome::Success(conn.clone())));
+    }
     if !inputs.updated {
         let request = plan_update(obj, conn, credentials);
         if request.state.is_some() || request.credentials.is_some() {
@@ -216,6 +232,9 @@ fn plan_create(
     let (look_region, look_organization) = creation.map_or((region, organization), |c| {
         recorded_target(c, region, organization)
     });
+    if obj.observe_only() {
+        return plan_observe_lookup(obj, inputs, (look_region, look_organization), identifier);
+    }
     match &inputs.lookup {
         None if intent || obj.spec.identifier.is_some() => {
             SyncPlan::FindLostCreate(FindLostCreate {
@@ -257,6 +276,42 @@ fn plan_create(
                 options: obj.spec.options.clone(),
             },
         },
+    }
+}
+
+/// An observe-only resource with nothing bound never creates: it looks the connection up
+/// by identifier (the spec's, or the one a create recorded while it was managed) and
+/// binds what it finds, with no write to Leen.
+fn plan_observe_lookup(
+    obj: &LeenConnection,
+    inputs: &SyncInputs,
+    (region, organization): (Region, Uuid),
+    identifier: String,
+) -> SyncPlan {
+    match &inputs.lookup {
+        None => SyncPlan::FindLostCreate(FindLostCreate {
+            region,
+            organization,
+            identifier,
+            intent: true,
+        }),
+        Some(Lookup::Found(connection)) => SyncPlan::Bind {
+            binding: found_binding(region, organization, connection),
+            connection: connection.clone(),
+            identifier,
+        },
+        Some(Lookup::Failed(outcome)) => SyncPlan::Done(Observation::Leen(outcome.clone())),
+        Some(Lookup::Absent) => SyncPlan::Done(Observation::InvalidSpec {
+            reason: Reason::NotFound,
+            message: format!(
+                "managementPolicy is Observe and Leen lists no connection with identifier {identifier:?} in organization {organization}: nothing to observe, and nothing is created. Set spec.connectionId (or spec.identifier) to the connection to observe{}",
+                if obj.spec.identifier.is_none() {
+                    ""
+                } else {
+                    ", or managementPolicy: Full to create it"
+                }
+            ),
+        }),
     }
 }
 
@@ -400,6 +455,20 @@ pub fn plan_deletion(
 ) -> DeletionPlan {
     if let Some(step) = deletion_shortcut(obj) {
         return DeletionPlan::Done(step);
+    }
+    if obj.paused() {
+        // Paused: the deletion waits, finalizer on, until the annotation goes (Orphan,
+        // above, still releases it).
+        return DeletionPlan::Done(DeletionStep::Observed(Observation::Paused));
+    }
+    if obj.observe_only() {
+        return DeletionPlan::Done(DeletionStep::Concluded {
+            reason: Reason::ObserveOnly,
+            message: format!(
+                "managementPolicy is Observe: connection {} was left in Leen untouched (deletionPolicy does not apply to an observed connection)",
+                connection_name(obj)
+            ),
+        });
     }
     if let Ok(None) = validate_binding(obj) {
         // Nothing bound: was a create ever sent?

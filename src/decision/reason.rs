@@ -86,6 +86,12 @@ pub enum Reason {
     /// The controller's cache of LeenConnections may be behind the API server (relisting,
     /// its watch failing or silent): no deletion is decided from it until it catches up.
     CacheStale,
+    /// The annotation `leen.dev/paused: "true"` stops the operator's work on the resource:
+    /// no call to Leen until it is removed (a deletion waits too, unless Orphan).
+    ReconcilePaused,
+    /// managementPolicy Observe: the resource was released without a call, the
+    /// connection left in Leen untouched.
+    ObserveOnly,
 }
 
 impl Reason {
@@ -154,6 +160,7 @@ impl Reason {
                 | Reason::Orphaned
                 | Reason::StillReferenced
                 | Reason::NotCreated
+                | Reason::ObserveOnly
         )
     }
 }

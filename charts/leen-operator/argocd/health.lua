@@ -5,8 +5,22 @@ local hs = {}
 -- releases_finalizer and is_progressing. tests/argocd_health.rs runs this script for every
 -- reason and fails when one of them is missing here.
 local transient = {LeenUnavailable = true, RateLimited = true, InvalidResponse = true, UnexpectedResponse = true, CacheStale = true}
-local releases = {Deleted = true, AlreadyDeleted = true, Orphaned = true, StillReferenced = true, NotCreated = true}
+local releases = {Deleted = true, AlreadyDeleted = true, Orphaned = true, StillReferenced = true, NotCreated = true, ObserveOnly = true}
 local progressing = {Pending = true, StateDrift = true, AwaitingAuthorization = true, CreatePending = true}
+
+-- Paused by annotation (leen.dev/paused: "true"): the operator does nothing with it, so
+-- nothing is progressing or degrading; also while it is being deleted, or edited.
+local paused = obj.metadata.annotations ~= nil and obj.metadata.annotations["leen.dev/paused"] == "true"
+if paused then
+  hs.status = "Suspended"
+  hs.message = "Reconciliation paused by the annotation leen.dev/paused; remove it to resume"
+  return hs
+end
+-- Observed only (managementPolicy: Observe): said in every message.
+local observed = ""
+if obj.spec ~= nil and obj.spec.managementPolicy == "Observe" then
+  observed = "Observe only: "
+end
 
 if obj.status == nil or obj.status.conditions == nil then
   hs.status = "Progressing"
@@ -45,23 +59,25 @@ if cond["Reconciling"] ~= nil and cond["Reconciling"].status == "True" then
 end
 
 if obj.metadata.deletionTimestamp ~= nil then
-  if transient[ready.reason] or releases[ready.reason] or ready.status == "True" then
+  if ready.reason == "ReconcilePaused" then
+    hs.status = "Suspended"
+  elseif transient[ready.reason] or releases[ready.reason] or ready.status == "True" then
     hs.status = "Progressing"
   else
     hs.status = "Degraded"
   end
-  hs.message = "Deleting: " .. (ready.reason or "") .. ": " .. (ready.message or "")
+  hs.message = observed .. "Deleting: " .. (ready.reason or "") .. ": " .. (ready.message or "")
   return hs
 end
 
 if ready.status == "True" then
   hs.status = "Healthy"
-elseif ready.reason == "Paused" then
+elseif ready.reason == "Paused" or ready.reason == "ReconcilePaused" then
   hs.status = "Suspended"
 elseif transient[ready.reason] or progressing[ready.reason] then
   hs.status = "Progressing"
 else
   hs.status = "Degraded"
 end
-hs.message = (ready.reason or "") .. ": " .. (ready.message or "")
+hs.message = observed .. (ready.reason or "") .. ": " .. (ready.message or "")
 return hs
