@@ -28,6 +28,175 @@ pub enum Command {
     Crd,
     /// Run the controller (the default).
     Run(RunArgs),
+    /// Print one LeenConnection manifest per connection of a Leen organization, ready to
+    /// commit to Git: observe-only (managementPolicy: Observe) unless --manage.
+    Export(ExportArgs),
+}
+
+/// What `leen-operator export` lists and how it writes the manifests.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// UUID of the Leen organization whose connections are exported.
+    #[arg(long)]
+    pub organization: String,
+
+    /// Leen region of the organization: us, eu or apac.
+    #[arg(long, default_value = "us")]
+    pub region: String,
+
+    /// Namespace the manifests are for.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+
+    /// Emit fully managed resources (managementPolicy: Full; deleting one then deletes
+    /// its connection in Leen) instead of observe-only ones.
+    #[arg(long)]
+    pub manage: bool,
+
+    /// Write one file per connection (<name>.yaml) into this directory instead of one
+    /// multi-document YAML stream on standard output.
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<std::path::PathBuf>,
+
+    /// Read the API key from this Secret in --namespace (through the usual kube config),
+    /// and name it in every manifest's apiKeySecretRef. Otherwise the key is
+    /// --leen-api-key / LEEN_API_KEY and the manifests use the operator's default key.
+    #[arg(long, value_name = "NAME")]
+    pub api_key_secret: Option<String>,
+
+    /// Key of --api-key-secret's data that holds the API key.
+    #[arg(long, default_value = "apiKey")]
+    pub api_key_secret_key: String,
+
+    /// The Leen API key, when not read from a Secret. Prefer the environment variable:
+    /// flags show in process listings.
+    #[arg(long, env = "LEEN_API_KEY", hide_env_values = true)]
+    pub leen_api_key: Option<String>,
+
+    /// Base URL including /v1 that replaces the region's URL (proxies, tests).
+    #[arg(long, env = "LEEN_ENDPOINT")]
+    pub leen_endpoint: Option<String>,
+
+    /// A PEM bundle of extra CA certificates trusted for Leen.
+    #[arg(long, env = "LEEN_CA_FILE")]
+    pub leen_ca_file: Option<String>,
+
+    /// Timeout of one request to Leen.
+    #[arg(long, env = "LEEN_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: String,
+}
+
+/// [`ExportArgs`], checked.
+#[derive(Clone, Debug)]
+pub struct ExportSettings {
+    /// The organization.
+    pub organization: uuid::Uuid,
+    /// Its region.
+    pub region: crate::resource::Region,
+    /// The manifests' namespace.
+    pub namespace: String,
+    /// Full management instead of observe-only.
+    pub manage: bool,
+    /// One file per connection in this directory; else standard output.
+    pub output: Option<std::path::PathBuf>,
+    /// Where the key comes from.
+    pub key: ExportKey,
+    /// How Leen is reached.
+    pub leen: crate::leen::LeenClientConfig,
+}
+
+/// Where `export` reads the API key.
+#[derive(Clone, Debug)]
+pub enum ExportKey {
+    /// Given (flag or environment).
+    Given(ApiKey),
+    /// A Secret in the manifests' namespace, named in each manifest.
+    Secret {
+        /// The Secret.
+        name: String,
+        /// Its data key.
+        key: String,
+    },
+}
+
+impl ExportArgs {
+    /// Checks the arguments: one clear line per bad one.
+    pub fn settings(&self) -> Result<ExportSettings, ConfigError> {
+        let plain = |flag: &'static str, problem: String| err("", flag, problem);
+        let organization = uuid::Uuid::parse_str(self.organization.trim()).map_err(|_| {
+            plain(
+                "organization",
+                format!("{:?} is not a UUID", self.organization),
+            )
+        })?;
+        let region = match self.region.trim() {
+            "us" => crate::resource::Region::Us,
+            "eu" => crate::resource::Region::Eu,
+            "apac" => crate::resource::Region::Apac,
+            other => {
+                return Err(plain(
+                    "region",
+                    format!("{other:?} is not a region: us, eu or apac"),
+                ));
+            }
+        };
+        let namespace = self.namespace.trim().to_string();
+        if !valid_namespace(&namespace) {
+            return Err(plain(
+                "namespace",
+                format!("{namespace:?} is not a namespace name"),
+            ));
+        }
+        let key = match non_empty(&self.api_key_secret) {
+            Some(name) if crate::resource::is_dns1123_subdomain(name) => ExportKey::Secret {
+                name: name.to_string(),
+                key: self.api_key_secret_key.trim().to_string(),
+            },
+            Some(name) => {
+                return Err(plain(
+                    "api-key-secret",
+                    format!("{name:?} is not a Secret name"),
+                ));
+            }
+            None => match non_empty(&self.leen_api_key) {
+                Some(key) => ExportKey::Given(
+                    ApiKey::new(key)
+                        .map_err(|e| err("LEEN_API_KEY", "leen-api-key", e.to_string()))?,
+                ),
+                None => {
+                    return Err(err(
+                        "LEEN_API_KEY",
+                        "leen-api-key",
+                        "no API key: set LEEN_API_KEY (or --leen-api-key), or name a Secret in --namespace with --api-key-secret",
+                    ));
+                }
+            },
+        };
+        let endpoint = non_empty(&self.leen_endpoint)
+            .map(parse_endpoint)
+            .transpose()?;
+        let request_timeout = duration(
+            "LEEN_REQUEST_TIMEOUT",
+            "request-timeout",
+            &self.request_timeout,
+            Duration::from_millis(100),
+        )?;
+        let extra_roots = non_empty(&self.leen_ca_file).map(read_ca).transpose()?;
+        Ok(ExportSettings {
+            organization,
+            region,
+            namespace,
+            manage: self.manage,
+            output: self.output.clone(),
+            key,
+            leen: crate::leen::LeenClientConfig {
+                endpoint,
+                request_timeout,
+                extra_roots,
+                ..Default::default()
+            },
+        })
+    }
 }
 
 /// Settings of the controller, as given on the command line or in the environment, in
@@ -180,9 +349,9 @@ pub struct TelemetryArgs {
 
 /// A setting that cannot be used; its Display is the one line printed at start-up.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid {env} (--{flag}): {problem}")]
+#[error("invalid {}: {problem}", if env.is_empty() { format!("--{flag}") } else { format!("{env} (--{flag})") })]
 pub struct ConfigError {
-    /// The environment variable.
+    /// The environment variable (empty for a flag that has none).
     pub env: &'static str,
     /// The flag, without dashes.
     pub flag: &'static str,
@@ -306,6 +475,30 @@ fn duration(
         ));
     }
     Ok(d)
+}
+
+/// Reads a PEM bundle of CA certificates (`LEEN_CA_FILE`).
+fn read_ca(path: &str) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        err(
+            "LEEN_CA_FILE",
+            "leen-ca-file",
+            format!("cannot read {path:?}: {e}"),
+        )
+    })?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(err(
+            "LEEN_CA_FILE",
+            "leen-ca-file",
+            format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+        )),
+        Err(e) => Err(err(
+            "LEEN_CA_FILE",
+            "leen-ca-file",
+            format!("{path:?} is not a PEM bundle of certificates: {e}"),
+        )),
+    }
 }
 
 fn count(env: &'static str, flag: &'static str, value: &str, max: u32) -> Result<u32, ConfigError> {
@@ -520,28 +713,7 @@ impl RunArgs {
             ));
         }
         let leen_ca = non_empty(&self.leen.leen_ca_file)
-            .map(|path| {
-                let pem = std::fs::read(path).map_err(|e| {
-                    err(
-                        "LEEN_CA_FILE",
-                        "leen-ca-file",
-                        format!("cannot read {path:?}: {e}"),
-                    )
-                })?;
-                match reqwest::Certificate::from_pem_bundle(&pem) {
-                    Ok(certs) if !certs.is_empty() => Ok(pem),
-                    Ok(_) => Err(err(
-                        "LEEN_CA_FILE",
-                        "leen-ca-file",
-                        format!("{path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
-                    )),
-                    Err(e) => Err(err(
-                        "LEEN_CA_FILE",
-                        "leen-ca-file",
-                        format!("{path:?} is not a PEM bundle of certificates: {e}"),
-                    )),
-                }
-            })
+            .map(read_ca)
             .transpose()?;
         Ok(Settings {
             leen_ca,

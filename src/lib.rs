@@ -15,6 +15,7 @@ pub mod controller;
 pub mod credentials;
 pub mod decision;
 pub mod events;
+pub mod export;
 pub mod leader;
 pub mod leen;
 pub mod rate_gate;

@@ -28,7 +28,38 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Run(args)) => run(args),
+        Some(Command::Export(args)) => export(args),
         None => run(cli.run),
+    }
+}
+
+fn export(args: leen_operator::config::ExportArgs) -> ExitCode {
+    let settings = match args.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("leen-operator export: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leen-operator export: starting the async runtime failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(leen_operator::export::run(settings)) {
+        Ok(summary) => {
+            eprintln!("leen-operator export: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("leen-operator export: {message}");
+            ExitCode::FAILURE
+        }
     }
 }
 

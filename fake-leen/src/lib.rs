@@ -207,8 +207,22 @@ fn is_oauth_vendor(vendor: &str) -> bool {
     vendor.starts_with("MS_DEFENDER")
 }
 
+/// How the fake answers cursor pagination of its list (`enableCursor=true`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cursors {
+    /// Pages by `cursor`, answering `next_cursor` and `previous_cursor` (`null` at the
+    /// ends), as Leen documents.
+    #[default]
+    Supported,
+    /// Refuses `enableCursor` with a 422 (an API version before cursors): offsets only.
+    Refused,
+    /// Ignores `enableCursor` and answers offset pages (`items`, `total`).
+    Ignored,
+}
+
 #[derive(Default)]
 struct FakeState {
+    cursors: Cursors,
     credentials: HashMap<(Uuid, Uuid), Value>,
     /// Connections that turn ACTIVE at their next read.
     activate_on_read: HashSet<(Uuid, Uuid)>,
@@ -351,6 +365,26 @@ impl FakeLeen {
     pub fn base_url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}/v1", self.addr)
+    }
+
+    /// How the list answers cursor pagination from now on.
+    pub fn set_cursors(&self, cursors: Cursors) {
+        lock(&self.state).cursors = cursors;
+    }
+
+    /// Sets the identifier of a connection (the caller's own reference); empty: none
+    /// (`null`, as for a connection made in the console).
+    pub fn set_identifier(&self, organization_id: Uuid, id: Uuid, identifier: &str) {
+        if let Some(c) = lock(&self.state)
+            .connections
+            .get_mut(&(organization_id, id))
+        {
+            c["identifier"] = if identifier.is_empty() {
+                Value::Null
+            } else {
+                json!(identifier)
+            };
+        }
     }
 
     /// Accepts this API key.
@@ -974,6 +1008,42 @@ fn list(s: &FakeState, org: Uuid, query: &HashMap<String, String>) -> (Response,
         .map(|(_, c)| c)
         .collect();
     all.sort_by_key(|c| c["id"].as_str().unwrap_or_default().to_string());
+    if query.get("enableCursor").is_some_and(|v| v == "true") {
+        match s.cursors {
+            Cursors::Refused => {
+                return (
+                    validation(&["query", "enableCursor"], "extra fields not permitted"),
+                    422,
+                );
+            }
+            Cursors::Supported => {
+                let start = match query.get("cursor") {
+                    None => 0,
+                    Some(c) => match c.strip_prefix("after-").and_then(|n| n.parse().ok()) {
+                        Some(n) => n,
+                        None => {
+                            return (validation(&["query", "cursor"], "invalid cursor"), 422);
+                        }
+                    },
+                };
+                let items: Vec<Value> = all
+                    .iter()
+                    .skip(start)
+                    .take(limit)
+                    .map(|c| (*c).clone())
+                    .collect();
+                let end = start + items.len();
+                let next = (end < all.len()).then(|| format!("after-{end}"));
+                let previous =
+                    (start > 0).then(|| format!("after-{}", start.saturating_sub(limit)));
+                return (
+                    ok(json!({"items": items, "next_cursor": next, "previous_cursor": previous})),
+                    200,
+                );
+            }
+            Cursors::Ignored => {}
+        }
+    }
     let items: Vec<Value> = all
         .iter()
         .skip(offset)

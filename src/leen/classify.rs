@@ -294,26 +294,61 @@ pub fn parse_created(organization: Uuid, body: &[u8]) -> Result<Connection, Stri
 /// under `data` or `connections`: the shape is not documented). Entries that are not
 /// connections are skipped.
 pub fn parse_list(body: &[u8]) -> Result<(Vec<Connection>, Option<u64>), String> {
+    parse_page(body).map(|page| (page.items, page.total))
+}
+
+/// One page of a list of connections, as Leen answered it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ListPage {
+    /// The connections on the page (entries that are not connections are skipped).
+    pub items: Vec<Connection>,
+    /// How many there are in all, when the answer says.
+    pub total: Option<u64>,
+    /// The cursor pagination's `next_cursor`: `None` when the answer has no such field
+    /// (Leen paged by offset), `Some(None)` on the last page (`null` or empty).
+    pub next_cursor: Option<Option<String>>,
+}
+
+/// A page of a list: `{"items": [...], "total": n}` (offsets) or `{"items": [...],
+/// "next_cursor": c}` (cursors; also `data` or `connections` for the items), or a bare
+/// array.
+pub fn parse_page(body: &[u8]) -> Result<ListPage, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("list body is not JSON: {e}"))?;
-    let (items, total) = match &value {
-        Value::Array(items) => (items.clone(), None),
+    let (items, total, next_cursor) = match &value {
+        Value::Array(items) => (items.clone(), None, None),
         Value::Object(map) => {
             let items = ["items", "data", "connections"]
                 .iter()
                 .find_map(|k| map.get(*k).and_then(Value::as_array))
                 .cloned()
                 .ok_or_else(|| "list body has no items".to_string())?;
-            (items, map.get("total").and_then(Value::as_u64))
+            let next_cursor = match map.get("next_cursor") {
+                None => None,
+                Some(Value::Null) => Some(None),
+                Some(Value::String(c)) if c.is_empty() => Some(None),
+                Some(Value::String(c)) => Some(Some(c.clone())),
+                Some(other) => {
+                    return Err(format!(
+                        "list body's next_cursor is neither a string nor null: {}",
+                        snippet(other.to_string().as_bytes())
+                    ));
+                }
+            };
+            (items, map.get("total").and_then(Value::as_u64), next_cursor)
         }
         _ => return Err("list body is neither an object nor an array".to_string()),
     };
-    let connections = items
+    let items = items
         .into_iter()
         .filter(Value::is_object)
         .filter_map(|v| serde_json::from_value::<Connection>(v).ok())
         .collect();
-    Ok((connections, total))
+    Ok(ListPage {
+        items,
+        total,
+        next_cursor,
+    })
 }
 
 /// The test's answer: `{"is_valid": bool, "message": str}`.

@@ -341,63 +341,155 @@ impl LeenClient {
         identifier: &str,
         key: &ApiKey,
     ) -> Result<Option<Connection>, LeenOutcome> {
-        let base = self.connections_url(region, organization);
-        for page in 0..MAX_LIST_PAGES {
-            let offset = page * LIST_PAGE;
-            let url = Url::parse_with_params(
-                &base,
-                &[
-                    ("limit", LIST_PAGE.to_string()),
-                    ("offset", offset.to_string()),
-                ],
-            )
-            .map(String::from)
-            .unwrap_or_else(|_| base.clone());
-            let (items, total) = self
-                .call(
-                    Operation::List,
-                    region,
-                    url,
-                    None,
-                    key,
-                    |status, ra, body| {
-                        classify_answer(
-                            status,
-                            ra,
-                            body,
-                            &[200],
-                            "a list of connections",
-                            parse_list,
-                        )
-                    },
-                )
-                .await?;
-            let count = items.len() as u64;
-            let found = items.into_iter().find(|c| {
-                c.identifier.as_deref() == Some(identifier)
-                    && c.state.as_deref() != Some("DELETED")
-                    && c.id
-                        .as_deref()
-                        .is_some_and(|id| Uuid::parse_str(id).is_ok())
-                    && c.organization_id
-                        .as_deref()
-                        .is_none_or(|o| Uuid::parse_str(o).ok() == Some(organization))
-            });
-            if found.is_some() {
-                return Ok(found);
-            }
-            let seen = offset + count;
-            if count < LIST_PAGE || total.is_some_and(|t| seen >= t) {
-                return Ok(None);
-            }
+        let mut found = None;
+        let complete = self
+            .each_page(region, organization, key, MAX_LIST_PAGES, |items| {
+                found = items.into_iter().find(|c| {
+                    c.identifier.as_deref() == Some(identifier)
+                        && c.state.as_deref() != Some("DELETED")
+                        && c.id
+                            .as_deref()
+                            .is_some_and(|id| Uuid::parse_str(id).is_ok())
+                        && c.organization_id
+                            .as_deref()
+                            .is_none_or(|o| Uuid::parse_str(o).ok() == Some(organization))
+                });
+                found.is_none()
+            })
+            .await?;
+        match (found, complete) {
+            (Some(found), _) => Ok(Some(found)),
+            (None, true) => Ok(None),
+            (None, false) => Err(LeenOutcome::Unexpected {
+                status: 200,
+                detail: format!(
+                    "the organization lists more than {} connections; identifier {identifier:?} was not among them",
+                    MAX_LIST_PAGES * LIST_PAGE
+                ),
+            }),
         }
-        Err(LeenOutcome::Unexpected {
-            status: 200,
-            detail: format!(
-                "the organization lists more than {} connections; identifier {identifier:?} was not among them",
-                MAX_LIST_PAGES * LIST_PAGE
-            ),
-        })
+    }
+
+    /// Every connection the organization lists (DELETED ones included, as Leen lists
+    /// them), page by page: at most `max_pages` pages of [`LIST_PAGE`].
+    pub async fn list_connections(
+        &self,
+        region: Region,
+        organization: Uuid,
+        key: &ApiKey,
+        max_pages: u64,
+    ) -> Result<Vec<Connection>, LeenOutcome> {
+        let mut all = Vec::new();
+        let complete = self
+            .each_page(region, organization, key, max_pages, |items| {
+                all.extend(items);
+                true
+            })
+            .await?;
+        if !complete {
+            return Err(LeenOutcome::Unexpected {
+                status: 200,
+                detail: format!(
+                    "the organization lists more than {} connections",
+                    max_pages * LIST_PAGE
+                ),
+            });
+        }
+        Ok(all)
+    }
+
+    /// Walks the organization's list of connections, handing each page to `visit` until
+    /// it returns `false`. Cursor pagination first (`enableCursor=true`, then `cursor` =
+    /// the answer's `next_cursor`, until it is null), as Leen documents; where Leen
+    /// refuses the cursor (422 or 400 on the first page) or answers without
+    /// `next_cursor`, by `offset`. `Ok(true)`: the list was walked to its end, or `visit`
+    /// stopped it; `Ok(false)`: `max_pages` pages were not enough.
+    async fn each_page(
+        &self,
+        region: Region,
+        organization: Uuid,
+        key: &ApiKey,
+        max_pages: u64,
+        mut visit: impl FnMut(Vec<Connection>) -> bool,
+    ) -> Result<bool, LeenOutcome> {
+        let base = self.connections_url(region, organization);
+        let mut query = PageQuery::Cursor(None);
+        let mut seen = 0u64;
+        let mut cursors = std::collections::HashSet::new();
+        // A refused cursor costs one request, once: the query is then by offset.
+        for _ in 0..max_pages {
+            let answer = self.list_page(region, &base, &query, key).await;
+            let page = match answer {
+                Ok(page) => page,
+                Err(LeenOutcome::Rejected { .. } | LeenOutcome::Unexpected { status: 400, .. })
+                    if query == PageQuery::Cursor(None) =>
+                {
+                    // No cursors here: offsets, from the start.
+                    query = PageQuery::Offset(0);
+                    self.list_page(region, &base, &query, key).await?
+                }
+                Err(outcome) => return Err(outcome),
+            };
+            let count = page.items.len() as u64;
+            seen += count;
+            if !visit(page.items) {
+                return Ok(true);
+            }
+            query = match (&query, page.next_cursor) {
+                (PageQuery::Cursor(_), Some(Some(next))) => {
+                    if !cursors.insert(next.clone()) {
+                        return Err(LeenOutcome::Unexpected {
+                            status: 200,
+                            detail: format!(
+                                "the list of connections answered cursor {} twice; stopped rather than loop",
+                                crate::text::clip(&next)
+                            ),
+                        });
+                    }
+                    PageQuery::Cursor(Some(next))
+                }
+                (PageQuery::Cursor(_), Some(None)) => return Ok(true),
+                // Paged by offset (Leen ignored the cursor, or refused it).
+                _ => {
+                    if count < LIST_PAGE || page.total.is_some_and(|t| seen >= t) {
+                        return Ok(true);
+                    }
+                    PageQuery::Offset(seen)
+                }
+            };
+        }
+        Ok(false)
+    }
+
+    /// One page of the list of connections.
+    async fn list_page(
+        &self,
+        region: Region,
+        base: &str,
+        query: &PageQuery,
+        key: &ApiKey,
+    ) -> Result<crate::leen::ListPage, LeenOutcome> {
+        let url = Url::parse_with_params(base, query.params())
+            .map(String::from)
+            .unwrap_or_else(|_| base.to_string());
+        self.call(
+            Operation::List,
+            region,
+            url,
+            None,
+            key,
+            |status, ra, body| {
+                classify_answer(
+                    status,
+                    ra,
+                    body,
+                    &[200],
+                    "a list of connections",
+                    parse_page,
+                )
+            },
+        )
+        .await
     }
 
     /// A call about one known connection: its answer must name that connection.
@@ -642,6 +734,31 @@ impl LeenClient {
             body.as_ref().map(Vec::as_slice).map_err(Clone::clone),
         );
         (Some(status.as_u16()), result)
+    }
+}
+
+/// How one page of a list is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PageQuery {
+    /// Cursor pagination: the first page, or the one after this cursor.
+    Cursor(Option<String>),
+    /// Offset pagination, from this many connections in.
+    Offset(u64),
+}
+
+impl PageQuery {
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut params = vec![("limit", LIST_PAGE.to_string())];
+        match self {
+            PageQuery::Cursor(cursor) => {
+                params.push(("enableCursor", "true".to_string()));
+                if let Some(cursor) = cursor {
+                    params.push(("cursor", cursor.clone()));
+                }
+            }
+            PageQuery::Offset(offset) => params.push(("offset", offset.to_string())),
+        }
+        params
     }
 }
 
