@@ -112,6 +112,25 @@ async fn switching_an_observed_resource_to_full_takes_effect_at_once() {
     obj.spec.management_policy = leen_operator::resource::ManagementPolicy::Observe;
     obj.spec.state = Some(leen_operator::resource::DesiredState::Paused);
     s.create(obj).await;
+    // The API server refuses what the operator would refuse.
+    for (field, value) in [
+        ("managementPolicy", "Sometimes"),
+        ("syncInterval", "soon"),
+        ("syncInterval", "10s"),
+    ] {
+        if value == "10s" && !cel_enforced(&s.client).await {
+            continue;
+        }
+        let refused = s
+            .api
+            .patch(
+                "edr",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {field: value}})),
+            )
+            .await;
+        assert!(refused.is_err(), "{field}: {value} was accepted");
+    }
     // Observed: Leen's ACTIVE is mirrored, spec.state is not enforced.
     wait_for(&s.api, "edr", "Ready=True", is_ready).await;
     assert!(writes(&s.fake).is_empty(), "{:?}", writes(&s.fake));
