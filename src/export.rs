@@ -4,7 +4,7 @@
 //! second export of the same organization gives the same files.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::Arc,
 };
 
@@ -82,8 +82,15 @@ pub fn manifests(
             kept.push((id, conn));
         }
     }
-    // Names depend on the set, not on the order Leen listed it in.
-    kept.sort_by_key(|(id, _)| *id);
+    // Names depend on the set, not on the order Leen listed it in: oldest first, so that
+    // a connection made later never renames one exported before.
+    kept.sort_by_key(|(id, c)| {
+        let created = c
+            .created_at
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        (created.is_none(), created, *id)
+    });
     let names = resource_names(
         &kept
             .iter()
@@ -139,59 +146,38 @@ fn manifest(
     }
 }
 
-/// One name per connection (in the order given): `<vendor>-<identifier>` made a DNS-1123
-/// label (`<vendor>-<first 8 hex of the id>` without an identifier). Names that would
-/// collide all get the start of their id appended, so that which one is which does not
-/// depend on listing order, and a name stays the same across exports unless a new
-/// connection comes to share it.
+/// One name per connection (in the order given, oldest first): `<vendor>-<identifier>`
+/// made a DNS-1123 label (`<vendor>-<first 8 hex of the id>` without an identifier). A
+/// name already given goes to the first connection that has it; each later one gets the
+/// start of its own id appended. So a name stays the same across exports: a connection
+/// made later, whose name would collide, is the one that gets the suffix.
 pub fn resource_names(connections: &[(Uuid, Option<&str>, Option<&str>)]) -> Vec<String> {
-    let bases: Vec<String> = connections
+    let mut taken: HashSet<String> = HashSet::new();
+    connections
         .iter()
         .map(|(id, vendor, identifier)| {
+            let hex = hex(id);
             let vendor = vendor.unwrap_or("connection");
             let tail = identifier
                 .filter(|i| !slug(i).is_empty())
                 .map(str::to_string)
-                .unwrap_or_else(|| hex(id)[..8].to_string());
-            let name = slug(&format!("{vendor}-{tail}"));
-            if name.is_empty() {
-                format!("connection-{}", &hex(id)[..8])
-            } else {
-                truncate(&name, MAX_NAME)
-            }
-        })
-        .collect();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for base in &bases {
-        *counts.entry(base.as_str()).or_default() += 1;
-    }
-    let mut taken: HashSet<String> = bases
-        .iter()
-        .filter(|b| counts[b.as_str()] == 1)
-        .cloned()
-        .collect();
-    bases
-        .iter()
-        .zip(connections)
-        .map(|(base, (id, _, _))| {
-            if counts[base.as_str()] == 1 {
-                return base.clone();
-            }
-            let hex = hex(id);
-            [8, 12, 32]
-                .into_iter()
-                .map(|n| {
-                    let suffix = &hex[..n];
+                .unwrap_or_else(|| hex[..8].to_string());
+            let base = match slug(&format!("{vendor}-{tail}")) {
+                name if name.is_empty() => format!("connection-{}", &hex[..8]),
+                name => truncate(&name, MAX_NAME),
+            };
+            let name = std::iter::once(base.clone())
+                .chain([8, 12, 32].into_iter().map(|n| {
                     format!(
-                        "{}-{suffix}",
-                        truncate(base, MAX_NAME.saturating_sub(n + 1))
+                        "{}-{}",
+                        truncate(&base, MAX_NAME.saturating_sub(n + 1)),
+                        &hex[..n]
                     )
-                })
+                }))
                 .find(|candidate| !taken.contains(candidate))
-                .inspect(|name| {
-                    taken.insert(name.clone());
-                })
-                .unwrap_or_else(|| format!("connection-{hex}"))
+                .unwrap_or_else(|| format!("connection-{hex}"));
+            taken.insert(name.clone());
+            name
         })
         .collect()
 }
@@ -301,8 +287,13 @@ pub async fn run(settings: ExportSettings) -> Result<String, String> {
             }
         }
         None => {
+            use std::io::Write;
             let stream: Vec<&str> = rendered.iter().map(|(_, y)| y.as_str()).collect();
-            print!("{}", stream.join("---\n"));
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(stream.join("---\n").as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|e| format!("writing the manifests to standard output: {e}"))?;
         }
     }
     Ok(format!(

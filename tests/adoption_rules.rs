@@ -86,6 +86,18 @@ fn unbound() -> LeenConnection {
     obj
 }
 
+/// [`unbound`], with its own create (identifier `identifier`) recorded while it was managed.
+fn with_intent_for(identifier: &str) -> LeenConnection {
+    let mut obj = unbound();
+    obj.status.get_or_insert_with(Default::default).creation =
+        Some(leen_operator::resource::CreationRecord {
+            identifier: identifier.into(),
+            attempts: 1,
+            ..Default::default()
+        });
+    obj
+}
+
 /// With a credentials Secret whose contents were never sent (an update would PATCH them).
 fn with_unsent_credentials(mut obj: LeenConnection) -> LeenConnection {
     obj.spec.credentials_secret_ref = Some(SecretRef {
@@ -191,24 +203,24 @@ fn sync_plan_rows() {
             },
         ),
         (
-            "observe, nothing bound: looked up by identifier, never created",
-            observed(unbound()),
+            "observe, nothing bound, its own create recorded: looked up, never created again",
+            observed(with_intent_for("prod")),
             sync_inputs(true, None, None),
             find("prod"),
         ),
         (
-            "observe: found by identifier is bound (no call; it did not create it, and needs not)",
-            observed(unbound()),
+            "observe: the connection its own create (made while managed) led to is bound",
+            observed(with_intent_for("prod")),
             sync_inputs(true, None, Some(Lookup::Found(found.clone()))),
             SyncPlan::Bind {
                 binding: binding(),
-                connection: found,
+                connection: found.clone(),
                 identifier: "prod".into(),
             },
         ),
         (
             "observe: a failed look-up is decided on",
-            observed(unbound()),
+            observed(with_intent_for("prod")),
             sync_inputs(
                 true,
                 None,
@@ -250,6 +262,28 @@ fn sync_plan_rows() {
         assert_eq!(plan_sync(&obj, &inputs), want, "{name}");
     }
 
+    // Observe, found by a spec identifier but made by someone else: not adopted by
+    // observing it (Full would then manage and delete it); the message names it.
+    let SyncPlan::Done(Observation::InvalidSpec { reason, message }) = plan_sync(
+        &observed(unbound()),
+        &sync_inputs(true, None, Some(Lookup::Found(found))),
+    ) else {
+        panic!("not bound");
+    };
+    assert_eq!(reason, Reason::IdentifierInUse);
+    assert!(
+        message.contains(&format!("spec.connectionId: {ID}")),
+        "{message}"
+    );
+    assert_eq!(
+        plan_sync(&observed(unbound()), &sync_inputs(true, None, None)),
+        SyncPlan::FindLostCreate(FindLostCreate {
+            region: Region::Us,
+            organization: Uuid::parse_str(ORG).expect("org"),
+            identifier: "prod".into(),
+            intent: false,
+        })
+    );
     // Observe, nothing found: not created, and it says how to point it at a connection.
     let (reason, message) = absent(&observed(unbound()));
     assert_eq!(reason, Reason::NotFound);
@@ -348,8 +382,8 @@ fn deletion_plan_rows() {
             DeletionPlan::Delete(binding()),
         ),
         (
-            "observed and Orphan: Orphan's reason",
-            observed(deleting().orphan()),
+            "observed, paused and Orphan: Orphan releases it",
+            paused(observed(deleting().orphan()), "true"),
             DeletionInputs::default(),
             DeletionPlan::Done(DeletionStep::Orphan),
         ),
@@ -357,10 +391,19 @@ fn deletion_plan_rows() {
     for (name, obj, inputs, want) in cases {
         assert_eq!(plan_deletion(&obj, &inputs, None), want, "{name}");
     }
-    // Observed: released with no input and no call, whatever else was read.
-    for inputs in [DeletionInputs::default(), deletion_inputs(true)] {
-        let obj = observed(deleting());
-        assert_eq!(plan_deletion(&obj, &inputs, None), observe_only(&obj));
+    // Observed: released with no input and no call, whatever else was read, and whatever
+    // deletionPolicy or an earlier outcome says (its own reason).
+    for obj in [observed(deleting()), observed(deleting().orphan()), {
+        let mut obj = observed(deleting());
+        obj.status.get_or_insert_with(Default::default).deletion = Some(DeletionRecord {
+            outcome: Some("LeenUnavailable".into()),
+            ..Default::default()
+        });
+        obj
+    }] {
+        for inputs in [DeletionInputs::default(), deletion_inputs(true)] {
+            assert_eq!(plan_deletion(&obj, &inputs, None), observe_only(&obj));
+        }
     }
 }
 

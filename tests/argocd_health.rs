@@ -259,8 +259,9 @@ fn the_flux_failed_expression_lists_the_reasons_that_need_a_person() {
 /// deleted (the deletion waits), and edited while paused (the edit waits too).
 #[test]
 fn a_paused_resource_is_suspended() {
+    // As the operator reads it: "true", spaces around allowed.
     let paused = |mut obj: Value| {
-        obj["metadata"]["annotations"] = json!({"leen.dev/paused": "true"});
+        obj["metadata"]["annotations"] = json!({"leen.dev/paused": " true"});
         obj
     };
     for (obj, what) in [

@@ -109,7 +109,8 @@ async fn an_organization_over_several_pages_becomes_observe_only_manifests() {
     }
     let all: BTreeSet<String> = ids.iter().map(Uuid::to_string).collect();
     assert_eq!(exported, all, "every connection, once");
-    // Colliding names both carry the start of their id; the others are vendor-identifier.
+    // Of colliding names, the oldest connection keeps the name, the later one gets the
+    // start of its id; the others are vendor-identifier.
     let name_of = |id: &Uuid| {
         docs.iter()
             .find(|d| d["spec"]["connectionId"] == id.to_string())
@@ -118,18 +119,12 @@ async fn an_organization_over_several_pages_becomes_observe_only_manifests() {
             .to_string()
     };
     let hex = |id: &Uuid| id.simple().to_string()[..8].to_string();
-    assert_eq!(
-        name_of(&ids[0]),
-        format!("crowdstrike-edr-{}", hex(&ids[0]))
-    );
+    assert_eq!(name_of(&ids[0]), "crowdstrike-edr");
     assert_eq!(
         name_of(&ids[2]),
         format!("crowdstrike-edr-{}", hex(&ids[2]))
     );
-    assert_eq!(
-        name_of(&ids[4]),
-        format!("crowdstrike-team-a-prod-{}", hex(&ids[4]))
-    );
+    assert_eq!(name_of(&ids[4]), "crowdstrike-team-a-prod");
     assert_eq!(
         name_of(&ids[6]),
         format!("crowdstrike-team-a-prod-{}", hex(&ids[6]))
@@ -171,6 +166,30 @@ async fn a_refused_or_ignored_cursor_pages_by_offset_to_the_same_manifests() {
     // The same organization exported twice gives the same files.
     fake.set_cursors(Cursors::Supported);
     assert_eq!(export(&fake, &args).1, by_cursor);
+    // A connection made later whose name collides gets the suffix; no file is renamed.
+    let later = Uuid::new_v4();
+    fake.add_connection(org, later, "CROWDSTRIKE");
+    fake.set_identifier(org, later, "edr");
+    let (code, again, err) = export(&fake, &args);
+    assert_eq!(code, 0, "{err}");
+    let names = |yaml: &str| -> BTreeSet<String> {
+        documents(yaml)
+            .iter()
+            .map(|d| d["metadata"]["name"].as_str().expect("name").to_string())
+            .collect()
+    };
+    let added: Vec<String> = names(&again)
+        .difference(&names(&by_cursor))
+        .cloned()
+        .collect();
+    assert_eq!(
+        added,
+        [format!(
+            "crowdstrike-edr-{}",
+            &later.simple().to_string()[..8]
+        )]
+    );
+    assert!(names(&by_cursor).is_subset(&names(&again)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,6 +118,12 @@ async fn apply(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error> 
             }
         }
     };
+    if observation == Observation::Paused {
+        // Nothing was looked at: no binders to wake, no failure to count, no gauge to move.
+        let decision = decide_sync(&obj, &observation, &ctx.decision_inputs(&uid, Vec::new()));
+        write::decision(&mut obj, &decision, ctx).await?;
+        return Ok(Action::await_change());
+    }
     // 4. Decide, on a view that adds what was learnt but not written yet (a test).
     let binders = held_binding(&obj)
         .map(|b| ctx.labelled_binders(&obj, &b))
@@ -272,7 +278,8 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
         FinalizerAction::Keep => {
             ctx.state
                 .set_unavailable(cache_key(&obj), reason == Reason::LeenUnavailable);
-            ctx.set_failures(&uid, true);
+            // A pause is no failure: it does not lengthen the backoff after the resume.
+            ctx.set_failures(&uid, reason != Reason::ReconcilePaused);
             ctx.summarize(&uid, &decision.status);
             write::decision(&mut obj, &decision, ctx).await?;
             let Some(retry_in) = decision.requeue_after else {

@@ -37,13 +37,8 @@ pub(crate) async fn sync_step(
             identifier,
         } => {
             bind(obj, binding, ctx).await?;
-            let event = if obj.observe_only() {
-                info!(connection = %binding.connection, "observed connection found by identifier");
-                record::observed_event(&binding, &identifier)
-            } else {
-                info!(connection = %binding.connection, "create recovered by identifier");
-                record::recovered_event(&binding, &identifier)
-            };
+            info!(connection = %binding.connection, "create recovered by identifier");
+            let event = record::recovered_event(&binding, &identifier);
             write::event(ctx, obj, &event);
             // What Leen listed is the connection as observed.
             inputs.observed = Some(LeenOutcome::Success(connection));

@@ -163,11 +163,6 @@ pub fn merge_patch(old: &Value, new: &Value) -> Value {
     }
 }
 
-/// What changes of a LeenConnection are worth a reconciliation: kube's `generation` and
-/// `finalizers` predicates, and two that kube has no predicate for: the start of deletion
-/// (so that a deletion is acted on even if no generation bump came with it) and the
-/// `leen.dev/confirm-deletion` annotation (a person's go-ahead for a held deletion; the
-/// whole-annotations predicate would also fire on our own annotation writes). Status
 /// What the controller keeps on a live resource's metadata: the binding labels, the key
 /// Secret annotation, and the finalizer, all in one patch when anything is missing. The
 /// patch carries the resourceVersion read, so that it cannot drop another's finalizer.

@@ -233,7 +233,7 @@ fn plan_create(
         recorded_target(c, region, organization)
     });
     if obj.observe_only() {
-        return plan_observe_lookup(obj, inputs, (look_region, look_organization), identifier);
+        return plan_observe_lookup(inputs, (look_region, look_organization), identifier, intent);
     }
     match &inputs.lookup {
         None if intent || obj.spec.identifier.is_some() => {
@@ -279,33 +279,39 @@ fn plan_create(
     }
 }
 
-/// An observe-only resource with nothing bound never creates: it looks the connection up
-/// by identifier (the spec's, or the one a create recorded while it was managed) and
-/// binds what it finds, with no write to Leen.
+/// An observe-only resource with nothing bound never creates. It looks the connection up
+/// by identifier, and binds it only when its own recorded create (made while it was
+/// managed) led to it: a connection someone else made is not adopted by observing it,
+/// since switching to Full would then manage and delete it. The look-up names the
+/// connection, so that `spec.connectionId` can be set on purpose.
 fn plan_observe_lookup(
-    obj: &LeenConnection,
     inputs: &SyncInputs,
     (region, organization): (Region, Uuid),
     identifier: String,
+    intent: bool,
 ) -> SyncPlan {
     match &inputs.lookup {
         None => SyncPlan::FindLostCreate(FindLostCreate {
             region,
             organization,
             identifier,
-            intent: true,
+            intent,
         }),
-        Some(Lookup::Found(connection)) => SyncPlan::Bind {
+        Some(Lookup::Found(connection)) if intent => SyncPlan::Bind {
             binding: found_binding(region, organization, connection),
             connection: connection.clone(),
             identifier,
         },
+        Some(Lookup::Found(connection)) => SyncPlan::Done(identifier_in_use(
+            &found_binding(region, organization, connection),
+            &identifier,
+        )),
         Some(Lookup::Failed(outcome)) => SyncPlan::Done(Observation::Leen(outcome.clone())),
         Some(Lookup::Absent) => SyncPlan::Done(Observation::InvalidSpec {
             reason: Reason::NotFound,
             message: format!(
-                "managementPolicy is Observe and Leen lists no connection with identifier {identifier:?} in organization {organization}: nothing to observe, and nothing is created. Set spec.connectionId (or spec.identifier) to the connection to observe{}",
-                if obj.spec.identifier.is_none() {
+                "managementPolicy is Observe and Leen lists no connection with identifier {identifier:?} in organization {organization}: nothing to observe, and an observed resource creates nothing. Set spec.connectionId to the connection to observe{}",
+                if intent {
                     ""
                 } else {
                     ", or managementPolicy: Full to create it"
@@ -453,15 +459,9 @@ pub fn plan_deletion(
     inputs: &DeletionInputs,
     budget: Option<&BudgetConfig>,
 ) -> DeletionPlan {
-    if let Some(step) = deletion_shortcut(obj) {
-        return DeletionPlan::Done(step);
-    }
-    if obj.paused() {
-        // Paused: the deletion waits, finalizer on, until the annotation goes (Orphan,
-        // above, still releases it).
-        return DeletionPlan::Done(DeletionStep::Observed(Observation::Paused));
-    }
-    if obj.observe_only() {
+    if obj.observe_only() && !obj.paused() {
+        // Whatever deletionPolicy says: an observed connection is never the operator's to
+        // delete.
         return DeletionPlan::Done(DeletionStep::Concluded {
             reason: Reason::ObserveOnly,
             message: format!(
@@ -469,6 +469,14 @@ pub fn plan_deletion(
                 connection_name(obj)
             ),
         });
+    }
+    if let Some(step) = deletion_shortcut(obj) {
+        return DeletionPlan::Done(step);
+    }
+    if obj.paused() {
+        // Paused: the deletion waits, finalizer on, until the annotation goes (Orphan,
+        // above, still releases it).
+        return DeletionPlan::Done(DeletionStep::Observed(Observation::Paused));
     }
     if let Ok(None) = validate_binding(obj) {
         // Nothing bound: was a create ever sent?

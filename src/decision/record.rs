@@ -118,17 +118,6 @@ pub fn recovered_event(binding: &Binding, identifier: &str) -> EventSpec {
     )
 }
 
-/// The Event of an observe-only resource bound to the connection its identifier names.
-pub fn observed_event(binding: &Binding, identifier: &str) -> EventSpec {
-    sync_event(
-        Reason::Synced,
-        format!(
-            "found connection {} by identifier {identifier:?}: bound to it, observed only (managementPolicy Observe)",
-            binding.connection
-        ),
-    )
-}
-
 /// The Event of a connection created.
 pub fn created_event(binding: &Binding, vendor: &str, identifier: &str) -> EventSpec {
     sync_event(

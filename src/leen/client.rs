@@ -54,6 +54,8 @@ pub struct LeenClient {
     /// Organizations shown reachable, by endpoint and key (hashed) and id, with when, and
     /// one lock per such key so that concurrent deletions ask once.
     proofs: Arc<Mutex<HashMap<(LimitKey, Uuid), Proof>>>,
+    /// Base URLs whose list refused cursor pagination: asked by offset from then on.
+    no_cursors: Arc<Mutex<std::collections::HashSet<String>>>,
     http: reqwest::Client,
     endpoint: Option<Url>,
     in_flight: Arc<Semaphore>,
@@ -92,6 +94,7 @@ impl LeenClient {
             outages: Arc::default(),
             recoveries: Arc::new(tokio::sync::watch::channel(0).0),
             proofs: Arc::default(),
+            no_cursors: Arc::default(),
             http,
             endpoint: config.endpoint,
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -382,7 +385,12 @@ impl LeenClient {
         let mut all = Vec::new();
         let complete = self
             .each_page(region, organization, key, max_pages, |items| {
-                all.extend(items);
+                // An entry of another organization is not this one's.
+                all.extend(items.into_iter().filter(|c| {
+                    c.organization_id
+                        .as_deref()
+                        .is_none_or(|o| Uuid::parse_str(o).ok() == Some(organization))
+                }));
                 true
             })
             .await?;
@@ -401,9 +409,12 @@ impl LeenClient {
     /// Walks the organization's list of connections, handing each page to `visit` until
     /// it returns `false`. Cursor pagination first (`enableCursor=true`, then `cursor` =
     /// the answer's `next_cursor`, until it is null), as Leen documents; where Leen
-    /// refuses the cursor (422 or 400 on the first page) or answers without
-    /// `next_cursor`, by `offset`. `Ok(true)`: the list was walked to its end, or `visit`
-    /// stopped it; `Ok(false)`: `max_pages` pages were not enough.
+    /// refuses the cursor (422 or 400 on the first page, remembered for the base URL) or
+    /// answers without `next_cursor`, by `offset`, until `total` is reached (or, without
+    /// `total`, a short page). `Ok(true)`: the list was walked to its end, or `visit`
+    /// stopped it; `Ok(false)`: `max_pages` pages were not enough. A list that stops
+    /// short of its `total`, repeats a page or a cursor is an error, never "the end": a
+    /// look-up that missed a connection would let a second create go out.
     async fn each_page(
         &self,
         region: Region,
@@ -413,24 +424,45 @@ impl LeenClient {
         mut visit: impl FnMut(Vec<Connection>) -> bool,
     ) -> Result<bool, LeenOutcome> {
         let base = self.connections_url(region, organization);
-        let mut query = PageQuery::Cursor(None);
+        let refused = self
+            .no_cursors
+            .lock()
+            .is_ok_and(|set| set.contains(self.base_url(region)));
+        let mut query = if refused {
+            PageQuery::Offset(0)
+        } else {
+            PageQuery::Cursor(None)
+        };
         let mut seen = 0u64;
         let mut cursors = std::collections::HashSet::new();
-        // A refused cursor costs one request, once: the query is then by offset.
+        let mut previous_first: Option<String> = None;
+        let odd = |detail: String| LeenOutcome::Unexpected {
+            status: 200,
+            detail,
+        };
         for _ in 0..max_pages {
-            let answer = self.list_page(region, &base, &query, key).await;
-            let page = match answer {
+            let page = match self.list_page(region, &base, &query, key).await {
                 Ok(page) => page,
                 Err(LeenOutcome::Rejected { .. } | LeenOutcome::Unexpected { status: 400, .. })
                     if query == PageQuery::Cursor(None) =>
                 {
-                    // No cursors here: offsets, from the start.
+                    // No cursors here: offsets, from the start, from now on.
+                    if let Ok(mut set) = self.no_cursors.lock() {
+                        set.insert(self.base_url(region).to_string());
+                    }
                     query = PageQuery::Offset(0);
                     self.list_page(region, &base, &query, key).await?
                 }
                 Err(outcome) => return Err(outcome),
             };
             let count = page.items.len() as u64;
+            let first = page.items.first().and_then(|c| c.id.clone());
+            if first.is_some() && first == previous_first {
+                return Err(odd(
+                    "the list of connections answered the same page twice; stopped rather than loop".into(),
+                ));
+            }
+            previous_first = first;
             seen += count;
             if !visit(page.items) {
                 return Ok(true);
@@ -438,24 +470,25 @@ impl LeenClient {
             query = match (&query, page.next_cursor) {
                 (PageQuery::Cursor(_), Some(Some(next))) => {
                     if !cursors.insert(next.clone()) {
-                        return Err(LeenOutcome::Unexpected {
-                            status: 200,
-                            detail: format!(
-                                "the list of connections answered cursor {} twice; stopped rather than loop",
-                                crate::text::clip(&next)
-                            ),
-                        });
+                        return Err(odd(format!(
+                            "the list of connections answered cursor {} twice; stopped rather than loop",
+                            crate::text::clip(&next)
+                        )));
                     }
                     PageQuery::Cursor(Some(next))
                 }
                 (PageQuery::Cursor(_), Some(None)) => return Ok(true),
                 // Paged by offset (Leen ignored the cursor, or refused it).
-                _ => {
-                    if count < LIST_PAGE || page.total.is_some_and(|t| seen >= t) {
-                        return Ok(true);
+                _ => match page.total {
+                    Some(total) if seen >= total => return Ok(true),
+                    Some(total) if count == 0 => {
+                        return Err(odd(format!(
+                            "the list of connections stopped at {seen} of the {total} it counts"
+                        )));
                     }
-                    PageQuery::Offset(seen)
-                }
+                    None if count < LIST_PAGE => return Ok(true),
+                    _ => PageQuery::Offset(seen),
+                },
             };
         }
         Ok(false)

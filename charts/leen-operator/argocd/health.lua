@@ -10,7 +10,8 @@ local progressing = {Pending = true, StateDrift = true, AwaitingAuthorization = 
 
 -- Paused by annotation (leen.dev/paused: "true"): the operator does nothing with it, so
 -- nothing is progressing or degrading; also while it is being deleted, or edited.
-local paused = obj.metadata.annotations ~= nil and obj.metadata.annotations["leen.dev/paused"] == "true"
+local paused = obj.metadata.annotations ~= nil and type(obj.metadata.annotations["leen.dev/paused"]) == "string"
+  and obj.metadata.annotations["leen.dev/paused"]:match("^%s*(.-)%s*$") == "true"
 if paused then
   hs.status = "Suspended"
   hs.message = "Reconciliation paused by the annotation leen.dev/paused; remove it to resume"
