@@ -586,3 +586,16 @@ fn go_durations_parse_as_cel_reads_them() {
         assert_eq!(parse_go_duration(text), None, "{text:?}");
     }
 }
+
+/// Only a fully managed `Delete` resource's deletion calls Leen (and so needs its key
+/// Secret kept): the key Secret's protection follows this.
+#[test]
+fn only_a_managed_delete_resource_deletes_in_leen() {
+    let obj = LeenConnection::test();
+    assert!(obj.deletes_in_leen());
+    assert!(!obj.clone().orphan().deletes_in_leen());
+    assert!(!observed(obj.clone()).deletes_in_leen());
+    assert!(!observed(obj.orphan()).deletes_in_leen());
+    assert!(!LeenConnection::test().paused());
+    assert!(!LeenConnection::test().observe_only());
+}
