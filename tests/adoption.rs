@@ -58,12 +58,19 @@ async fn an_exported_organization_is_observed_changed_by_nothing_and_released_wi
         s.fake.add_connection(org, *id, "CROWDSTRIKE");
         s.fake.set_identifier(org, *id, &format!("team-{i}"));
     }
+    // The team's own key, in a Secret of the namespace: the export reads it there (as
+    // kubectl would reach the cluster) and every manifest names it.
+    let team_key = "adopt-team-key-77c1";
+    s.fake.add_api_key(team_key);
+    secret(&s.client, "adopt", "leen-key", "token", team_key).await;
     let dir = tempfile::tempdir().expect("dir");
     let out = Command::new(env!("CARGO_BIN_EXE_leen-operator"))
-        .env("LEEN_API_KEY", DEFAULT_KEY)
+        .env_remove("LEEN_API_KEY")
+        .env("KUBECONFIG", &s.cp.kubeconfig)
         .env("LEEN_ENDPOINT", s.fake.base_url())
         .args(["export", "--organization", &org.to_string()])
-        .args(["--namespace", "adopt", "--output"])
+        .args(["--namespace", "adopt", "--api-key-secret", "leen-key"])
+        .args(["--api-key-secret-key", "token", "--output"])
         .arg(dir.path())
         .output()
         .expect("export runs");
@@ -72,8 +79,18 @@ async fn an_exported_organization_is_observed_changed_by_nothing_and_released_wi
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(team_key));
     kubectl(&s.cp, &["apply", "-f", dir.path().to_str().expect("path")]);
     wait_all_ready(&s.api, 3, WAIT).await;
+    // Every call carried the team's key, none the operator's default one.
+    let keys: std::collections::BTreeSet<Option<String>> =
+        s.fake.requests().into_iter().map(|r| r.api_key).collect();
+    assert_eq!(keys, [Some(team_key.to_string())].into_iter().collect());
+    let obj = s.api.get("crowdstrike-team-0").await.expect("read");
+    assert_eq!(
+        obj.spec.api_key_secret_ref.map(|r| (r.name, r.key)),
+        Some(("leen-key".to_string(), "token".to_string()))
+    );
     let shown = kubectl(&s.cp, &["get", "leenconn", "-n", "adopt"]);
     assert!(shown.contains("POLICY"), "{shown}");
     assert_eq!(shown.matches("Observe").count(), 3, "{shown}");
