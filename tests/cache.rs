@@ -115,6 +115,21 @@ fn the_key_secret_and_the_confirmation_are_kept_typed() {
     }
 }
 
+/// The pause annotation is kept as a flag, so that setting or removing it brings the
+/// resource back at once (it is part of what triggers a reconcile).
+#[test]
+fn the_pause_is_kept_typed() {
+    assert!(cached(&[], &[("leen.dev/paused", " true")]).paused);
+    assert!(!cached(&[], &[]).paused);
+    for other in ["false", "yes", "True1", ""] {
+        assert!(
+            !cached(&[], &[("leen.dev/paused", other)]).paused,
+            "{other:?}"
+        );
+    }
+    assert!(!cached(&[], &[("leen.dev/confirm-deletion", "true")]).paused);
+}
+
 #[test]
 fn labels_annotations_managed_fields_and_owners_are_dropped() {
     let c = cached(

@@ -349,6 +349,93 @@ async fn the_charts_pods_run_the_operator_on_a_real_node() {
         leen.fake.requests()
     );
 
+    // The operator's RBAC is the chart's own, through the pod's real service-account
+    // token: a permission taken away shows as a clear error in the pods' logs (naming
+    // the verb and the resource), not as silence, and the resource waits, finalizer on,
+    // until the permission is back.
+    let role = node.run(
+        "kubectl",
+        &[
+            "get",
+            "clusterrole",
+            "-l",
+            "app.kubernetes.io/instance=leen-operator",
+            "-o",
+            "name",
+        ],
+    );
+    let role = role.trim().to_string();
+    assert!(role.starts_with("clusterrole"), "{role}");
+    let status_rule =
+        r#"{"apiGroups":["leen.dev"],"resources":["leenconnections/status"],"verbs":["patch"]}"#;
+    node.run(
+        "kubectl",
+        &[
+            "patch",
+            &role,
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"test","path":"/rules/1/resources/0","value":"leenconnections/status"},{"op":"remove","path":"/rules/1"}]"#,
+        ],
+    );
+    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    leen.fake.add_connection(org, id, "CrowdStrike");
+    api.create(&PostParams::default(), &connection("denied", org, id))
+        .await
+        .expect("created");
+    // The leader's log (the pod that reconciles; an old pod of the rollout may be gone).
+    let leader = leases
+        .get("leen-operator")
+        .await
+        .expect("leader Lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a leader");
+    let logs = || node.run("kubectl", &["logs", "-n", "leen-system", &leader]);
+    // (JSON logs: the API server's quotes arrive escaped.)
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = logs();
+        if text.contains("forbidden")
+            && text.contains("cannot patch resource")
+            && text.contains("leenconnections/status")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no forbidden status write in the pods' logs:\n{}",
+            text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let denied = api.get("denied").await.expect("read");
+    assert!(
+        has_finalizer(&denied),
+        "the finalizer went on before the status write"
+    );
+    node.run(
+        "kubectl",
+        &[
+            "patch",
+            &role,
+            "--type",
+            "json",
+            "-p",
+            &format!(r#"[{{"op":"add","path":"/rules/1","value":{status_rule}}}]"#),
+        ],
+    );
+    wait_for(
+        &api,
+        "denied",
+        "Ready=True once the permission is back",
+        is_ready,
+    )
+    .await;
+    delete(&api, "denied").await;
+    wait_gone(&api, "denied").await;
+
     // helm uninstall keeps the CRD and every LeenConnection.
     let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     leen.fake.add_connection(org, id, "CrowdStrike");
