@@ -68,18 +68,10 @@ pub struct ExportArgs {
     #[arg(long, default_value = "apiKey")]
     pub api_key_secret_key: String,
 
-    /// The Leen API key, when not read from a Secret. Prefer the environment variable:
-    /// flags show in process listings.
-    #[arg(long, env = "LEEN_API_KEY", hide_env_values = true)]
-    pub leen_api_key: Option<String>,
-
-    /// Base URL including /v1 that replaces the region's URL (proxies, tests).
-    #[arg(long, env = "LEEN_ENDPOINT")]
-    pub leen_endpoint: Option<String>,
-
-    /// A PEM bundle of extra CA certificates trusted for Leen.
-    #[arg(long, env = "LEEN_CA_FILE")]
-    pub leen_ca_file: Option<String>,
+    /// The key (when not read from a Secret), the endpoint and the CAs, as the operator
+    /// takes them.
+    #[command(flatten)]
+    pub access: LeenAccessArgs,
 
     /// Timeout of one request to Leen.
     #[arg(long, env = "LEEN_REQUEST_TIMEOUT", default_value = "30s")]
@@ -158,7 +150,7 @@ impl ExportArgs {
                     format!("{name:?} is not a Secret name"),
                 ));
             }
-            None => match non_empty(&self.leen_api_key) {
+            None => match non_empty(&self.access.leen_api_key) {
                 Some(key) => ExportKey::Given(
                     ApiKey::new(key)
                         .map_err(|e| err("LEEN_API_KEY", "leen-api-key", e.to_string()))?,
@@ -172,7 +164,7 @@ impl ExportArgs {
                 }
             },
         };
-        let endpoint = non_empty(&self.leen_endpoint)
+        let endpoint = non_empty(&self.access.leen_endpoint)
             .map(parse_endpoint)
             .transpose()?;
         let request_timeout = duration(
@@ -181,7 +173,9 @@ impl ExportArgs {
             &self.request_timeout,
             Duration::from_millis(100),
         )?;
-        let extra_roots = non_empty(&self.leen_ca_file).map(read_ca).transpose()?;
+        let extra_roots = non_empty(&self.access.leen_ca_file)
+            .map(read_ca)
+            .transpose()?;
         Ok(ExportSettings {
             organization,
             region,
@@ -220,11 +214,12 @@ pub struct RunArgs {
     pub telemetry: TelemetryArgs,
 }
 
-/// How the operator reaches Leen.
+/// The key, endpoint and CAs by which Leen is reached: the controller's and `export`'s.
 #[derive(Args, Debug, Clone)]
-pub struct LeenArgs {
-    /// Default Leen API key for resources without apiKeySecretRef. Prefer the environment
-    /// variable: flags show in process listings.
+pub struct LeenAccessArgs {
+    /// Leen API key: the controller's default key for resources without apiKeySecretRef,
+    /// or the key `export` lists with. Prefer the environment variable: flags show in
+    /// process listings.
     #[arg(long, env = "LEEN_API_KEY", hide_env_values = true)]
     pub leen_api_key: Option<String>,
 
@@ -237,6 +232,14 @@ pub struct LeenArgs {
     /// added to the system roots, which stay trusted. HTTPS_PROXY / NO_PROXY are honoured.
     #[arg(long, env = "LEEN_CA_FILE")]
     pub leen_ca_file: Option<String>,
+}
+
+/// How the operator reaches Leen.
+#[derive(Args, Debug, Clone)]
+pub struct LeenArgs {
+    /// The key, the endpoint and the CAs.
+    #[command(flatten)]
+    pub access: LeenAccessArgs,
 
     /// Namespaces whose resources may use the default key (LEEN_API_KEY), comma separated;
     /// `*`: every namespace. Default: none, since letting a namespace use the platform's
@@ -555,7 +558,7 @@ pub fn parse_endpoint(value: &str) -> Result<Url, ConfigError> {
 impl RunArgs {
     /// Checks every setting; the first bad one is the error.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
-        let leen_endpoint = non_empty(&self.leen.leen_endpoint)
+        let leen_endpoint = non_empty(&self.leen.access.leen_endpoint)
             .map(parse_endpoint)
             .transpose()?;
         let metrics_addr = self.telemetry.metrics_addr.trim().parse().map_err(|_| {
@@ -670,7 +673,7 @@ impl RunArgs {
                 .unwrap_or_else(|| "default".to_string()),
             name: format!("{}-deletion-budget", self.leader.lease_name.trim()),
         };
-        let default_api_key = non_empty(&self.leen.leen_api_key)
+        let default_api_key = non_empty(&self.leen.access.leen_api_key)
             .map(ApiKey::new)
             .transpose()
             .map_err(|problem| err("LEEN_API_KEY", "leen-api-key", format!("the key {problem}")))?;
@@ -712,7 +715,7 @@ impl RunArgs {
                 ),
             ));
         }
-        let leen_ca = non_empty(&self.leen.leen_ca_file)
+        let leen_ca = non_empty(&self.leen.access.leen_ca_file)
             .map(read_ca)
             .transpose()?;
         Ok(Settings {

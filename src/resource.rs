@@ -32,7 +32,7 @@ pub const CONFIRM_DELETION_ANNOTATION: &str = "leen.dev/confirm-deletion";
 pub const PAUSED_ANNOTATION: &str = "leen.dev/paused";
 
 /// The shortest `spec.syncInterval` a resource may ask for.
-pub const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const MIN_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A Go-style duration such as 30s, 5m or 1h30m (what `spec.syncInterval` takes).
 pub const DURATION_PATTERN: &str = "^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$";
@@ -234,10 +234,11 @@ pub struct LeenConnectionSpec {
     pub management_policy: ManagementPolicy,
 
     /// How often this connection is read again from Leen, as a duration such as 30s, 2m
-    /// or 1h (at least 30s). Unset: the operator's LEEN_SYNC_INTERVAL (5m by default).
+    /// or 1h (at least 5s: each read is a call to Leen). Unset: the operator's
+    /// LEEN_SYNC_INTERVAL (5m by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2, max = 32), regex(pattern = DURATION_PATTERN))]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("syncInterval must be at least 30s"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5s')").message("syncInterval must be at least 5s"))]
     pub sync_interval: Option<String>,
 }
 

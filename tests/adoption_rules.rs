@@ -244,16 +244,16 @@ fn sync_plan_rows() {
         ),
         (
             "a sync interval below the floor likewise",
-            every_interval(LeenConnection::test(), "10s"),
+            every_interval(LeenConnection::test(), "4s"),
             SyncInputs::default(),
             SyncPlan::Done(Observation::InvalidSpec {
                 reason: Reason::InvalidSpec,
-                message: "spec.syncInterval \"10s\" is shorter than 30s".into(),
+                message: "spec.syncInterval \"4s\" is shorter than 5s".into(),
             }),
         ),
         (
             "the floor itself is fine",
-            every_interval(LeenConnection::test(), "30s"),
+            every_interval(LeenConnection::test(), "5s"),
             SyncInputs::default(),
             SyncPlan::Read(Need::ApiKey),
         ),

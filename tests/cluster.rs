@@ -368,16 +368,10 @@ async fn the_charts_pods_run_the_operator_on_a_real_node() {
     assert!(role.starts_with("clusterrole"), "{role}");
     let status_rule =
         r#"{"apiGroups":["leen.dev"],"resources":["leenconnections/status"],"verbs":["patch"]}"#;
-    node.run(
-        "kubectl",
-        &[
-            "patch",
-            &role,
-            "--type",
-            "json",
-            "-p",
-            r#"[{"op":"test","path":"/rules/1/resources/0","value":"leenconnections/status"},{"op":"remove","path":"/rules/1"}]"#,
-        ],
+    let patch_role =
+        |ops: &str| node.run("kubectl", &["patch", &role, "--type", "json", "-p", ops]);
+    patch_role(
+        r#"[{"op":"test","path":"/rules/1/resources/0","value":"leenconnections/status"},{"op":"remove","path":"/rules/1"}]"#,
     );
     let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     leen.fake.add_connection(org, id, "CrowdStrike");
@@ -415,17 +409,9 @@ async fn the_charts_pods_run_the_operator_on_a_real_node() {
         has_finalizer(&denied),
         "the finalizer went on before the status write"
     );
-    node.run(
-        "kubectl",
-        &[
-            "patch",
-            &role,
-            "--type",
-            "json",
-            "-p",
-            &format!(r#"[{{"op":"add","path":"/rules/1","value":{status_rule}}}]"#),
-        ],
-    );
+    patch_role(&format!(
+        r#"[{{"op":"add","path":"/rules/1","value":{status_rule}}}]"#
+    ));
     wait_for(
         &api,
         "denied",

@@ -54,6 +54,44 @@ fn a_list_page_is_read_in_every_documented_shape() {
     }
 }
 
+/// The cursor of a page: absent (Leen paged by offset), null or empty (the last page), a
+/// string (the next page), at the top as documented or in a paging object; anything else
+/// is an unreadable answer.
+#[test]
+fn a_list_page_says_where_its_cursor_goes() {
+    use leen_operator::leen::parse_page;
+    let rows: [(&str, Option<Option<&str>>); 7] = [
+        (r#"{"items": [], "total": 0}"#, None),
+        (r#"{"items": [], "next_cursor": null}"#, Some(None)),
+        (r#"{"items": [], "next_cursor": ""}"#, Some(None)),
+        (
+            r#"{"items": [], "next_cursor": "c2", "previous_cursor": "c0"}"#,
+            Some(Some("c2")),
+        ),
+        (
+            r#"{"items": [], "pagination": {"next_cursor": "p2"}}"#,
+            Some(Some("p2")),
+        ),
+        (r#"{"data": [], "meta": {"next_cursor": null}}"#, Some(None)),
+        (r#"[]"#, None),
+    ];
+    for (body, cursor) in rows {
+        let page = parse_page(body.as_bytes()).expect(body);
+        assert_eq!(
+            page.next_cursor,
+            cursor.map(|c| c.map(str::to_string)),
+            "{body}"
+        );
+    }
+    for body in [
+        r#"{"items": [], "next_cursor": 7}"#,
+        r#"{"items": [], "next_cursor": {}}"#,
+    ] {
+        let error = parse_page(body.as_bytes()).expect_err(body);
+        assert!(error.contains("next_cursor"), "{error}");
+    }
+}
+
 #[test]
 fn a_created_connection_must_belong_to_the_organization_asked_for() {
     use leen_operator::leen::parse_created;

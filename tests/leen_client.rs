@@ -459,6 +459,29 @@ async fn short_offset_pages_are_walked_to_the_total() {
     );
 }
 
+/// Without a total, fewer connections than asked is no end either: only an empty page is.
+#[tokio::test]
+async fn without_a_total_only_an_empty_page_ends_the_list() {
+    let pages = offset_pages(120, 50, true);
+    let (client, seen) = scripted_list(move |q| {
+        let (status, body) = pages(q);
+        let mut value: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("total");
+        }
+        (status, value.to_string())
+    })
+    .await;
+    let key = ApiKey::new(KEY).expect("key");
+    let all = client
+        .list_connections(Region::Us, Uuid::new_v4(), &key, 10)
+        .await
+        .expect("listed");
+    assert_eq!(all.len(), 120);
+    // The refused cursor, pages of 50, 50, 20, and the empty one.
+    assert_eq!(seen.lock().expect("log").len(), 5);
+}
+
 /// A list that ignores the offset answers its first page for ever: an error, not 1 000
 /// requests and not "absent".
 #[tokio::test]

@@ -323,7 +323,13 @@ pub fn parse_page(body: &[u8]) -> Result<ListPage, String> {
                 .find_map(|k| map.get(*k).and_then(Value::as_array))
                 .cloned()
                 .ok_or_else(|| "list body has no items".to_string())?;
-            let next_cursor = match map.get("next_cursor") {
+            // At the top, as Leen documents; or in a paging object beside the items.
+            let cursor = map.get("next_cursor").or_else(|| {
+                ["pagination", "meta", "page_info"]
+                    .iter()
+                    .find_map(|k| map.get(*k).and_then(|p| p.get("next_cursor")))
+            });
+            let next_cursor = match cursor {
                 None => None,
                 Some(Value::Null) => Some(None),
                 Some(Value::String(c)) if c.is_empty() => Some(None),

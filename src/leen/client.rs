@@ -411,7 +411,7 @@ impl LeenClient {
     /// the answer's `next_cursor`, until it is null), as Leen documents; where Leen
     /// refuses the cursor (422 or 400 on the first page, remembered for the base URL) or
     /// answers without `next_cursor`, by `offset`, until `total` is reached (or, without
-    /// `total`, a short page). `Ok(true)`: the list was walked to its end, or `visit`
+    /// `total`, an empty page). `Ok(true)`: the list was walked to its end, or `visit`
     /// stopped it; `Ok(false)`: `max_pages` pages were not enough. A list that stops
     /// short of its `total`, repeats a page or a cursor is an error, never "the end": a
     /// look-up that missed a connection would let a second create go out.
@@ -486,7 +486,9 @@ impl LeenClient {
                             "the list of connections stopped at {seen} of the {total} it counts"
                         )));
                     }
-                    None if count < LIST_PAGE => return Ok(true),
+                    // No total: only an empty page ends it (Leen may answer fewer than
+                    // asked on every page).
+                    None if count == 0 => return Ok(true),
                     _ => PageQuery::Offset(seen),
                 },
             };
