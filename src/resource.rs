@@ -300,9 +300,8 @@ pub fn parse_go_duration(value: &str) -> Option<std::time::Duration> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|&n| n > 0)?;
+        // No digits at all leaves "" here, which is no number.
+        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let number: f64 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
         let (unit, seconds) = [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]
@@ -311,7 +310,8 @@ pub fn parse_go_duration(value: &str) -> Option<std::time::Duration> {
         rest = &rest[unit.len()..];
         total += number * seconds;
     }
-    (total.is_finite() && total < 1e9).then(|| std::time::Duration::from_secs_f64(total))
+    // Under 10^9 s (31 years): also no infinity from a number too long for an f64.
+    (total < 1e9).then(|| std::time::Duration::from_secs_f64(total))
 }
 
 /// Leen region hosting the organization.

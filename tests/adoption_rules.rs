@@ -582,7 +582,24 @@ fn go_durations_parse_as_cel_reads_them() {
             "{text}"
         );
     }
-    for text in ["", "30", "s", "1d", "-1m", "1m 30s", "1.s.", "m30"] {
+    assert_eq!(
+        parse_go_duration("999999999s"),
+        Some(Duration::from_secs(999_999_999))
+    );
+    let huge = format!("{}s", "9".repeat(400));
+    for text in [
+        "",
+        "30",
+        "s",
+        "1d",
+        "-1m",
+        "1m 30s",
+        "1.s.",
+        "m30",
+        "1000000000s",
+        "300000h",
+        &huge,
+    ] {
         assert_eq!(parse_go_duration(text), None, "{text:?}");
     }
 }

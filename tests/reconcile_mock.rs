@@ -601,3 +601,33 @@ async fn a_live_lost_create_within_the_settle_period_is_not_created_again() {
     assert_eq!(fake.count_operation("create"), 0, "{:?}", fake.requests());
     assert!(action != Action::await_change(), "requeued to look again");
 }
+
+/// A DELETE whose status write failed is remembered by the process: the next attempt's
+/// record says that a DELETE went out (the budget counts it as a retry), even when that
+/// attempt ends before any call because the cache is behind.
+#[tokio::test]
+async fn a_delete_sent_before_a_failed_status_write_is_remembered() {
+    let (fake, org, id) = leen_with_connection().await;
+    let obj = deleting(org, id).bound();
+    // The status write before the finalizer goes is tried four times.
+    let mut steps = vec![Step(Write::Status, Answer::Fail(500)); 4];
+    steps.push(Step(Write::Status, Answer::Accept));
+    let (client, api) = verifier(&obj, steps);
+    let ctx = context(client, &fake);
+    reconcile_object(Arc::new(obj.clone()), ctx.clone())
+        .await
+        .expect_err("the status write failed");
+    assert_eq!(fake.count("DELETE", id), 1);
+    // The cache relists: nothing is decided, no call; the record still says "sent".
+    ctx.watches.connections.relist_started();
+    reconcile_object(Arc::new(obj), ctx)
+        .await
+        .expect("reconciled");
+    let seen = api.assert_done();
+    assert_eq!(seen[4]["status"]["conditions"][0]["reason"], "CacheStale");
+    assert_eq!(
+        seen[4]["status"]["deletion"]["deleteSent"], true,
+        "{seen:?}"
+    );
+    assert_eq!(fake.count("DELETE", id), 1, "not sent again");
+}
