@@ -16,6 +16,11 @@ command -v unzip >/dev/null || missing+=(unzip)
 command -v strip >/dev/null || missing+=(binutils)
 command -v python3 >/dev/null || missing+=(python3)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+# ... and, as root only (it runs only then), a registry in the node and skopeo to push there.
+if [ "$(id -u)" = 0 ]; then
+  command -v docker-registry >/dev/null || missing+=(docker-registry)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+fi
 { command -v lua5.4 >/dev/null && lua5.4 -e 'require "cjson"' 2>/dev/null; } || missing+=(lua5.4 lua-cjson)
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then

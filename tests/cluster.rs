@@ -73,9 +73,15 @@ async fn ready_pods(pods: &Api<Pod>, n: usize) -> Vec<String> {
 /// keeps the CRD and the LeenConnections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_pods_run_the_operator_on_a_real_node() {
-    let (image, reference) = operator_image();
+    let (image, built) = operator_image();
     let node = Node::up();
-    node.import(&image);
+    // Both come from a registry, as for users elsewhere: the image pushed there and
+    // pulled by the node's containerd (not imported), the chart packaged, pushed as an
+    // OCI artifact and installed from it.
+    let registry = node.registry();
+    let (repository, tag) = built.rsplit_once(':').expect("image reference");
+    let repository = repository.split_once('/').map_or(repository, |(_, r)| r);
+    let reference = registry.push_image(&image, repository, tag);
     let leen = node.fake_leen();
     leen.fake.add_api_key(KEY);
     let client = node.client().await;
@@ -97,13 +103,33 @@ async fn the_charts_pods_run_the_operator_on_a_real_node() {
     );
     let (repository, tag) = reference.rsplit_once(':').expect("image reference");
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/leen-operator");
+    let packaged = node.dir().join("charts");
+    let out = node.run(
+        &helm(),
+        &["package", chart, "-d", packaged.to_str().expect("path")],
+    );
+    let package = out
+        .split_whitespace()
+        .last()
+        .expect("helm package names the file")
+        .to_string();
+    let charts = format!("oci://{}/charts", registry.pushed_to);
+    node.run(&helm(), &["push", &package, &charts, "--plain-http"]);
+    let version = package
+        .rsplit_once("leen-operator-")
+        .and_then(|(_, v)| v.strip_suffix(".tgz"))
+        .expect("the package's version")
+        .to_string();
     let started = Instant::now();
     node.run(
         &helm(),
         &[
             "install",
             "leen-operator",
-            chart,
+            &format!("{charts}/leen-operator"),
+            "--version",
+            &version,
+            "--plain-http",
             "-n",
             "leen-system",
             "--set",

@@ -162,6 +162,89 @@ impl Node {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// A registry (Debian's `docker-registry`, plain http) inside the node's network
+    /// namespace on port 5000: this side pushes to `NODE_IP:5000`, and the node's
+    /// containerd pulls from `127.0.0.1:5000` (a loopback registry, which containerd
+    /// reaches over http). Stopped when dropped.
+    pub fn registry(&self) -> Registry {
+        let root = self.dir().join("registry");
+        std::fs::create_dir_all(&root).expect("registry dir");
+        let config = root.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 0.0.0.0:5000\n",
+                root.join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(root.join("registry.log")).expect("registry log");
+        let netns = format!("--net={}", self.var("LEEN_NODE_NETNS"));
+        let child = Command::new("nsenter")
+            .args([netns.as_str(), "docker-registry", "serve"])
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry starts (apt-get install docker-registry)");
+        let registry = Registry {
+            child,
+            pushed_to: format!("{}:5000", self.ip()),
+        };
+        // Up once its API answers.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let url = format!("http://{}/v2/", registry.pushed_to);
+        while Command::new("curl")
+            .args(["-fsS", "-o", "/dev/null", &url])
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not answer at {url}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        registry
+    }
+}
+
+/// A registry in the node's network namespace; see [`Node::registry`].
+pub struct Registry {
+    child: std::process::Child,
+    /// `NODE_IP:5000`: where this side pushes (skopeo, `helm push`).
+    pub pushed_to: String,
+}
+
+impl Registry {
+    /// The address pods' images are pulled from, inside the node.
+    pub const PULLED_FROM: &'static str = "127.0.0.1:5000";
+
+    /// Pushes an OCI archive as `repository:tag`; returns the reference the node pulls.
+    pub fn push_image(&self, archive: &Path, repository: &str, tag: &str) -> String {
+        let dest = format!("docker://{}/{repository}:{tag}", self.pushed_to);
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(&dest)
+            .output()
+            .expect("skopeo runs (apt-get install skopeo)");
+        assert!(
+            out.status.success(),
+            "skopeo copy to {dest} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("{}/{repository}:{tag}", Self::PULLED_FROM)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Node {
