@@ -616,3 +616,21 @@ fn only_a_managed_delete_resource_deletes_in_leen() {
     assert!(!LeenConnection::test().paused());
     assert!(!LeenConnection::test().observe_only());
 }
+
+/// A resource paused while live and then deleted says the deletion waits: a new message,
+/// so a new Event, though the reason is the same.
+#[test]
+fn a_pause_that_turns_into_a_paused_deletion_is_told() {
+    let policy = RetryPolicy::default();
+    let mut obj = paused(LeenConnection::test(), "true");
+    obj.status = Some(decide_sync(&obj, &Observation::Paused, &inputs(&policy)).status);
+    let obj = obj.deleting();
+    let decision = decide_deletion(
+        &obj,
+        &DeletionStep::Observed(Observation::Paused),
+        &inputs(&policy),
+    );
+    let event = decision.event.expect("the deletion's pause is told");
+    assert_eq!(event.action, "DeleteConnection");
+    assert!(event.note.contains("deletion waits"), "{}", event.note);
+}
