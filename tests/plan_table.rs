@@ -1508,6 +1508,16 @@ fn a_held_deletion_says_why_and_how_to_go_on() {
         resumes.contains("it proceeds on its own when the budget frees at 2026-01-01T00:10:00Z"),
         "{resumes}"
     );
+    // A retry of a DELETE already sent (and counted): no person needed, it waits for the
+    // window.
+    let retry = held_retry_message(&deleting(), &budget(false), 5, frees_at());
+    for says in [
+        "deletion budget spent: 5 DELETE calls to Leen started in the last 10m (LEEN_MAX_DELETIONS=5), retries included",
+        &format!("so the DELETE of connection {ID} is not sent again yet; it was sent before"),
+        "it is retried on its own when the budget frees at 2026-01-01T00:10:00Z",
+    ] {
+        assert!(retry.contains(says), "{says:?} in {retry}");
+    }
 }
 
 /// Never a second POST while the first may still land: a create whose outcome is unknown
