@@ -15,7 +15,11 @@ use kube::{
     api::{DeleteParams, ListParams, PostParams},
 };
 use leen_operator::resource::LeenConnection;
-use support::{node::*, *};
+use support::{
+    node::*,
+    readme::{self, README},
+    *,
+};
 
 const KEY: &str = "cluster-key";
 
@@ -462,4 +466,32 @@ async fn the_charts_pods_run_the_operator_on_a_real_node() {
     let kept = api.get("kept").await.expect("the LeenConnection is kept");
     assert!(has_finalizer(&kept));
     assert!(leen.fake.has_connection(org, id));
+}
+
+/// `hack/demo-cluster.sh` (README, "Run it locally"), as written: its own node, the image,
+/// the chart's pod, the fake Leen over https; it shows the pod Running, the example Ready,
+/// the `Deleted` Event and Leen's DELETE answered 200.
+#[test]
+fn the_cluster_demo_runs_as_written() {
+    let out = readme::run(&readme::shell(README, "demo-cluster"), &[]);
+    let has = |pred: &dyn Fn(&str) -> bool, what: &str| {
+        assert!(
+            out.lines().any(pred),
+            "no {what} in the demo's output:\n{out}"
+        );
+    };
+    has(
+        &|l| l.starts_with("leen-operator-") && l.contains("1/1") && l.contains("Running"),
+        "Running operator pod",
+    );
+    has(
+        &|l| l.starts_with("crowdstrike-prod") && l.contains("True") && l.contains("Synced"),
+        "Ready row",
+    );
+    has(&|l| l.starts_with("Normal\tDeleted\t"), "Deleted Event");
+    has(
+        &|l| l.contains("\"method\":\"DELETE\"") && l.contains("\"status\":200"),
+        "DELETE answered 200",
+    );
+    assert!(!out.contains("demo-key"), "the key is never shown:\n{out}");
 }

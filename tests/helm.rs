@@ -19,7 +19,10 @@ use kube::{
 };
 use leen_operator::resource::LeenConnection;
 use serde_yaml::Value;
-use support::*;
+use support::{
+    readme::{self, CHART_README},
+    *,
+};
 use uuid::Uuid;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/leen-operator");
@@ -701,7 +704,7 @@ fn rejects_a_ca_config_map_that_cannot_be_a_name() {
     rejected(&["leen.ca.configMap=Corp_CA"], "configMap");
 }
 
-/// The README's install, `helm install` with the chart's CRD, works on the oldest API
+/// The chart README's install block, as written (`helm install` with the chart's CRD), works on the oldest API
 /// server `kubeVersion` claims (1.20, which knows no CEL rules: helm's schema validation and
 /// server-side apply refuse `x-kubernetes-validations` there, so the chart leaves them out
 /// below 1.25; the operator enforces the same rules itself). `helm uninstall` keeps the CRD.
@@ -725,17 +728,14 @@ async fn helm_install_works_on_a_1_20_api_server() {
             ),
         )
     };
-    let (ok, out) = run(&[
-        "install",
-        "leen-operator",
-        CHART,
-        "-n",
-        "leen-system",
-        "--create-namespace",
-        "--set",
-        "leen.apiKey=unused-in-this-test",
-    ]);
-    assert!(ok, "helm install failed on 1.20: {out}");
+    // The chart README's install block, as written (support::readme).
+    readme::run(
+        &readme::fill(
+            &readme::shell(CHART_README, "install"),
+            &[("<your Leen API key>", "unused-in-this-test")],
+        ),
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    );
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(cp.client().await);
     let crd = crds

@@ -9,7 +9,7 @@
 //! Modules: [`control_plane`], [`operator`], [`scenario`] (the usual start of a test),
 //! [`fixtures`] (objects in a few words), [`decisions`] (inputs of the decision tables),
 //! [`waits`] (conditions, never sleeps), [`proxy`] (stalling proxies), [`node`] (a real
-//! one-node cluster, for the cluster tier).
+//! one-node cluster, for the cluster tier), [`readme`] (the READMEs' blocks, run as written).
 #![allow(dead_code)]
 
 pub mod control_plane;
@@ -18,6 +18,7 @@ pub mod fixtures;
 pub mod node;
 pub mod operator;
 pub mod proxy;
+pub mod readme;
 pub mod scenario;
 pub mod waits;
 
