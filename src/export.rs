@@ -316,9 +316,11 @@ pub async fn run(settings: ExportSettings) -> Result<String, String> {
 
 /// The API key in a Secret of the namespace, read with the usual kube config.
 async fn key_from_secret(namespace: &str, name: &str, key: &str) -> Result<ApiKey, String> {
-    let client = kube::Client::try_default().await.map_err(|e| {
+    let (config, _) = crate::proxy::kube_config().await.map_err(|e| {
         format!("--api-key-secret needs a Kubernetes API (KUBECONFIG or in-cluster config): {e}")
     })?;
+    let client = kube::Client::try_from(config)
+        .map_err(|e| format!("building the Kubernetes client failed: {e}"))?;
     let secrets: kube::Api<Secret> = kube::Api::namespaced(client, namespace);
     let secret = secrets
         .get_opt(name)

@@ -104,9 +104,12 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
             settings.metrics_addr
         )
     })?;
-    let config = kube::Config::infer().await.map_err(|e| {
+    let (config, api_proxy) = leen_operator::proxy::kube_config().await.map_err(|e| {
         format!("no Kubernetes API to talk to (KUBECONFIG or in-cluster config): {e}")
     })?;
+    if let Some(proxy) = api_proxy {
+        info!(%proxy, "the Kubernetes API is reached through a proxy (kubeconfig proxy-url or HTTPS_PROXY)");
+    }
     // Every call but a watch must answer within KUBE_CALL_TIMEOUT, so that a stalled API
     // server cannot hold a reconciliation (or the leader's renewal) forever; the watch
     // client gets a longer read timeout below.

@@ -114,3 +114,98 @@ fn a_bad_ca_file_stops_start_up_with_one_line() {
         assert!(stderr.contains(says), "{stderr}");
     }
 }
+
+/// Leen by name behind a corporate forward proxy: the fake Leen's certificate is for
+/// `leen.example.test`, a name this machine cannot resolve, so only the proxy can reach it.
+async fn leen_behind_a_proxy(cp: &ControlPlane) -> (FakeLeen, std::path::PathBuf, ConnectProxy) {
+    let ca = TestCa::new().expect("test CA");
+    let cert = ca.issue(&["leen.example.test"], &[]).expect("certificate");
+    let fake = FakeLeen::start_tls_on("127.0.0.1:0".parse().expect("addr"), &cert)
+        .await
+        .expect("fake Leen over https");
+    fake.add_api_key(DEFAULT_KEY);
+    let ca_file = cp.dir.path().join("leen-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("CA written");
+    let proxy = ConnectProxy::start("leen.example.test:443", fake.addr()).await;
+    (fake, ca_file, proxy)
+}
+
+/// `HTTPS_PROXY` is honoured: every call to Leen goes through the proxy as a CONNECT to
+/// Leen's host (TLS end to end, the certificate checked against the name), and the
+/// connection is read and deleted through it; the API server, which `NO_PROXY` names, is
+/// not proxied (before, a kubeconfig-based start with HTTPS_PROXY set failed: kube read
+/// the variable without its proxy support built in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leen_is_reached_through_https_proxy() {
+    let cp = ControlPlane::start().await;
+    cp.namespace("proxied").await;
+    let (fake, ca_file, proxy) = leen_behind_a_proxy(&cp).await;
+    let _op = Operator::start(
+        &cp,
+        &[
+            ("LEEN_ENDPOINT", "https://leen.example.test/v1"),
+            ("LEEN_API_KEY", DEFAULT_KEY),
+            ("LEEN_CA_FILE", &ca_file.to_string_lossy()),
+            ("HTTPS_PROXY", proxy.url.as_str()),
+            // The API server is direct (as kubectl does it with this NO_PROXY).
+            ("NO_PROXY", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "proxied");
+    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    api.create(&Default::default(), &connection("c", org, id))
+        .await
+        .expect("created");
+    wait_for(&api, "c", "Ready=True through the proxy", is_ready).await;
+    delete(&api, "c").await;
+    wait_gone(&api, "c").await;
+    assert_eq!(fake.count_method("DELETE"), 1, "{:?}", fake.requests());
+    let seen = proxy.seen();
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter()
+            .all(|l| l == "CONNECT leen.example.test:443 HTTP/1.1"),
+        "only tunnels to Leen: {seen:?}"
+    );
+}
+
+/// `NO_PROXY` naming Leen's host is honoured too: the operator then goes direct (here: the
+/// name does not resolve, and the resource says Leen is unavailable), and the proxy sees
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_proxy_sends_leen_calls_direct() {
+    let cp = ControlPlane::start().await;
+    cp.namespace("direct").await;
+    let (fake, ca_file, proxy) = leen_behind_a_proxy(&cp).await;
+    let _op = Operator::start(
+        &cp,
+        &[
+            ("LEEN_ENDPOINT", "https://leen.example.test/v1"),
+            ("LEEN_API_KEY", DEFAULT_KEY),
+            ("LEEN_CA_FILE", &ca_file.to_string_lossy()),
+            ("HTTPS_PROXY", proxy.url.as_str()),
+            ("NO_PROXY", "leen.example.test,127.0.0.1"),
+        ],
+    )
+    .await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "direct");
+    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    api.create(&Default::default(), &connection("c", org, id))
+        .await
+        .expect("created");
+    let obj = wait_for(&api, "c", "a failed read", |o| {
+        ready_reason(o).is_some_and(|r| r != "Synced")
+    })
+    .await;
+    assert_eq!(
+        ready_reason(&obj).as_deref(),
+        Some("LeenUnavailable"),
+        "{:?}",
+        obj.status
+    );
+    assert!(proxy.seen().is_empty(), "{:?}", proxy.seen());
+    assert!(fake.requests().is_empty());
+}

@@ -324,3 +324,73 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// A forward proxy for https, as in a corporate network: it answers `CONNECT host:port`
+/// for the one target it knows by tunnelling to `upstream`, refuses any other target with
+/// 502, and records every request line it gets. Stops when dropped.
+pub struct ConnectProxy {
+    /// `http://127.0.0.1:PORT`, the value for HTTPS_PROXY.
+    pub url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ConnectProxy {
+    /// Tunnels `CONNECT target` to `upstream`.
+    pub async fn start(target: &str, upstream: std::net::SocketAddr) -> Self {
+        use std::sync::{Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy binds");
+        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (record, target) = (seen.clone(), target.to_string());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (record, target) = (record.clone(), target.clone());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                        match client.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head);
+                    let line = text.lines().next().unwrap_or_default().to_string();
+                    record.lock().expect("lock").push(line.clone());
+                    if line != format!("CONNECT {target} HTTP/1.1") {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                        return;
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    if client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .is_ok()
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        ConnectProxy { url, seen, task }
+    }
+
+    /// The request lines received so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
