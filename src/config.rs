@@ -265,7 +265,8 @@ pub struct LeenArgs {
 /// What the controller watches and how fast it works.
 #[derive(Args, Debug, Clone)]
 pub struct ControllerArgs {
-    /// Only watch this namespace; empty: all namespaces.
+    /// Only watch these namespaces (comma separated: one watch each, so that Roles in
+    /// them are all the operator needs); empty: all namespaces.
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
@@ -372,8 +373,8 @@ pub struct Settings {
     /// The PEM bundle of extra CAs trusted for Leen (`LEEN_CA_FILE`), checked to hold at
     /// least one certificate.
     pub leen_ca: Option<Vec<u8>>,
-    /// Namespace to watch; `None`: all.
-    pub watch_namespace: Option<String>,
+    /// Namespaces to watch, each once, in the order given; empty: all.
+    pub watch_namespaces: Vec<String>,
     /// Telemetry address.
     pub metrics_addr: SocketAddr,
     /// Sync interval.
@@ -571,13 +572,26 @@ impl RunArgs {
                 ),
             )
         })?;
-        let watch_namespace = non_empty(&self.controller.watch_namespace).map(str::to_string);
-        if let Some(ns) = watch_namespace.as_deref().filter(|ns| !valid_namespace(ns)) {
-            return Err(err(
-                "WATCH_NAMESPACE",
-                "watch-namespace",
-                format!("{ns:?} is not a namespace name"),
-            ));
+        let mut watch_namespaces: Vec<String> = Vec::new();
+        for ns in self
+            .controller
+            .watch_namespace
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|ns| !ns.is_empty())
+        {
+            if !valid_namespace(ns) {
+                return Err(err(
+                    "WATCH_NAMESPACE",
+                    "watch-namespace",
+                    format!("{ns:?} is not a namespace name"),
+                ));
+            }
+            if !watch_namespaces.iter().any(|seen| seen == ns) {
+                watch_namespaces.push(ns.to_string());
+            }
         }
         let default_key_namespaces = match self.leen.default_key_namespaces.trim() {
             "*" => NamespaceSet::All,
@@ -728,7 +742,7 @@ impl RunArgs {
             leader_election,
             default_api_key,
             leen_endpoint,
-            watch_namespace,
+            watch_namespaces,
             metrics_addr,
             sync_interval: duration(
                 "LEEN_SYNC_INTERVAL",
@@ -810,7 +824,7 @@ mod tests {
         let s = args(&[]).settings().expect("defaults");
         assert_eq!(s.metrics_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(s.sync_interval, Duration::from_secs(300));
-        assert!(s.watch_namespace.is_none());
+        assert!(s.watch_namespaces.is_empty());
         assert_eq!(s.default_key_namespaces, NamespaceSet::Only(vec![]));
         assert_eq!(s.budget.max_deletions, 25);
         assert_eq!(s.budget.window, Duration::from_secs(600));

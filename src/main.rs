@@ -134,7 +134,11 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     }
     info!(
         endpoint = settings.leen_endpoint.as_ref().map(|u| u.as_str()).unwrap_or("per region"),
-        namespace = settings.watch_namespace.as_deref().unwrap_or("all"),
+        namespaces = %if settings.watch_namespaces.is_empty() {
+            "all".to_string()
+        } else {
+            settings.watch_namespaces.join(",")
+        },
         metrics_addr = %settings.metrics_addr,
         sync_interval = ?settings.sync_interval,
         concurrency = settings.max_concurrent_reconciles,
@@ -211,7 +215,7 @@ async fn serve(settings: leen_operator::config::Settings) -> Result<(), String> 
     let controller = controller::run(
         ctx.clone(),
         watch_client,
-        settings.watch_namespace.clone(),
+        settings.watch_namespaces.clone(),
         settings.max_concurrent_reconciles,
         ready,
         stopped(stop_rx.clone()),

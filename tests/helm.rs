@@ -656,6 +656,127 @@ async fn operator_works_with_only_the_chart_rbac() {
     );
 }
 
+/// A namespaced install over a list of two namespaces: the chart renders a Role in each
+/// and no ClusterRole; the operator, with only those rights (as the chart's ServiceAccount,
+/// WATCH_NAMESPACE as the Deployment sets it), runs a full lifecycle in both with each
+/// team's own key, leaves a third namespace's resource alone, and cannot read a Secret
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespaced_install_over_two_namespaces_runs_with_roles_only() {
+    let helm = helm_bin();
+    let sa_user = format!(
+        "{SA_TOKEN},system:serviceaccount:leen-system:leen-leen-operator,sa-uid,\"system:serviceaccounts,system:serviceaccounts:leen-system,system:authenticated\""
+    );
+    let cp = ControlPlane::start_with_tokens(&[&sa_user]).await;
+    for ns in ["leen-system", "team-a", "team-b", "team-c"] {
+        cp.namespace(ns).await;
+    }
+    let yaml = render(
+        &helm,
+        &[
+            "--kube-version",
+            "v1.20.2",
+            "--set",
+            "watchNamespace=team-a\\,team-b",
+            "--set",
+            "leen.apiKey=unused-in-this-test",
+        ],
+    )
+    .expect("render");
+    let objs = docs(&yaml);
+    assert!(
+        find(&objs, "ClusterRole").is_none() && find(&objs, "ClusterRoleBinding").is_none(),
+        "no cluster-wide rule: {:?}",
+        kinds(&objs)
+    );
+    let deploy = find(&objs, "Deployment").expect("deployment");
+    let watch = env_var(deploy, "WATCH_NAMESPACE").expect("env")["value"]
+        .as_str()
+        .expect("value")
+        .to_string();
+    assert_eq!(watch, "team-a,team-b");
+    let manifest = cp.dir.path().join("chart.yaml");
+    std::fs::write(&manifest, &yaml).expect("write");
+    cp.kubectl(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        manifest.to_str().expect("path"),
+    ]);
+
+    let fake = FakeLeen::start().await.expect("fake");
+    let admin = cp.client().await;
+    let mut teams = Vec::new();
+    for (ns, key) in [
+        ("team-a", "key-a"),
+        ("team-b", "key-b"),
+        ("team-c", "key-c"),
+    ] {
+        fake.add_api_key(key);
+        secret(&admin, ns, "leen-key", "apiKey", key).await;
+        let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+        fake.add_connection(org, id, "Okta");
+        let mut obj = connection("c", org, id);
+        obj.spec.api_key_secret_ref =
+            serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
+        let api: Api<LeenConnection> = Api::namespaced(admin.clone(), ns);
+        api.create(&PostParams::default(), &obj)
+            .await
+            .expect("created");
+        teams.push((ns, key, id, api));
+    }
+    let sa_kubeconfig = cp.dir.path().join("sa.kubeconfig");
+    cp.write_kubeconfig("leen-operator", SA_TOKEN, &sa_kubeconfig);
+    let endpoint = fake.base_url();
+    let op = Operator::start_with_kubeconfig(
+        &cp,
+        &sa_kubeconfig,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("WATCH_NAMESPACE", watch.as_str()),
+            ("POD_NAMESPACE", "leen-system"),
+        ],
+    )
+    .await;
+    for (ns, _, _, api) in &teams[..2] {
+        wait_for(api, "c", &format!("Ready=True in {ns}"), is_ready).await;
+    }
+    for (_, _, _, api) in &teams[..2] {
+        api.delete("c", &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    for (ns, key, id, api) in &teams[..2] {
+        wait_gone(api, "c").await;
+        assert_eq!(fake.count("DELETE", *id), 1, "{ns}");
+        assert!(
+            fake.requests()
+                .iter()
+                .filter(|r| r.connection_id == id.to_string())
+                .all(|r| r.api_key.as_deref() == Some(*key)),
+            "{ns}'s calls carry {ns}'s key"
+        );
+    }
+    // The third namespace is not watched: no finalizer, no status, no call.
+    let (_, _, third, api_c) = &teams[2];
+    let untouched = api_c.get("c").await.expect("read");
+    assert!(untouched.metadata.finalizers.is_none() && untouched.status.is_none());
+    assert_eq!(fake.count("GET", *third), 0);
+    assert!(!op.log_text().contains("forbidden"), "{}", op.log_text());
+
+    let sa = cp.client_from(&sa_kubeconfig).await;
+    let secrets_c: Api<Secret> = Api::namespaced(sa.clone(), "team-c");
+    match secrets_c.get("leen-key").await {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("a Secret outside the list must be unreadable, got {other:?}"),
+    }
+    let all_secrets: Api<Secret> = Api::all(sa);
+    match all_secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("listing Secrets cluster-wide must be forbidden, got {other:?}"),
+    }
+}
+
 /// `leen.ca.configMap` mounts the bundle read-only and passes it as LEEN_CA_FILE; without
 /// it nothing is mounted and the system roots alone are trusted. `extraEnv` carries
 /// HTTPS_PROXY / NO_PROXY.

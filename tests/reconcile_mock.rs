@@ -225,7 +225,7 @@ fn context(client: Client, fake: &FakeLeen) -> Arc<Context> {
         jitter: || JITTER,
     };
     // The cache these reconciles read has listed, as the runtime's watcher would say.
-    ctx.watches.connections.relist_done();
+    ctx.watches.connections.relist_done("");
     Arc::new(ctx)
 }
 
@@ -619,7 +619,7 @@ async fn a_delete_sent_before_a_failed_status_write_is_remembered() {
         .expect_err("the status write failed");
     assert_eq!(fake.count("DELETE", id), 1);
     // The cache relists: nothing is decided, no call; the record still says "sent".
-    ctx.watches.connections.relist_started();
+    ctx.watches.connections.relist_started("");
     reconcile_object(Arc::new(obj), ctx)
         .await
         .expect("reconciled");

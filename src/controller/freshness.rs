@@ -27,7 +27,8 @@ pub use crate::decision::Freshness;
 #[derive(Debug)]
 struct State {
     listed: bool,
-    relisting: bool,
+    /// The scopes (a namespace, or "" for one watch over all) being listed again.
+    relisting: std::collections::BTreeSet<String>,
     failing: Option<String>,
     heard: Instant,
 }
@@ -45,7 +46,7 @@ impl WatchHealth {
             kind,
             state: Mutex::new(State {
                 listed: false,
-                relisting: false,
+                relisting: Default::default(),
                 failing: None,
                 heard: Instant::now(),
             }),
@@ -67,19 +68,20 @@ impl WatchHealth {
         });
     }
 
-    /// The watcher started a (re)list: until it is done the cache may miss objects.
-    pub fn relist_started(&self) {
+    /// A watcher started a (re)list of `scope` (its namespace, or "" for one watch over
+    /// all): until it is done the cache may miss objects.
+    pub fn relist_started(&self, scope: &str) {
         self.update(|s| {
-            s.relisting = true;
+            s.relisting.insert(scope.to_string());
             s.heard = Instant::now();
         });
     }
 
-    /// The (re)list is applied to the cache.
-    pub fn relist_done(&self) {
+    /// The (re)list of `scope` is applied to the cache.
+    pub fn relist_done(&self, scope: &str) {
         self.update(|s| {
             s.listed = true;
-            s.relisting = false;
+            s.relisting.remove(scope);
             s.failing = None;
             s.heard = Instant::now();
         });
@@ -107,8 +109,13 @@ impl WatchHealth {
         if let Some(error) = &state.failing {
             return Freshness::Stale(format!("the {kind} watch is failing ({error})"));
         }
-        if state.relisting {
-            return Freshness::Stale(format!("the {kind} cache is relisting"));
+        if let Some(scope) = state.relisting.iter().next() {
+            let part = if scope.is_empty() {
+                String::new()
+            } else {
+                format!(" (namespace {scope})")
+            };
+            return Freshness::Stale(format!("the {kind} cache is relisting{part}"));
         }
         let silent = now.saturating_duration_since(state.heard);
         if silent > silence_limit {
@@ -278,7 +285,7 @@ mod tests {
     fn a_watch_is_stale_until_listed_while_relisting_or_failing() {
         let watches = Watches::new(Duration::from_secs(60));
         assert!(matches!(watches.connections(), Freshness::Stale(m) if m.contains("not synced")));
-        watches.connections.relist_done();
+        watches.connections.relist_done("");
         assert_eq!(watches.connections(), Freshness::Fresh);
         watches.connections.failed("connection reset");
         assert!(
@@ -286,16 +293,16 @@ mod tests {
         );
         watches.connections.heard();
         assert_eq!(watches.connections(), Freshness::Fresh);
-        watches.connections.relist_started();
+        watches.connections.relist_started("");
         assert!(matches!(watches.connections(), Freshness::Stale(m) if m.contains("relisting")));
-        watches.connections.relist_done();
+        watches.connections.relist_done("");
         assert_eq!(watches.connections(), Freshness::Fresh);
     }
 
     #[test]
     fn a_silent_watch_is_stale() {
         let watch = WatchHealth::new("LeenConnection");
-        watch.relist_done();
+        watch.relist_done("");
         let limit = Duration::from_secs(60);
         let later = |by: u64| Instant::now() + Duration::from_secs(by);
         assert_eq!(watch.freshness_at(later(59), limit), Freshness::Fresh);

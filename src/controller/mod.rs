@@ -19,6 +19,7 @@ pub mod driver;
 pub mod external;
 pub mod freshness;
 pub mod inputs;
+pub mod namespaces;
 pub mod runtime;
 pub mod secrets;
 pub mod write;

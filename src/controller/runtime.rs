@@ -73,7 +73,7 @@ fn release_freed_memory() {
 pub async fn run(
     ctx: Arc<Context>,
     watch_client: Client,
-    watch_namespace: Option<String>,
+    watch_namespaces: Vec<String>,
     concurrency: u16,
     ready: Readiness,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -81,14 +81,22 @@ pub async fn run(
     let client = watch_client;
     // Metadata only, for LeenConnections as for Secrets: the controller reads the whole
     // object when it reconciles it, so the cache stays small with many resources, and no
-    // Secret's data ever reaches the operator unless it reads a key.
-    let (connections, secrets): (Api<PartialObjectMeta<LeenConnection>>, Api<CachedSecret>) =
-        match &watch_namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
+    // Secret's data ever reaches the operator unless it reads a key. One watcher per
+    // watched namespace (an operator whose Roles cover only those), or one for all.
+    let scopes: Vec<Option<String>> = if watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let api_in =
+        |scope: &Option<String>| -> (Api<PartialObjectMeta<LeenConnection>>, Api<CachedSecret>) {
+            match scope {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (Api::all(client.clone()), Api::all(client.clone())),
+            }
         };
     let Some(writer) = ctx.state.writer.lock().ok().and_then(|mut w| w.take()) else {
         warn!("controller already running on this context");
@@ -103,90 +111,112 @@ pub async fn run(
     // Lists read the latest state (a quorum read), not whatever an API server's watch
     // cache holds: a relist follows a watch error or a long disconnect, exactly when a
     // lagging API server is likely, and binders are decided from what it returns.
-    let main_stream = watcher(
-        connections,
-        watcher::Config::default().timeout(watch_timeout),
-    )
-    .default_backoff()
-    .map_ok(crate::cache::cached_event)
-    .reflect(writer)
-    .inspect(move |event| {
-        // Whether the cache can be relied on (see controller::freshness): after the
-        // reflector, so that "relisted" means the store holds the list.
-        let watch = &health.watches.connections;
-        match event {
-            Ok(watcher::Event::Init) => watch.relist_started(),
-            Ok(watcher::Event::InitDone) => watch.relist_done(),
-            Ok(_) => {}
-            Err(error) => watch.failed(&error.to_string()),
-        }
-    })
-    .inspect(move |event| {
-        if let Ok(watcher::Event::InitDone) = event {
-            // The store holds the whole initial list now (the reflector applied it
-            // before this event passes): an empty cache no longer means "nobody".
-            if !gone_ctx.synced() {
-                info!("LeenConnection cache synced; ready");
+    let connection_watch = |scope: &Option<String>| {
+        watcher(
+            api_in(scope).0,
+            watcher::Config::default().timeout(watch_timeout),
+        )
+        .default_backoff()
+        .map_ok(crate::cache::cached_event)
+    };
+    let reflected = if scopes.len() == 1 {
+        connection_watch(&scopes[0]).reflect(writer).boxed()
+    } else {
+        let relists = ctx.clone();
+        let streams = scopes
+            .iter()
+            .map(|scope| (scope.clone().unwrap_or_default(), connection_watch(scope)))
+            .collect();
+        super::namespaces::reflect_namespaces(writer, (), streams, move |ns, phase| {
+            let watch = &relists.watches.connections;
+            match phase {
+                super::namespaces::Relist::Started => watch.relist_started(ns),
+                super::namespaces::Relist::Done => watch.relist_done(ns),
             }
-            gone_ctx.set_synced();
-            ready.set(true);
-            return;
-        }
-        let Ok(watcher::Event::Delete(obj)) = event else {
-            return;
-        };
-        // Gone, however it went (a finalizer removed by hand too): forget it.
-        gone_ctx.forget(&ObjectRef::from_obj(obj), obj.uid().as_deref());
-        // It may have been the last one to need its key Secret: look at that Secret
-        // now that the cache no longer holds it.
-        if let (Some(ns), Some(secret)) = (obj.namespace(), obj.key_secret.as_deref()) {
-            let _ = gone_ctx
-                .state
-                .wake_secrets
-                .send(ObjectRef::new(secret).within(&ns));
-        }
-    })
-    .touched_objects()
-    .predicate_filter(trigger_fingerprint, Default::default());
+        })
+        .boxed()
+    };
+    let main_stream = reflected
+        .inspect(move |event| {
+            // Whether the cache can be relied on (see controller::freshness): after the
+            // reflector, so that "relisted" means the store holds the list.
+            let watch = &health.watches.connections;
+            match event {
+                Ok(watcher::Event::Init) => watch.relist_started(""),
+                Ok(watcher::Event::InitDone) => watch.relist_done(""),
+                Ok(_) => {}
+                Err(error) => watch.failed(&error.to_string()),
+            }
+        })
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                // The store holds the whole initial list now (the reflector applied it
+                // before this event passes): an empty cache no longer means "nobody".
+                if !gone_ctx.synced() {
+                    info!("LeenConnection cache synced; ready");
+                }
+                gone_ctx.set_synced();
+                ready.set(true);
+                return;
+            }
+            let Ok(watcher::Event::Delete(obj)) = event else {
+                return;
+            };
+            // Gone, however it went (a finalizer removed by hand too): forget it.
+            gone_ctx.forget(&ObjectRef::from_obj(obj), obj.uid().as_deref());
+            // It may have been the last one to need its key Secret: look at that Secret
+            // now that the cache no longer holds it.
+            if let (Some(ns), Some(secret)) = (obj.namespace(), obj.key_secret.as_deref()) {
+                let _ = gone_ctx
+                    .state
+                    .wake_secrets
+                    .send(ObjectRef::new(secret).within(&ns));
+            }
+        })
+        .touched_objects()
+        .predicate_filter(trigger_fingerprint, Default::default());
     let secret_index = ctx.clone();
     // What each Secret's finalizers were when last seen (a hash): forgotten when the
     // Secret goes, and all of it at a relist, so that it holds only the Secrets there are.
     let seen_secrets = Arc::new(Mutex::new(HashMap::<ObjectRef<CachedSecret>, u64>::new()));
     let forget_secrets = seen_secrets.clone();
-    let secret_stream = watcher(secrets.clone(), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .inspect_ok(move |event| {
-            let Ok(mut seen) = forget_secrets.lock() else {
-                return;
-            };
-            match event {
-                watcher::Event::Delete(secret) => {
-                    seen.remove(&ObjectRef::from_obj(secret));
-                }
-                watcher::Event::Init => seen.clear(),
-                _ => {}
+    let secret_stream = futures::stream::select_all(scopes.iter().map(|scope| {
+        watcher(api_in(scope).1, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .boxed()
+    }))
+    .inspect_ok(move |event| {
+        let Ok(mut seen) = forget_secrets.lock() else {
+            return;
+        };
+        match event {
+            watcher::Event::Delete(secret) => {
+                seen.remove(&ObjectRef::from_obj(secret));
             }
-        })
-        .touched_objects()
-        .try_filter(move |secret| {
-            // Wake users on a new Secret or a changed one, but not on a change of its
-            // finalizers alone (our own secret-in-use patch): that is no news to them.
-            let key = ObjectRef::from_obj(secret);
-            let finalizers = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                secret.finalizers().hash(&mut h);
-                h.finish()
-            };
-            let news = seen_secrets
-                .lock()
-                .map(|mut seen| match seen.insert(key, finalizers) {
-                    Some(before) => before == finalizers,
-                    None => true,
-                })
-                .unwrap_or(true);
-            futures::future::ready(news)
-        });
+            watcher::Event::Init => seen.clear(),
+            _ => {}
+        }
+    })
+    .touched_objects()
+    .try_filter(move |secret| {
+        // Wake users on a new Secret or a changed one, but not on a change of its
+        // finalizers alone (our own secret-in-use patch): that is no news to them.
+        let key = ObjectRef::from_obj(secret);
+        let finalizers = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            secret.finalizers().hash(&mut h);
+            h.finish()
+        };
+        let news = seen_secrets
+            .lock()
+            .map(|mut seen| match seen.insert(key, finalizers) {
+                Some(before) => before == finalizers,
+                None => true,
+            })
+            .unwrap_or(true);
+        futures::future::ready(news)
+    });
     let wake_connections = ctx
         .state
         .wake_connections_rx
@@ -250,12 +280,22 @@ pub async fn run(
     if let Some(rx) = wake_connections {
         main = main.reconcile_on(receiver_stream(rx));
     }
-    let secret_watch = watcher(secrets, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(strip_secret);
+    let secret_watch = |scope: &Option<String>| {
+        watcher(api_in(scope).1, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(strip_secret)
+    };
     let (secret_reader, secret_writer) = reflector::store();
-    let secret_stream = secret_watch
-        .reflect(secret_writer)
+    let secret_reflected = if scopes.len() == 1 {
+        secret_watch(&scopes[0]).reflect(secret_writer).boxed()
+    } else {
+        let streams = scopes
+            .iter()
+            .map(|scope| (scope.clone().unwrap_or_default(), secret_watch(scope)))
+            .collect();
+        super::namespaces::reflect_namespaces(secret_writer, (), streams, |_, _| {}).boxed()
+    };
+    let secret_stream = secret_reflected
         .touched_objects()
         .predicate_filter(secret_fingerprint, Default::default());
     let mut protection = Controller::for_stream(secret_stream, secret_reader)
