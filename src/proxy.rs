@@ -34,9 +34,10 @@ impl ProxyEnv {
     }
 }
 
-/// Whether `NO_PROXY` (a comma-separated list) exempts `host`: `*`, the host itself, a
-/// domain it is in (`example.com` or `.example.com` for `api.example.com`), an IP address,
-/// or a CIDR range holding it. Ports in entries are ignored.
+/// Whether `NO_PROXY` (a comma-separated list) exempts `host`, as Go's net/http reads it:
+/// `*`, the host itself or a domain it is in (`example.com`), only names under a domain
+/// (`.example.com`, `*.example.com`), an IP address, or a CIDR range holding it. Ports in
+/// entries are ignored (an API server is one host).
 pub fn no_proxy_matches(no_proxy: &str, host: &str) -> bool {
     let host = host
         .trim_start_matches('[')
@@ -61,8 +62,13 @@ pub fn no_proxy_matches(no_proxy: &str, host: &str) -> bool {
             if let (Some(ip), Ok(entry_ip)) = (ip, name.parse::<IpAddr>()) {
                 return ip == entry_ip;
             }
-            let name = name.trim_start_matches('.');
-            !name.is_empty() && (host == name || host.ends_with(&format!(".{name}")))
+            // As Go's net/http: "*.example.com" is ".example.com"; ".example.com" matches
+            // the names under it, "example.com" the name itself too.
+            let name = name.strip_prefix('*').unwrap_or(name);
+            match name.strip_prefix('.') {
+                Some(domain) => !domain.is_empty() && host.ends_with(&format!(".{domain}")),
+                None => !name.is_empty() && (host == name || host.ends_with(&format!(".{name}"))),
+            }
         })
 }
 
@@ -92,9 +98,11 @@ fn in_range(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
 }
 
 /// Settles the API server's proxy in a kube config: a proxy taken from `HTTPS_PROXY` is
-/// dropped when `NO_PROXY` names the API server's host (a kubeconfig's own `proxy-url`,
-/// which kubectl also applies whatever `NO_PROXY` says, stays). Returns the host and port
-/// of the proxy left, for the start-up log (never its credentials).
+/// dropped when `NO_PROXY` names the API server's host; another (the kubeconfig's own
+/// `proxy-url`) is left as kube loaded it. (kube's loader itself parses `NO_PROXY` strictly
+/// when a proxy is set, refusing an empty entry at start with a message naming the
+/// variable, and drops any proxy when `NO_PROXY` is `*`.) Returns the host and port of the
+/// proxy left, for the start-up log (never its credentials).
 pub fn settle_api_server_proxy(config: &mut kube::Config, env: &ProxyEnv) -> Option<String> {
     let proxy = config.proxy_url.clone()?;
     let from_env = env
@@ -148,7 +156,9 @@ mod tests {
             ("example.com", "example.com", true),
             ("example.com", "api.example.com", true),
             (".example.com", "api.example.com", true),
-            (".example.com", "example.com", true),
+            (".example.com", "example.com", false),
+            ("*.example.com", "api.example.com", true),
+            ("*.example.com", "example.com", false),
             ("example.com", "badexample.com", false),
             ("example.com:6443", "api.example.com", true),
             ("[::1]:6443", "::1", true),
@@ -193,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn a_kubeconfig_proxy_stays_whatever_no_proxy_says() {
+    fn a_proxy_not_from_the_environment_is_left_as_kube_loaded_it() {
         let env = ProxyEnv {
             https_proxy: Some("http://other:3128".into()),
             no_proxy: Some("*".into()),

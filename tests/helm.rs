@@ -962,6 +962,12 @@ fn the_chart_refuses_what_the_binary_refuses() {
         ("leen.requestTimeout", "LEEN_REQUEST_TIMEOUT", "10"),
         ("leen.watchTimeout", "LEEN_WATCH_TIMEOUT", "one minute"),
         ("deletionBudget.window", "LEEN_DELETION_WINDOW", "ten"),
+        ("watchNamespace", "WATCH_NAMESPACE", "team-a\\,Team_B"),
+        (
+            "watchNamespace",
+            "WATCH_NAMESPACE",
+            "team-a\\,aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ),
     ] {
         let set = format!("{value}={bad}");
         assert!(
@@ -970,7 +976,7 @@ fn the_chart_refuses_what_the_binary_refuses() {
         );
         let out = Command::new(env!("CARGO_BIN_EXE_leen-operator"))
             .env_clear()
-            .env(env, bad)
+            .env(env, bad.replace("\\,", ","))
             .output()
             .expect("binary runs");
         assert_eq!(out.status.code(), Some(2), "the binary accepts {env}={bad}");

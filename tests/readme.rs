@@ -70,7 +70,7 @@ fn every_shell_block_of_the_readmes_is_run_by_a_test() {
     let mut problems = Vec::new();
     for (file, constant) in [(README, "README"), (CHART_README, "CHART_README")] {
         for block in blocks(file) {
-            if !matches!(block.lang.as_str(), "sh" | "bash" | "shell") {
+            if !block.is_shell() {
                 continue;
             }
             let Some(name) = block
@@ -301,6 +301,48 @@ async fn the_install_and_uninstall_blocks_work_as_written() {
     drop(op);
 }
 
+/// The namespaced install (Many teams), as written: a Role and RoleBinding in each listed
+/// namespace, no ClusterRole, and the list passed to the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_namespaced_install_block_works_as_written() {
+    let cp = ControlPlane::start_bare(&[]).await;
+    for ns in ["leen-system", "team-a", "team-b"] {
+        cp.namespace(ns).await;
+    }
+    cp.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "leen-api-key",
+        "-n",
+        "leen-system",
+        "--from-literal=apiKey=unused-here",
+    ]);
+    let kubeconfig = cp.kubeconfig.to_string_lossy().into_owned();
+    let env = [("KUBECONFIG", kubeconfig.as_str())];
+    run(&shell(README, "install-namespaced"), &env);
+    for ns in ["team-a", "team-b"] {
+        let roles = cp.kubectl(&["get", "role,rolebinding", "-n", ns, "-o", "name"]);
+        assert!(
+            roles.contains("role.rbac.authorization.k8s.io/leen-operator")
+                && roles.contains("rolebinding.rbac.authorization.k8s.io/leen-operator"),
+            "{ns}: {roles}"
+        );
+    }
+    let cluster = cp.kubectl(&["get", "clusterrole,clusterrolebinding", "-o", "name"]);
+    assert!(!cluster.contains("leen-operator"), "{cluster}");
+    let watch = cp.kubectl(&[
+        "get",
+        "deployment",
+        "leen-operator",
+        "-n",
+        "leen-system",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[?(@.name==\"WATCH_NAMESPACE\")].value}",
+    ]);
+    assert_eq!(watch, "team-a,team-b");
+}
+
 /// Without Helm (the CRD, then `cargo run --release` with the key and namespaces as
 /// written), then every block that acts on resources, in the order a user meets them:
 /// create a connection, pause and resume, unstick a deletion Leen refuses, and the
@@ -346,6 +388,30 @@ async fn the_blocks_that_act_on_resources_work_as_written() {
         .await;
     cp.kubectl(&["apply", "-f", "examples/leenconnection.yaml"]);
     wait_for(&api, "crowdstrike-prod", "Ready", is_ready).await;
+    // The README's first lines: the command and the columns it shows.
+    let got = run(&shell(README, "get"), &env);
+    let shown = blocks(README)
+        .into_iter()
+        .find(|b| b.tag.as_deref() == Some("run: get"))
+        .expect("the get block")
+        .text;
+    let header = |text: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.starts_with("NAME"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(header(&got), header(&shown), "{got}");
+    let row = got
+        .lines()
+        .find(|l| l.starts_with("crowdstrike-prod"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("ACTIVE") && row.contains("HEALTHY") && row.contains("True"),
+        "{got}"
+    );
 
     // Create a connection.
     let out = run(&shell(README, "create"), &env);

@@ -24,16 +24,33 @@ use http_body::{Body, Frame, SizeHint};
 
 pub use crate::decision::Freshness;
 
+/// What one watch (one namespace's, or the one over all) last showed.
 #[derive(Debug)]
-struct State {
-    listed: bool,
-    /// The scopes (a namespace, or "" for one watch over all) being listed again.
-    relisting: std::collections::BTreeSet<String>,
+struct Scope {
     failing: Option<String>,
     heard: Instant,
 }
 
-/// The health of one watch.
+impl Scope {
+    fn new() -> Self {
+        Scope {
+            failing: None,
+            heard: Instant::now(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    listed: bool,
+    /// The scopes being listed again.
+    relisting: std::collections::BTreeSet<String>,
+    /// Each watch's own health, by scope: its namespace, or "" for one watch over all. A
+    /// working watch of one namespace says nothing of another's.
+    scopes: std::collections::BTreeMap<String, Scope>,
+}
+
+/// The health of one kind's watches (one over all namespaces, or one per namespace).
 #[derive(Debug)]
 pub struct WatchHealth {
     kind: &'static str,
@@ -47,8 +64,7 @@ impl WatchHealth {
             state: Mutex::new(State {
                 listed: false,
                 relisting: Default::default(),
-                failing: None,
-                heard: Instant::now(),
+                scopes: [(String::new(), Scope::new())].into(),
             }),
         }
     }
@@ -59,41 +75,70 @@ impl WatchHealth {
         }
     }
 
-    /// The API server said something on this watch (a successful response, an event, a
-    /// bookmark): it works, whatever failed before.
-    pub fn heard(&self) {
+    /// The watches there are: one per namespace in `namespaces`, or one over all when it
+    /// is empty. Each must be heard from on its own.
+    pub fn expect_scopes(&self, namespaces: &[String]) {
         self.update(|s| {
-            s.failing = None;
-            s.heard = Instant::now();
+            s.scopes = if namespaces.is_empty() {
+                [(String::new(), Scope::new())].into()
+            } else {
+                namespaces
+                    .iter()
+                    .map(|ns| (ns.clone(), Scope::new()))
+                    .collect()
+            };
         });
     }
 
-    /// A watcher started a (re)list of `scope` (its namespace, or "" for one watch over
-    /// all): until it is done the cache may miss objects.
+    /// The API server said something on the watch of `scope` (a successful response, an
+    /// event, a bookmark): it works, whatever failed before. Unknown scopes are ignored.
+    pub fn heard(&self, scope: &str) {
+        self.update(|s| {
+            if let Some(w) = s.scopes.get_mut(scope) {
+                w.failing = None;
+                w.heard = Instant::now();
+            }
+        });
+    }
+
+    /// A watcher started a (re)list of `scope` (its namespace, or "" for the first lists
+    /// of them all): until it is done the cache may miss objects.
     pub fn relist_started(&self, scope: &str) {
         self.update(|s| {
             s.relisting.insert(scope.to_string());
-            s.heard = Instant::now();
+            if let Some(w) = s.scopes.get_mut(scope) {
+                w.heard = Instant::now();
+            }
         });
     }
 
-    /// The (re)list of `scope` is applied to the cache.
+    /// The (re)list of `scope` is applied to the cache ("": every watch's).
     pub fn relist_done(&self, scope: &str) {
         self.update(|s| {
             s.listed = true;
             s.relisting.remove(scope);
-            s.failing = None;
-            s.heard = Instant::now();
+            let now = Instant::now();
+            for (name, w) in s.scopes.iter_mut() {
+                if scope.is_empty() || name == scope {
+                    w.failing = None;
+                    w.heard = now;
+                }
+            }
         });
     }
 
-    /// The watch failed; the watcher retries with backoff, and the next successful
-    /// answer ([`Self::heard`]) ends the failure.
-    pub fn failed(&self, error: &str) {
-        self.update(|s| s.failing = Some(crate::text::clip(error)));
+    /// The watch of `scope` failed; the watcher retries with backoff, and the next
+    /// successful answer ([`Self::heard`]) ends the failure. Unknown scopes are ignored.
+    pub fn failed(&self, scope: &str, error: &str) {
+        self.update(|s| {
+            if let Some(w) = s.scopes.get_mut(scope) {
+                w.failing = Some(crate::text::clip(error));
+            }
+        });
     }
 
-    /// Whether decisions may rely on this watch's part of the cache.
+    /// Whether decisions may rely on this kind's cache: every watch listed, none failing,
+    /// relisting or silent too long.
     pub fn freshness(&self, silence_limit: Duration) -> Freshness {
         self.freshness_at(Instant::now(), silence_limit)
     }
@@ -103,27 +148,37 @@ impl WatchHealth {
             return Freshness::Stale(format!("the {} watch's state is unreadable", self.kind));
         };
         let kind = self.kind;
-        if !state.listed {
-            return Freshness::Stale(format!("the {kind} cache has not synced yet"));
-        }
-        if let Some(error) = &state.failing {
-            return Freshness::Stale(format!("the {kind} watch is failing ({error})"));
-        }
-        if let Some(scope) = state.relisting.iter().next() {
-            let part = if scope.is_empty() {
+        let of = |scope: &str| {
+            if scope.is_empty() {
                 String::new()
             } else {
                 format!(" (namespace {scope})")
-            };
-            return Freshness::Stale(format!("the {kind} cache is relisting{part}"));
+            }
+        };
+        if !state.listed {
+            return Freshness::Stale(format!("the {kind} cache has not synced yet"));
         }
-        let silent = now.saturating_duration_since(state.heard);
-        if silent > silence_limit {
-            // No running count of seconds in the message: an identical repeat stays quiet.
-            return Freshness::Stale(format!(
-                "the {kind} watch has heard nothing from the API server for more than {}s (a working one hears something at least that often)",
-                silence_limit.as_secs()
-            ));
+        for (scope, w) in &state.scopes {
+            if let Some(error) = &w.failing {
+                return Freshness::Stale(format!(
+                    "the {kind} watch{} is failing ({error})",
+                    of(scope)
+                ));
+            }
+        }
+        if let Some(scope) = state.relisting.iter().next() {
+            return Freshness::Stale(format!("the {kind} cache is relisting{}", of(scope)));
+        }
+        for (scope, w) in &state.scopes {
+            let silent = now.saturating_duration_since(w.heard);
+            if silent > silence_limit {
+                // No running count of seconds in the message: an identical repeat stays quiet.
+                return Freshness::Stale(format!(
+                    "the {kind} watch{} has heard nothing from the API server for more than {}s (a working one hears something at least that often)",
+                    of(scope),
+                    silence_limit.as_secs()
+                ));
+            }
         }
         Freshness::Fresh
     }
@@ -161,10 +216,14 @@ impl Watches {
         self.connections.freshness(self.silence_limit())
     }
 
-    /// Whether a request of the watch client is one of the LeenConnection watch (a list
-    /// or a watch of the collection).
-    fn watches_connections(uri: &http::Uri) -> bool {
-        uri.path().ends_with("/leenconnections")
+    /// Whether a request of the watch client is one of a LeenConnection watch (a list or
+    /// a watch of the collection), and if so its scope: the namespace in the path, or "".
+    fn watches_connections(uri: &http::Uri) -> Option<String> {
+        let path = uri.path().strip_suffix("/leenconnections")?;
+        Some(match path.rsplit_once("/namespaces/") {
+            Some((_, ns)) if !ns.contains('/') => ns.to_string(),
+            _ => String::new(),
+        })
     }
 }
 
@@ -210,7 +269,7 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
-            let watched = watched && response.status().is_success();
+            let watched = watched.filter(|_| response.status().is_success());
             Ok(response.map(|body| HeardBody {
                 body,
                 watches,
@@ -226,7 +285,8 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         watches: Arc<Watches>,
-        watched: bool,
+        // The scope of a LeenConnection watch's successful response; None: not one.
+        watched: Option<String>,
     }
 }
 
@@ -250,18 +310,18 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let frame = this.body.poll_frame(cx);
-        if *this.watched {
+        if let Some(scope) = this.watched.as_deref() {
             match &frame {
                 Poll::Ready(Some(Ok(frame))) => {
                     let error = frame
                         .data_ref()
                         .is_some_and(|data| carries_error(data.as_ref()));
                     if !error {
-                        this.watches.connections.heard();
+                        this.watches.connections.heard(scope);
                     }
                 }
                 // The server ended the body cleanly (a watch at its timeout, a list).
-                Poll::Ready(None) => this.watches.connections.heard(),
+                Poll::Ready(None) => this.watches.connections.heard(scope),
                 _ => {}
             }
         }
@@ -287,11 +347,11 @@ mod tests {
         assert!(matches!(watches.connections(), Freshness::Stale(m) if m.contains("not synced")));
         watches.connections.relist_done("");
         assert_eq!(watches.connections(), Freshness::Fresh);
-        watches.connections.failed("connection reset");
+        watches.connections.failed("", "connection reset");
         assert!(
             matches!(watches.connections(), Freshness::Stale(m) if m.contains("failing (connection reset)"))
         );
-        watches.connections.heard();
+        watches.connections.heard("");
         assert_eq!(watches.connections(), Freshness::Fresh);
         watches.connections.relist_started("");
         assert!(matches!(watches.connections(), Freshness::Stale(m) if m.contains("relisting")));
@@ -309,6 +369,57 @@ mod tests {
         assert!(
             matches!(watch.freshness_at(later(61), limit), Freshness::Stale(m) if m.contains("heard nothing"))
         );
+    }
+
+    #[test]
+    fn each_namespace_watch_must_be_healthy_on_its_own() {
+        let watch = WatchHealth::new("LeenConnection");
+        watch.expect_scopes(&["team-a".to_string(), "team-b".to_string()]);
+        watch.relist_started("");
+        watch.relist_done("");
+        let limit = Duration::from_secs(60);
+        assert_eq!(watch.freshness(limit), Freshness::Fresh);
+        // team-a fails while team-b keeps talking: still stale, and says which.
+        watch.failed("team-a", "403 forbidden");
+        watch.heard("team-b");
+        assert!(
+            matches!(watch.freshness(limit), Freshness::Stale(m) if m.contains("(namespace team-a) is failing"))
+        );
+        watch.heard("team-a");
+        assert_eq!(watch.freshness(limit), Freshness::Fresh);
+        // team-b goes silent while team-a is heard: stale. (The sleep only ages team-b's
+        // last word past a 200 ms limit; team-a is heard right before the check.)
+        std::thread::sleep(Duration::from_millis(400));
+        watch.heard("team-a");
+        assert!(
+            matches!(watch.freshness_at(Instant::now(), Duration::from_millis(200)), Freshness::Stale(m) if m.contains("(namespace team-b) has heard nothing"))
+        );
+        watch.heard("team-b");
+        // One namespace relisting is stale; its end clears only its own failure.
+        watch.failed("team-b", "reset");
+        watch.relist_started("team-a");
+        assert!(matches!(watch.freshness(limit), Freshness::Stale(_)));
+        watch.relist_done("team-a");
+        assert!(matches!(watch.freshness(limit), Freshness::Stale(m) if m.contains("team-b")));
+        // Unknown scopes change nothing.
+        watch.failed("elsewhere", "x");
+        watch.heard("team-b");
+        assert_eq!(watch.freshness(limit), Freshness::Fresh);
+    }
+
+    #[test]
+    fn the_scope_of_a_watch_request_is_its_namespace() {
+        let scope = |u: &str| Watches::watches_connections(&u.parse().expect("uri"));
+        assert_eq!(
+            scope("https://a/apis/leen.dev/v1alpha1/namespaces/team-a/leenconnections?watch=true")
+                .as_deref(),
+            Some("team-a")
+        );
+        assert_eq!(
+            scope("https://a/apis/leen.dev/v1alpha1/leenconnections?watch=true").as_deref(),
+            Some("")
+        );
+        assert_eq!(scope("https://a/api/v1/namespaces/x/secrets"), None);
     }
 
     #[test]
@@ -330,7 +441,8 @@ mod tests {
 
     #[test]
     fn only_requests_for_leenconnections_are_heard() {
-        let watched = |s: &str| Watches::watches_connections(&s.parse::<http::Uri>().expect("uri"));
+        let watched =
+            |s: &str| Watches::watches_connections(&s.parse::<http::Uri>().expect("uri")).is_some();
         assert!(watched(
             "https://k/apis/leen.dev/v1alpha1/leenconnections?watch=true"
         ));

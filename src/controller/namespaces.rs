@@ -21,13 +21,15 @@ use kube::runtime::{
     watcher,
 };
 
-/// A change in a namespace's relist, as [`reflect_namespaces`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A change in a namespace's watch, as [`reflect_namespaces`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Relist {
     /// The namespace is being listed again: its part of the store may be behind.
     Started,
     /// Its list is applied, deletions included.
     Done,
+    /// Its watch failed (the watcher retries); passed on as well.
+    Failed(String),
 }
 
 /// The store writes and events of several namespaces' watchers (see the module docs).
@@ -193,7 +195,7 @@ where
     K: Lookup + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
     S: Stream<Item = Result<watcher::Event<K>, E>> + Send + 'static,
-    E: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
     let namespaces: Vec<String> = streams.iter().map(|(ns, _)| ns.clone()).collect();
     let mut state = Namespaces::new(writer, dyntype, &namespaces);
@@ -204,7 +206,10 @@ where
     );
     merged
         .map(move |(ns, item)| match item {
-            Err(e) => vec![Err(e)],
+            Err(e) => {
+                relist(&ns, Relist::Failed(e.to_string()));
+                vec![Err(e)]
+            }
             Ok(event) => {
                 let (events, relists) = state.push(&ns, event);
                 for (ns, phase) in relists {

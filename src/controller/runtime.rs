@@ -119,6 +119,10 @@ pub async fn run(
         .default_backoff()
         .map_ok(crate::cache::cached_event)
     };
+    ctx.watches.connections.expect_scopes(&watch_namespaces);
+    // With one watch, its events say its health below; with several, the merge says each
+    // namespace's (an error of one says nothing of the others).
+    let single_scope = (scopes.len() == 1).then(|| scopes[0].clone().unwrap_or_default());
     let reflected = if scopes.len() == 1 {
         connection_watch(&scopes[0]).reflect(writer).boxed()
     } else {
@@ -132,6 +136,7 @@ pub async fn run(
             match phase {
                 super::namespaces::Relist::Started => watch.relist_started(ns),
                 super::namespaces::Relist::Done => watch.relist_done(ns),
+                super::namespaces::Relist::Failed(error) => watch.failed(ns, &error),
             }
         })
         .boxed()
@@ -141,11 +146,11 @@ pub async fn run(
             // Whether the cache can be relied on (see controller::freshness): after the
             // reflector, so that "relisted" means the store holds the list.
             let watch = &health.watches.connections;
-            match event {
-                Ok(watcher::Event::Init) => watch.relist_started(""),
-                Ok(watcher::Event::InitDone) => watch.relist_done(""),
-                Ok(_) => {}
-                Err(error) => watch.failed(&error.to_string()),
+            match (event, single_scope.as_deref()) {
+                (Ok(watcher::Event::Init), _) => watch.relist_started(""),
+                (Ok(watcher::Event::InitDone), _) => watch.relist_done(""),
+                (Err(error), Some(scope)) => watch.failed(scope, &error.to_string()),
+                _ => {}
             }
         })
         .inspect(move |event| {

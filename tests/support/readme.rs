@@ -38,10 +38,12 @@ pub fn blocks(file: &'static str) -> Vec<Block> {
     while i < lines.len() {
         let line = lines[i];
         let indent = line.len() - line.trim_start().len();
-        let Some(lang) = line.trim_start().strip_prefix("```") else {
+        let trimmed = line.trim_start();
+        let Some(fence) = ["```", "~~~"].into_iter().find(|f| trimmed.starts_with(f)) else {
             i += 1;
             continue;
         };
+        let lang = &trimmed[fence.len()..];
         let tag = lines[..i]
             .iter()
             .rev()
@@ -52,7 +54,7 @@ pub fn blocks(file: &'static str) -> Vec<Block> {
         let start = i;
         let mut body = String::new();
         i += 1;
-        while i < lines.len() && lines[i].trim() != "```" {
+        while i < lines.len() && lines[i].trim() != fence {
             let l = lines[i];
             body.push_str(
                 l.get(indent.min(l.len() - l.trim_start().len())..)
@@ -74,8 +76,34 @@ pub fn blocks(file: &'static str) -> Vec<Block> {
     out
 }
 
-/// The shell block tagged `<!-- run: name -->` in `file` (there must be one, or several
-/// with the same text).
+impl Block {
+    /// Whether the block holds commands: a shell block, or a console block with `$ ` lines.
+    pub fn is_shell(&self) -> bool {
+        let lang = self
+            .lang
+            .split(|c: char| c.is_whitespace() || c == '{' || c == ',')
+            .next()
+            .unwrap_or_default();
+        matches!(lang, "sh" | "bash" | "shell" | "zsh")
+            || (lang == "console" && self.text.lines().any(|l| l.starts_with("$ ")))
+    }
+
+    /// The commands: the text of a shell block, the `$ ` lines of a console block.
+    pub fn commands(&self) -> String {
+        if self.lang.starts_with("console") {
+            self.text
+                .lines()
+                .filter_map(|l| l.strip_prefix("$ "))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        } else {
+            self.text.clone()
+        }
+    }
+}
+
+/// The commands of the block tagged `<!-- run: name -->` in `file` (there must be one, or
+/// several with the same text).
 pub fn shell(file: &'static str, name: &str) -> String {
     let tag = format!("run: {name}");
     let found: Vec<Block> = blocks(file)
@@ -90,7 +118,7 @@ pub fn shell(file: &'static str, name: &str) -> String {
         found.iter().all(|b| b.text == found[0].text),
         "{file}: the blocks tagged <!-- {tag} --> differ"
     );
-    found[0].text.clone()
+    found[0].commands()
 }
 
 /// Replaces each placeholder of a block (`<your Leen API key>`, ...) by what the test uses,
