@@ -624,6 +624,7 @@ fn slow_retries_spread_by_jitter() {
             Reason::Rejected,
             Reason::InvalidSpec,
             Reason::ImmutableFieldChanged,
+            Reason::IdentifierInUse,
         ] {
             assert_eq!(
                 policy.delay(reason, None, 3, jitter),
@@ -646,6 +647,23 @@ fn slow_retries_spread_by_jitter() {
         policy.delay(Reason::RateLimited, Some(Duration::ZERO), 1, 1.0),
         Duration::from_secs(1)
     );
+}
+
+/// A deletion held on a cache that may be behind is looked at again in about 5 s (4 to 6
+/// by jitter) however often it was held: the cache catches up by itself, and Leen's
+/// backoff would delay the deletion long after it has.
+#[test]
+fn a_stale_cache_is_looked_at_again_within_seconds() {
+    let policy = RetryPolicy::default();
+    for attempt in [1, 4, 9] {
+        for (jitter, secs) in [(0.0, 4.0), (0.5, 5.0), (1.0, 6.0)] {
+            assert_eq!(
+                policy.delay(Reason::CacheStale, None, attempt, jitter),
+                Duration::from_secs_f64(secs),
+                "attempt {attempt} jitter {jitter}"
+            );
+        }
+    }
 }
 
 /// A DELETE that went out is remembered in the record whatever comes after it (a look-up

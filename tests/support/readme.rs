@@ -155,9 +155,32 @@ pub fn command(script: &str, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
-/// Runs a block to its end; panics with its output unless it succeeds. Returns stdout.
+/// Runs a block to its end (at most ten minutes: a block that waits, such as `kubectl
+/// delete`, must not hang the suite); panics with its output unless it succeeds. Returns
+/// stdout.
 pub fn run(script: &str, env: &[(&str, &str)]) -> String {
-    let out: Output = command(script, env).output().expect("bash runs");
+    use std::os::unix::process::CommandExt;
+    let child = command(script, env)
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash runs");
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx
+            .recv_timeout(std::time::Duration::from_secs(600))
+            .is_err()
+        {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    });
+    let out: Output = child.wait_with_output().expect("bash runs");
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
