@@ -504,15 +504,20 @@ fn rejects_replicas_without_leader_election() {
 
 const SA_TOKEN: &str = "leen-operator-sa-token";
 
+/// The token file line of the chart's ServiceAccount (release `leen` in `leen-system`).
+fn sa_user() -> String {
+    format!(
+        "{SA_TOKEN},system:serviceaccount:leen-system:leen-leen-operator,sa-uid,\"system:serviceaccounts,system:serviceaccounts:leen-system,system:authenticated\""
+    )
+}
+
 /// The chart's objects are accepted by a real API server, and the operator running with
 /// only the chart's RBAC (as the chart's ServiceAccount) completes a lifecycle, while a
 /// verb the chart does not grant is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_works_with_only_the_chart_rbac() {
     let helm = helm_bin();
-    let sa_user = format!(
-        "{SA_TOKEN},system:serviceaccount:leen-system:leen-leen-operator,sa-uid,\"system:serviceaccounts,system:serviceaccounts:leen-system,system:authenticated\""
-    );
+    let sa_user = sa_user();
     let cp = ControlPlane::start_with_tokens(&[&sa_user]).await;
     cp.namespace("leen-system").await;
     cp.namespace("apps").await;
@@ -664,9 +669,7 @@ async fn operator_works_with_only_the_chart_rbac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespaced_install_over_two_namespaces_runs_with_roles_only() {
     let helm = helm_bin();
-    let sa_user = format!(
-        "{SA_TOKEN},system:serviceaccount:leen-system:leen-leen-operator,sa-uid,\"system:serviceaccounts,system:serviceaccounts:leen-system,system:authenticated\""
-    );
+    let sa_user = sa_user();
     let cp = ControlPlane::start_with_tokens(&[&sa_user]).await;
     for ns in ["leen-system", "team-a", "team-b", "team-c"] {
         cp.namespace(ns).await;

@@ -215,6 +215,17 @@ impl Drop for Background {
     }
 }
 
+/// A bare API server and a fake Leen that knows the key and the example's connection, and
+/// the environment a block runs in.
+async fn walk() -> (ControlPlane, fake_leen::FakeLeen, String) {
+    let cp = ControlPlane::start_bare(&[]).await;
+    let fake = fake_leen::FakeLeen::start().await.expect("fake Leen");
+    fake.add_api_key(KEY);
+    fake.add_connection(uuid(ORG), uuid(CONN), "CrowdStrike");
+    let kubeconfig = cp.kubeconfig.to_string_lossy().into_owned();
+    (cp, fake, kubeconfig)
+}
+
 /// Install on a cluster (Helm), as written, on a bare API server of the oldest version the
 /// chart claims: the install block succeeds and applies the example. No kubelet runs the
 /// chart's pod here, so the operator runs beside it as a process with the chart's settings
@@ -223,11 +234,7 @@ impl Drop for Background {
 /// no DELETE), every LeenConnection goes, the release and the CRD go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_install_and_uninstall_blocks_work_as_written() {
-    let cp = ControlPlane::start_bare(&[]).await;
-    let fake = fake_leen::FakeLeen::start().await.expect("fake Leen");
-    fake.add_api_key(KEY);
-    fake.add_connection(uuid(ORG), uuid(CONN), "CrowdStrike");
-    let kubeconfig = cp.kubeconfig.to_string_lossy().into_owned();
+    let (cp, fake, kubeconfig) = walk().await;
     let env = [("KUBECONFIG", kubeconfig.as_str())];
 
     let out = run(
@@ -350,14 +357,10 @@ async fn the_namespaced_install_block_works_as_written() {
 /// confirm the rest, list what was deleted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blocks_that_act_on_resources_work_as_written() {
-    let cp = ControlPlane::start_bare(&[]).await;
-    let fake = fake_leen::FakeLeen::start().await.expect("fake Leen");
-    fake.add_api_key(KEY);
-    fake.add_connection(uuid(ORG), uuid(CONN), "CrowdStrike");
+    let (cp, fake, kubeconfig) = walk().await;
     let third = Uuid::new_v4();
     fake.add_connection(uuid(ORG), third, "Tenable");
     cp.namespace("security").await;
-    let kubeconfig = cp.kubeconfig.to_string_lossy().into_owned();
     let env = [("KUBECONFIG", kubeconfig.as_str())];
     let client = cp.client().await;
     let api: Api<LeenConnection> = Api::namespaced(client.clone(), "security");

@@ -130,6 +130,35 @@ async fn leen_behind_a_proxy(cp: &ControlPlane) -> (FakeLeen, std::path::PathBuf
     (fake, ca_file, proxy)
 }
 
+/// The operator with Leen by name behind the proxy, `NO_PROXY` as given, and a connection
+/// to read in namespace `ns`.
+async fn proxied(
+    cp: &ControlPlane,
+    ns: &str,
+    no_proxy: &str,
+) -> (FakeLeen, ConnectProxy, Operator, Api<LeenConnection>) {
+    cp.namespace(ns).await;
+    let (fake, ca_file, proxy) = leen_behind_a_proxy(cp).await;
+    let op = Operator::start(
+        cp,
+        &[
+            ("LEEN_ENDPOINT", "https://leen.example.test/v1"),
+            ("LEEN_API_KEY", DEFAULT_KEY),
+            ("LEEN_CA_FILE", &ca_file.to_string_lossy()),
+            ("HTTPS_PROXY", proxy.url.as_str()),
+            ("NO_PROXY", no_proxy),
+        ],
+    )
+    .await;
+    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, ns);
+    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    fake.add_connection(org, id, "CrowdStrike");
+    api.create(&Default::default(), &connection("c", org, id))
+        .await
+        .expect("created");
+    (fake, proxy, op, api)
+}
+
 /// `HTTPS_PROXY` is honoured: every call to Leen goes through the proxy as a CONNECT to
 /// Leen's host (TLS end to end, the certificate checked against the name), and the
 /// connection is read and deleted through it; the API server, which `NO_PROXY` names, is
@@ -138,26 +167,8 @@ async fn leen_behind_a_proxy(cp: &ControlPlane) -> (FakeLeen, std::path::PathBuf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leen_is_reached_through_https_proxy() {
     let cp = ControlPlane::start().await;
-    cp.namespace("proxied").await;
-    let (fake, ca_file, proxy) = leen_behind_a_proxy(&cp).await;
-    let _op = Operator::start(
-        &cp,
-        &[
-            ("LEEN_ENDPOINT", "https://leen.example.test/v1"),
-            ("LEEN_API_KEY", DEFAULT_KEY),
-            ("LEEN_CA_FILE", &ca_file.to_string_lossy()),
-            ("HTTPS_PROXY", proxy.url.as_str()),
-            // The API server is direct (as kubectl does it with this NO_PROXY).
-            ("NO_PROXY", "127.0.0.1"),
-        ],
-    )
-    .await;
-    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "proxied");
-    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    fake.add_connection(org, id, "CrowdStrike");
-    api.create(&Default::default(), &connection("c", org, id))
-        .await
-        .expect("created");
+    // The API server is direct (as kubectl does it with this NO_PROXY).
+    let (fake, proxy, _op, api) = proxied(&cp, "proxied", "127.0.0.1").await;
     wait_for(&api, "c", "Ready=True through the proxy", is_ready).await;
     delete(&api, "c").await;
     wait_gone(&api, "c").await;
@@ -177,25 +188,7 @@ async fn leen_is_reached_through_https_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_proxy_sends_leen_calls_direct() {
     let cp = ControlPlane::start().await;
-    cp.namespace("direct").await;
-    let (fake, ca_file, proxy) = leen_behind_a_proxy(&cp).await;
-    let _op = Operator::start(
-        &cp,
-        &[
-            ("LEEN_ENDPOINT", "https://leen.example.test/v1"),
-            ("LEEN_API_KEY", DEFAULT_KEY),
-            ("LEEN_CA_FILE", &ca_file.to_string_lossy()),
-            ("HTTPS_PROXY", proxy.url.as_str()),
-            ("NO_PROXY", "leen.example.test,127.0.0.1"),
-        ],
-    )
-    .await;
-    let api: Api<LeenConnection> = Api::namespaced(cp.client().await, "direct");
-    let (org, id) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    fake.add_connection(org, id, "CrowdStrike");
-    api.create(&Default::default(), &connection("c", org, id))
-        .await
-        .expect("created");
+    let (fake, proxy, _op, api) = proxied(&cp, "direct", "leen.example.test,127.0.0.1").await;
     let obj = wait_for(&api, "c", "a failed read", |o| {
         ready_reason(o).is_some_and(|r| r != "Synced")
     })
