@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     leen::Binding,
+    organization::{ORGANIZATION_REF_ANNOTATION, OrganizationRef},
     resource::{
         CONFIRM_DELETION_ANNOTATION, CONNECTION_LABEL, KEY_SECRET_ANNOTATION, LeenConnection,
         ORGANIZATION_LABEL, PAUSED_ANNOTATION, REGION_LABEL, Region,
@@ -39,6 +40,8 @@ pub struct CachedConnection {
     pub labelled: Option<Binding>,
     /// The key Secret recorded in `leen.dev/api-key-secret`.
     pub key_secret: Option<Box<str>>,
+    /// The organization resource recorded in `leen.dev/organization-ref`.
+    pub organization: Option<OrganizationRef>,
     /// Whether `leen.dev/confirm-deletion` is `"true"`.
     pub confirm_deletion: bool,
     /// Whether `leen.dev/paused` is `"true"`.
@@ -69,6 +72,9 @@ impl CachedConnection {
             key_secret: annotations
                 .remove(KEY_SECRET_ANNOTATION)
                 .map(String::into_boxed_str),
+            organization: annotations
+                .get(ORGANIZATION_REF_ANNOTATION)
+                .and_then(|v| OrganizationRef::parse_annotation(v)),
             confirm_deletion: annotations
                 .get(CONFIRM_DELETION_ANNOTATION)
                 .is_some_and(|v| v.trim() == "true"),

@@ -401,6 +401,9 @@ pub struct Settings {
     pub budget: BudgetConfig,
     /// This pod's name (POD_NAME), when known.
     pub pod_name: Option<String>,
+    /// This pod's namespace (POD_NAMESPACE), when known: where ClusterLeenOrganizations'
+    /// key Secrets live (else the kube config's namespace).
+    pub pod_namespace: Option<String>,
 }
 
 /// A set of namespaces, or all of them.
@@ -737,6 +740,7 @@ impl RunArgs {
             create_settle,
             watch_timeout,
             pod_name: non_empty(&self.leader.pod_name).map(str::to_string),
+            pod_namespace: non_empty(&self.leader.pod_namespace).map(str::to_string),
             budget,
             default_key_namespaces,
             leader_election,

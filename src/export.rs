@@ -125,7 +125,8 @@ fn manifest(
             .filter(|i| !i.is_empty() && i.chars().count() <= 255),
         options: None,
         state: None,
-        region: options.region,
+        region: Some(options.region),
+        organization_ref: None,
         api_key_secret_ref: options.api_key_secret.clone(),
         deletion_policy: DeletionPolicy::Delete,
         management_policy: if options.manage {

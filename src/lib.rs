@@ -18,6 +18,7 @@ pub mod events;
 pub mod export;
 pub mod leader;
 pub mod leen;
+pub mod organization;
 pub mod proxy;
 pub mod rate_gate;
 pub mod resource;

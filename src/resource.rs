@@ -1,6 +1,6 @@
 //! The `LeenConnection` custom resource: spec, status and the CRD they generate.
 
-use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -155,11 +155,24 @@ const UUID_PATTERN: &str =
 #[schemars(extend("anyOf" = [{"required": ["connectionId"]}, {"required": ["vendor"]}]))]
 #[x_kube(validation = Rule::new("has(self.connectionId) || has(self.vendor)").message("vendor is required when connectionId is unset (the operator creates the connection)"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.connectionId) || has(self.connectionId)").message("connectionId cannot be removed once set"))]
+#[x_kube(validation = Rule::new("has(self.organizationId) || has(self.organizationRef)").message("organizationId or organizationRef is required"))]
+#[x_kube(validation = Rule::new("!has(self.organizationId) || !has(self.organizationRef)").message("organizationRef names the organization: remove organizationId"))]
+#[x_kube(validation = Rule::new("!has(self.apiKeySecretRef) || !has(self.organizationRef)").message("organizationRef brings the API key: remove apiKeySecretRef"))]
 pub struct LeenConnectionSpec {
-    /// UUID of the Leen organization that owns the connection. Immutable.
+    /// UUID of the Leen organization that owns the connection. Immutable. Required unless
+    /// spec.organizationRef names an organization resource, which brings it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(extend("format" = "uuid", "pattern" = UUID_PATTERN))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("organizationId is immutable"))]
     pub organization_id: String,
+
+    /// The organization resource whose organization id, region and API key this
+    /// connection uses, instead of organizationId, region and apiKeySecretRef: a
+    /// LeenOrganization in this namespace, or a ClusterLeenOrganization that selects this
+    /// namespace. The binding rules apply to the organization it resolves to: a
+    /// connection bound to one organization stays bound to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_ref: Option<crate::organization::OrganizationRef>,
 
     /// UUID of the Leen connection this resource stands for: set, the resource adopts that
     /// existing connection; unset, the operator creates one from vendor, credentials,
@@ -178,7 +191,8 @@ pub struct LeenConnectionSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("vendor is immutable"))]
     pub vendor: Option<String>,
 
-    /// Secret in the resource's own namespace holding the vendor credentials. Each data
+    /// Secret in the resource's own namespace holding the vendor credentials, labelled
+    /// leen.dev/secret-type=credentials. Each data
     /// key becomes credentials.<key>; or one key credentials.json holds the whole
     /// credentials object (nested shapes such as AWS). Sent when the connection is
     /// created and again (PATCH) whenever the Secret changes, then tested; the result is
@@ -208,13 +222,16 @@ pub struct LeenConnectionSpec {
     /// Leen region that hosts the organization: us (https://api.leen.dev/v1),
     /// eu (https://api.eu-c1.leen.dev/v1) or apac (https://api.ap-se2.leen.dev/v1).
     /// The operator's LEEN_ENDPOINT setting, when given, replaces every region's URL.
-    /// Immutable: a resource is bound to its region as to its ids.
-    #[serde(default)]
+    /// Immutable: a resource is bound to its region as to its ids. Unset: us, or with
+    /// spec.organizationRef the organization's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("region is immutable"))]
-    pub region: Region,
+    pub region: Option<Region>,
 
-    /// Secret in the resource's own namespace that holds the Leen API key. When absent,
-    /// the operator's default key (LEEN_API_KEY) is used.
+    /// Secret in the resource's own namespace that holds the Leen API key, labelled
+    /// leen.dev/secret-type=api-key. When absent, the operator's default key
+    /// (LEEN_API_KEY) is used where the operator allows it (LEEN_DEFAULT_KEY_NAMESPACES).
+    /// Not with spec.organizationRef, which brings the key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<ApiKeySecretRef>,
 
@@ -254,6 +271,11 @@ pub enum ManagementPolicy {
 }
 
 impl LeenConnection {
+    /// The region the spec says: spec.region, us when unset.
+    pub fn region(&self) -> Region {
+        self.spec.region.unwrap_or_default()
+    }
+
     /// Whether `leen.dev/paused` is `"true"`.
     pub fn paused(&self) -> bool {
         self.metadata
@@ -643,7 +665,12 @@ impl LeenConnectionStatus {
     }
 }
 
-/// The CRD as YAML, exactly what `leen-operator crd` prints and `crds/` holds.
+/// The CRDs as YAML documents, exactly what `leen-operator crd` prints: each as the file
+/// in `crds/` that holds it, joined by `---`.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&LeenConnection::crd())
+    let docs = crate::organization::crds()
+        .into_iter()
+        .map(|(_, crd)| serde_yaml::to_string(&crd))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(docs.join("---\n"))
 }

@@ -257,7 +257,7 @@ async fn the_charts_pods_run_the_operator_on_a_real_node() {
     for i in 0..4 {
         wait_for(&api, &format!("u{i}"), "Ready=True", is_ready).await;
     }
-    secret(&client, "apps", "creds", "token", "t").await;
+    credentials_secret(&client, "apps", "creds", "token", "t").await;
     let created_org = uuid::Uuid::new_v4();
     let slow: LeenConnection = LeenConnection::new(
         "slow",

@@ -1,4 +1,5 @@
-//! `crds/leenconnection.yaml` is exactly what `leen-operator crd` prints.
+//! `crds/` holds exactly what `leen-operator crd` prints, one file per CRD, and the chart
+//! carries the same files.
 
 use std::process::Command;
 
@@ -10,27 +11,42 @@ fn crd_file_matches_the_binary() {
         .expect("binary runs");
     assert!(out.status.success());
     let printed = String::from_utf8(out.stdout).expect("utf-8");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/leenconnection.yaml");
-    let file = std::fs::read_to_string(path).expect("crds/leenconnection.yaml");
+    let files: Vec<String> = FILES
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(format!("{}/crds/{f}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap_or_else(|e| panic!("crds/{f}: {e}"))
+        })
+        .collect();
     assert!(
-        printed == file,
-        "crds/leenconnection.yaml is stale: run `cargo run -- crd > crds/leenconnection.yaml`"
+        printed == files.join("---\n"),
+        "crds/ is stale: write each document of `cargo run -- crd` to its file in crds/ ({FILES:?})"
     );
+    let entries = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/crds"))
+        .expect("crds/")
+        .count();
+    assert_eq!(entries, FILES.len(), "crds/ holds a file no CRD prints");
 }
+
+/// The files of `crds/`, in the order `leen-operator crd` prints them.
+const FILES: [&str; 3] = [
+    "leenconnection.yaml",
+    "leenorganization.yaml",
+    "clusterleenorganization.yaml",
+];
 
 #[test]
 fn chart_carries_the_same_crd() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let copy = std::fs::read_to_string(format!(
-        "{root}/charts/leen-operator/files/crds/leenconnection.yaml"
-    ))
-    .expect("chart copy");
-    let original =
-        std::fs::read_to_string(format!("{root}/crds/leenconnection.yaml")).expect("crd");
-    assert!(
-        copy == original,
-        "charts/leen-operator/files/crds/ is stale: cp crds/leenconnection.yaml charts/leen-operator/files/crds/"
-    );
+    for f in FILES {
+        let copy = std::fs::read_to_string(format!("{root}/charts/leen-operator/files/crds/{f}"))
+            .expect("chart copy");
+        let original = std::fs::read_to_string(format!("{root}/crds/{f}")).expect("crd");
+        assert!(
+            copy == original,
+            "charts/leen-operator/files/crds/{f} is stale: cp crds/*.yaml charts/leen-operator/files/crds/"
+        );
+    }
 }
 
 #[test]
@@ -50,6 +66,21 @@ fn crd_has_the_contract_names() {
     }
     for column in ["name: State", "name: Health", "name: Ready", "name: Age"] {
         assert!(yaml.contains(column), "CRD lacks printer column {column}");
+    }
+    for needle in [
+        "name: leenorganizations.leen.dev",
+        "kind: LeenOrganization",
+        "- leenorg",
+        "name: clusterleenorganizations.leen.dev",
+        "kind: ClusterLeenOrganization",
+        "scope: Cluster",
+        "namespaceSelector:",
+        "organizationRef:",
+        "name: Connections",
+        "name: Region",
+        "name: Organization",
+    ] {
+        assert!(yaml.contains(needle), "CRDs lack {needle:?}");
     }
 }
 

@@ -32,6 +32,10 @@ async fn put_secret(e: &Scenario, name: &str, data: &[(&str, &str)]) {
     let s = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([(
+                "leen.dev/secret-type".to_string(),
+                "credentials".to_string(),
+            )])),
             ..Default::default()
         },
         data: Some(

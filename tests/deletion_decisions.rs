@@ -357,7 +357,7 @@ fn deletion_table() {
                 "Secret security/leen-api-key not found".into(),
             )),
             Answer::RegionChanged => {
-                obj.spec.region = Region::Eu;
+                obj.spec.region = Some(Region::Eu);
                 DeletionStep::Observed(validate_binding(&obj).expect_err("region is bound"))
             }
             Answer::Silence => {

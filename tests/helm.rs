@@ -165,27 +165,32 @@ fn defaults_render_a_restricted_cluster_wide_install() {
 }
 
 #[test]
-fn chart_crd_is_identical_to_crds_dir() {
+fn chart_crds_are_identical_to_crds_dir() {
     let helm = helm_bin();
     let objs = set(&helm, &[]);
-    let mut rendered = find(&objs, "CustomResourceDefinition")
-        .expect("crd")
-        .clone();
-    let file: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/crds/leenconnection.yaml"
-        ))
-        .expect("crd file"),
-    )
-    .expect("yaml");
-    // The chart adds only its labels and the keep annotation; helm's YAML round trip
-    // writes 0.0 as 0, which is the same number.
-    if let Some(meta) = rendered["metadata"].as_mapping_mut() {
-        meta.remove("labels");
-        meta.remove("annotations");
+    let rendered: Vec<&Value> = objs
+        .iter()
+        .filter(|o| o["kind"].as_str() == Some("CustomResourceDefinition"))
+        .collect();
+    let files = [
+        "leenconnection.yaml",
+        "leenorganization.yaml",
+        "clusterleenorganization.yaml",
+    ];
+    assert_eq!(rendered.len(), files.len(), "one CRD per file of crds/");
+    for (rendered, f) in rendered.into_iter().zip(files) {
+        let mut rendered = rendered.clone();
+        let path = format!("{}/crds/{f}", env!("CARGO_MANIFEST_DIR"));
+        let file: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).expect("crd file")).expect("yaml");
+        // The chart adds only its labels and the keep annotation; helm's YAML round trip
+        // writes 0.0 as 0, which is the same number.
+        if let Some(meta) = rendered["metadata"].as_mapping_mut() {
+            meta.remove("labels");
+            meta.remove("annotations");
+        }
+        assert_eq!(normalize(rendered), normalize(file), "{f}");
     }
-    assert_eq!(normalize(rendered), normalize(file));
 }
 
 fn normalize(v: Value) -> Value {

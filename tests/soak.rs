@@ -83,7 +83,7 @@ async fn chaos_soak_keeps_every_promise() {
         ],
     )
     .await;
-    secret(&e.client, "soak", "creds", "token", "soak-secret").await;
+    credentials_secret(&e.client, "soak", "creds", "token", "soak-secret").await;
     let created_org = Uuid::new_v4();
     e.fake.add_organization(created_org);
     if rng.random_bool(0.5) {

@@ -162,7 +162,7 @@ fn secret_names_are_checked_in_both_references() {
 fn a_binding_recorded_without_region_gets_the_spec_region() {
     let policy = RetryPolicy::default();
     let mut obj = LeenConnection::test();
-    obj.spec.region = Region::Eu;
+    obj.spec.region = Some(Region::Eu);
     obj.status = Some(LeenConnectionStatus {
         bound_connection: Some(BoundConnection {
             region: None,

@@ -29,6 +29,7 @@ use crate::{
     decision::{DecisionInputs, RetryPolicy},
     events::EventPublisher,
     leen::{ApiKey, LeenApi},
+    organization::{ClusterLeenOrganization, LeenOrganization, OrganizationKind, OrganizationRef},
     resource::{FINALIZER, LeenConnectionStatus},
     secret_index::SecretIndex,
     telemetry::{Metrics, ResourceSummary, Summaries},
@@ -86,11 +87,36 @@ pub struct Context {
     /// Whether the caches can be relied on (the watch client's layer and the watchers
     /// keep it up to date).
     pub watches: Arc<Watches>,
+    /// The operator's own namespace (POD_NAMESPACE, else the kube config's): where
+    /// ClusterLeenOrganizations' key Secrets live.
+    pub operator_namespace: String,
+    /// The namespaces watched (empty: all). A namespaced operator serves no
+    /// ClusterLeenOrganization: reading cluster-scoped objects takes a ClusterRole.
+    pub watch_namespaces: Vec<String>,
     /// What the reconcilers learn while running.
     pub(crate) state: RuntimeState,
 }
 
 impl Context {
+    /// Asks the organization a resource of namespace `ns` names to count its users again.
+    pub(crate) fn wake_organization(&self, r: &OrganizationRef, ns: Option<&str>) {
+        match (r.kind, ns) {
+            (OrganizationKind::LeenOrganization, Some(ns)) => {
+                let _ = self
+                    .state
+                    .wake_organizations
+                    .send(ObjectRef::new(&r.name).within(ns));
+            }
+            (OrganizationKind::LeenOrganization, None) => {}
+            (OrganizationKind::ClusterLeenOrganization, _) => {
+                let _ = self
+                    .state
+                    .wake_cluster_organizations
+                    .send(ObjectRef::new(&r.name));
+            }
+        }
+    }
+
     /// The context for the reconcilers, from the checked settings. Starts the Event
     /// worker: call it on a Tokio runtime.
     pub fn new(
@@ -108,6 +134,12 @@ impl Context {
         let (connections, writer) = reflector::store();
         let (wake_connections, wake_connections_rx) = mpsc::unbounded_channel();
         let (wake_secrets, wake_secrets_rx) = mpsc::unbounded_channel();
+        let (wake_organizations, wake_organizations_rx) = mpsc::unbounded_channel();
+        let (wake_cluster_organizations, wake_cluster_organizations_rx) = mpsc::unbounded_channel();
+        let operator_namespace = settings
+            .pod_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
         Self {
             events: EventPublisher::start(client.clone(), reporter, metrics.clone()),
             client,
@@ -123,6 +155,8 @@ impl Context {
             secrets: SecretIndex::default(),
             clock: Clock::default(),
             watches: Watches::new(settings.watch_timeout),
+            operator_namespace,
+            watch_namespaces: settings.watch_namespaces.clone(),
             state: RuntimeState {
                 held: Mutex::default(),
                 summaries: Mutex::default(),
@@ -136,6 +170,10 @@ impl Context {
                 wake_connections_rx: Mutex::new(Some(wake_connections_rx)),
                 wake_secrets,
                 wake_secrets_rx: Mutex::new(Some(wake_secrets_rx)),
+                wake_organizations,
+                wake_organizations_rx: Mutex::new(Some(wake_organizations_rx)),
+                wake_cluster_organizations,
+                wake_cluster_organizations_rx: Mutex::new(Some(wake_cluster_organizations_rx)),
             },
         }
     }
@@ -294,6 +332,15 @@ pub(crate) struct RuntimeState {
         Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedConnection>>>>,
     pub(crate) wake_secrets: mpsc::UnboundedSender<ObjectRef<CachedSecret>>,
     pub(crate) wake_secrets_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<CachedSecret>>>>,
+    /// Organization resources to look at again (their users changed).
+    pub(crate) wake_organizations: mpsc::UnboundedSender<ObjectRef<LeenOrganization>>,
+    pub(crate) wake_organizations_rx:
+        Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<LeenOrganization>>>>,
+    /// The same, for ClusterLeenOrganizations.
+    pub(crate) wake_cluster_organizations:
+        mpsc::UnboundedSender<ObjectRef<ClusterLeenOrganization>>,
+    pub(crate) wake_cluster_organizations_rx:
+        Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<ClusterLeenOrganization>>>>,
 }
 
 impl RuntimeState {

@@ -23,6 +23,7 @@ use crate::{
         plan_deletion, plan_sync,
     },
     leen::ApiKey,
+    organization::OrganizationTarget,
     resource::{FINALIZER, LeenConnection},
 };
 
@@ -100,6 +101,7 @@ async fn apply(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error> 
         ..Default::default()
     };
     let mut steps = 0;
+    let mut organization = None;
     let observation = loop {
         steps += 1;
         if steps > MAX_STEPS {
@@ -107,7 +109,12 @@ async fn apply(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error> 
         }
         match plan_sync(&obj, &inputs) {
             SyncPlan::Done(observation) => break observation,
-            SyncPlan::Read(Need::ApiKey) => inputs.key = Some(read_key(&obj, ctx).await?),
+            SyncPlan::Read(Need::Organization) => {
+                inputs.organization_ref = Some(resolve(&mut obj, &mut organization, ctx).await?);
+            }
+            SyncPlan::Read(Need::ApiKey) => {
+                inputs.key = Some(read_key(&obj, organization.as_ref(), ctx).await?);
+            }
             SyncPlan::Read(Need::Credentials) => {
                 inputs.credentials = Some(inputs::credentials(&obj, ctx).await?);
             }
@@ -193,6 +200,7 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
         ..Default::default()
     };
     let mut steps = 0;
+    let mut organization = None;
     let step = loop {
         steps += 1;
         if steps > MAX_STEPS {
@@ -200,7 +208,12 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
         }
         match plan_deletion(&obj, &inputs, budget) {
             DeletionPlan::Done(step) => break step,
-            DeletionPlan::Read(Need::ApiKey) => inputs.key = Some(read_key(&obj, ctx).await?),
+            DeletionPlan::Read(Need::Organization) => {
+                inputs.organization_ref = Some(resolve(&mut obj, &mut organization, ctx).await?);
+            }
+            DeletionPlan::Read(Need::ApiKey) => {
+                inputs.key = Some(read_key(&obj, organization.as_ref(), ctx).await?);
+            }
             DeletionPlan::Read(Need::Binders) => {
                 let binding = held_binding(&obj).ok_or(Error::Plan("binders of nothing bound"))?;
                 inputs.binder = Some(ctx.other_binder(&obj, &binding).await?);
@@ -297,6 +310,9 @@ async fn cleanup(mut obj: LeenConnection, ctx: &Context) -> Result<Action, Error
 /// After the finalizer went: forget the resource, and wake what may depend on it (its key
 /// Secret, the resources still binding its connection).
 fn released(obj: &LeenConnection, uid: &str, ctx: &Context) {
+    if let Some(r) = &obj.spec.organization_ref {
+        ctx.wake_organization(r, obj.namespace().as_deref());
+    }
     if let Some(ns) = obj.namespace() {
         ctx.forget(&ObjectRef::new(&obj.name_any()).within(&ns), Some(uid));
         if let Some(secret) = obj.spec.api_key_secret_ref.as_ref() {
@@ -321,14 +337,32 @@ fn cache_key(obj: &LeenConnection) -> ObjectRef<CachedConnection> {
 /// Reads the API key; a `Delete` resource's key Secret gets `leen.dev/secret-in-use` at
 /// once, so that it outlives the resource's deletion (strictly for a live resource: a
 /// failed patch fails the reconcile; a deletion goes on without it).
-async fn read_key(obj: &LeenConnection, ctx: &Context) -> Result<Result<ApiKey, String>, Error> {
-    let (key, secret) = inputs::api_key(obj, ctx).await?;
+async fn read_key(
+    obj: &LeenConnection,
+    organization: Option<&OrganizationTarget>,
+    ctx: &Context,
+) -> Result<Result<ApiKey, String>, Error> {
+    let (key, secret) = inputs::api_key(obj, organization, ctx).await?;
     if let Some(secret) = secret
         && obj.deletes_in_leen()
     {
         secrets::protect(&secret, ctx, obj.meta().deletion_timestamp.is_none()).await?;
     }
     Ok(key)
+}
+
+/// Resolves spec.organizationRef: the working copy takes the organization's id and region
+/// (what the plan binds and checks the binding against), `organization` its key Secret.
+async fn resolve(
+    obj: &mut LeenConnection,
+    organization: &mut Option<OrganizationTarget>,
+    ctx: &Context,
+) -> Result<Result<(), Observation>, Error> {
+    Ok(inputs::organization(obj, ctx).await?.map(|target| {
+        obj.spec.organization_id = target.organization_id.clone();
+        obj.spec.region = Some(target.region);
+        *organization = Some(target);
+    }))
 }
 
 /// The key of a planned Leen call: the plan asks for a call only once it has one.
@@ -341,6 +375,7 @@ fn planned_key(key: &Option<Result<ApiKey, String>>) -> Result<ApiKey, Error> {
 
 fn need_outside_path(need: Need) -> &'static str {
     match need {
+        Need::Organization => "the organization is read on both paths",
         Need::Credentials => "a deletion never reads credentials",
         Need::Binders | Need::BudgetVerdict | Need::CacheFreshness => {
             "a live resource never asks the budget or binders"

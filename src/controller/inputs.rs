@@ -3,7 +3,7 @@
 //! kept visible in the driver: a key Secret read for a `Delete` resource is protected
 //! there (`secrets::protect`) right after.
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{Api, Resource, ResourceExt, runtime::reflector::ObjectRef};
 
 use super::{Context, Error, context::display_ref};
@@ -12,21 +12,44 @@ use crate::{
     credentials::Credentials,
     decision::{Binding, Observation, Reason, held_binding},
     leen::ApiKey,
+    organization::{
+        ClusterLeenOrganization, LeenOrganization, OrganizationKind, OrganizationTarget,
+        SECRET_TYPE_API_KEY, SECRET_TYPE_CREDENTIALS, SECRET_TYPE_LABEL,
+    },
     resource::LeenConnection,
 };
 
-/// A Secret of the resource's namespace, or why it cannot be had (not found, not
-/// readable by the operator): the one place a Secret read is judged.
-async fn read_secret(
+/// A Secret, or why it cannot be had (not found, not readable by the operator, not marked
+/// by its namespace's owner for this use): the one place a Secret read is judged. Only a
+/// Secret labelled `leen.dev/secret-type: <secret_type>` is used, so that naming a
+/// Secret in a spec is not a way to make the operator read, or send to Leen, any Secret
+/// of the namespace.
+pub(crate) async fn read_secret(
     ctx: &Context,
     ns: &str,
     name: &str,
     what: &str,
+    secret_type: &str,
 ) -> Result<Result<Secret, String>, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let where_ = format!("{what} {ns}/{name}");
     match secrets.get_opt(name).await {
-        Ok(Some(secret)) => Ok(Ok(secret)),
+        Ok(Some(secret)) => {
+            let marked = secret
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SECRET_TYPE_LABEL));
+            match marked {
+                Some(t) if t == secret_type => Ok(Ok(secret)),
+                Some(other) => Ok(Err(format!(
+                    "{where_} is marked {SECRET_TYPE_LABEL}={other:?}, not {secret_type}: the operator uses it only for that; label it for this use (kubectl label secret -n {ns} {name} {SECRET_TYPE_LABEL}={secret_type} --overwrite)"
+                ))),
+                None => Ok(Err(format!(
+                    "{where_} is not marked for the operator: the operator reads only Secrets labelled {SECRET_TYPE_LABEL} (kubectl label secret -n {ns} {name} {SECRET_TYPE_LABEL}={secret_type})"
+                ))),
+            }
+        }
         Ok(None) => Ok(Err(format!("{where_} not found"))),
         Err(kube::Error::Api(status)) if status.code == 403 => Ok(Err(format!(
             "the operator may not read {where_}: {}",
@@ -36,14 +59,139 @@ async fn read_secret(
     }
 }
 
+/// The organization spec.organizationRef names, as a connection of `obj`'s namespace may
+/// use it: a LeenOrganization of the same namespace, or a ClusterLeenOrganization that
+/// selects it. The inner error says why it cannot be used (`CredentialsMissing`: missing,
+/// not selected; `InvalidSpec`: the spec contradicts it).
+pub(crate) async fn organization(
+    obj: &LeenConnection,
+    ctx: &Context,
+) -> Result<Result<OrganizationTarget, Observation>, Error> {
+    let Some(r) = &obj.spec.organization_ref else {
+        return Err(Error::Plan(
+            "an organization was asked for without a reference",
+        ));
+    };
+    let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    let invalid = |message: String| {
+        Ok(Err(Observation::InvalidSpec {
+            reason: Reason::InvalidSpec,
+            message,
+        }))
+    };
+    let missing = |message: String| {
+        Ok(Err(Observation::CredentialsMissing(format!(
+            "{message}; nothing was sent to Leen"
+        ))))
+    };
+    if !obj.spec.organization_id.is_empty() {
+        return invalid(
+            "spec.organizationRef names the organization: remove spec.organizationId".into(),
+        );
+    }
+    if obj.spec.api_key_secret_ref.is_some() {
+        return invalid(
+            "spec.organizationRef brings the API key: remove spec.apiKeySecretRef".into(),
+        );
+    }
+    let shown = format!("{} {}", r.kind.as_str(), r.name);
+    let forbidden = |message: &str| format!("the operator may not read {shown}: {message}");
+    let target = match r.kind {
+        OrganizationKind::LeenOrganization => {
+            let api: Api<LeenOrganization> = Api::namespaced(ctx.client.clone(), &ns);
+            match api.get_opt(&r.name).await {
+                Ok(Some(org)) => org.target(),
+                Ok(None) => {
+                    return missing(format!(
+                        "{shown} not found in namespace {ns}: create it, or name another in spec.organizationRef"
+                    ));
+                }
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    return missing(forbidden(&status.message));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        OrganizationKind::ClusterLeenOrganization => {
+            if !ctx.watch_namespaces.is_empty() {
+                return missing(format!(
+                    "this operator watches only namespaces {} (WATCH_NAMESPACE) and serves no ClusterLeenOrganization: use a LeenOrganization in namespace {ns}",
+                    ctx.watch_namespaces.join(", ")
+                ));
+            }
+            let api: Api<ClusterLeenOrganization> = Api::all(ctx.client.clone());
+            let org = match api.get_opt(&r.name).await {
+                Ok(Some(org)) => org,
+                Ok(None) => {
+                    return missing(format!(
+                        "{shown} not found: create it, or name another in spec.organizationRef"
+                    ));
+                }
+                Err(kube::Error::Api(status)) if status.code == 403 => {
+                    return missing(forbidden(&status.message));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let labels = if org.spec.namespaces.iter().any(|n| n == &ns) {
+                Default::default()
+            } else {
+                let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+                match namespaces.get_opt(&ns).await {
+                    Ok(found) => found.and_then(|n| n.metadata.labels).unwrap_or_default(),
+                    Err(kube::Error::Api(status)) if status.code == 403 => {
+                        return missing(format!(
+                            "the operator may not read namespace {ns}'s labels, which {shown}'s spec.namespaceSelector is matched against: {}",
+                            status.message
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            match org.selects(&ns, &labels) {
+                Ok(true) => org.target(&ctx.operator_namespace),
+                Ok(false) => {
+                    return missing(format!(
+                        "{shown} does not select namespace {ns}: a cluster administrator lists it in the organization's spec.namespaces or labels the namespace to match its spec.namespaceSelector"
+                    ));
+                }
+                Err(why) => return missing(format!("{shown} cannot be used: {why}")),
+            }
+        }
+    };
+    if let Some(region) = obj.spec.region
+        && region != target.region
+    {
+        return invalid(format!(
+            "spec.region {} is not the region of {shown} ({}): remove spec.region, which spec.organizationRef brings",
+            region.as_str(),
+            target.region.as_str()
+        ));
+    }
+    Ok(Ok(target))
+}
+
 /// The API key a resource's calls carry: its Secret's key, or the default key. The inner
 /// error is the `CredentialsMissing` message. Also the key Secret read, so that the
 /// driver can protect it.
 pub(crate) async fn api_key(
     obj: &LeenConnection,
+    organization: Option<&OrganizationTarget>,
     ctx: &Context,
 ) -> Result<(Result<ApiKey, String>, Option<Secret>), Error> {
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
+    if let Some(target) = organization {
+        // The organization's key: its Secret is the organization's to protect (the
+        // organization waits for its connections), not this resource's.
+        let name = obj
+            .spec
+            .organization_ref
+            .as_ref()
+            .map(|r| format!("{} {}", r.kind.as_str(), r.name))
+            .unwrap_or_default();
+        let what = format!("the API key Secret of {name}:");
+        let key = read_key_from(ctx, &target.key_namespace, &target.key_secret, &what).await?;
+        return Ok((key.map(|(key, _)| key), None));
+    }
     let Some(secret_ref) = &obj.spec.api_key_secret_ref else {
         if !ctx.default_key_namespaces.contains(&ns) {
             return Ok((
@@ -59,11 +207,25 @@ pub(crate) async fn api_key(
         });
         return Ok((key, None));
     };
-    let secret = match read_secret(ctx, &ns, &secret_ref.name, "Secret").await? {
+    match read_key_from(ctx, &ns, secret_ref, "Secret").await? {
+        Ok((key, secret)) => Ok((Ok(key), Some(secret))),
+        Err(message) => Ok((Err(message), None)),
+    }
+}
+
+/// An API key from a key Secret marked `leen.dev/secret-type: api-key`, with the Secret;
+/// or why there is none, in words that start with `what`.
+pub(crate) async fn read_key_from(
+    ctx: &Context,
+    ns: &str,
+    secret_ref: &crate::resource::ApiKeySecretRef,
+    what: &str,
+) -> Result<Result<(ApiKey, Secret), String>, Error> {
+    let secret = match read_secret(ctx, ns, &secret_ref.name, what, SECRET_TYPE_API_KEY).await? {
         Ok(secret) => secret,
-        Err(message) => return Ok((Err(message), None)),
+        Err(message) => return Ok(Err(message)),
     };
-    let where_ = format!("Secret {ns}/{}", secret_ref.name);
+    let where_ = format!("{what} {ns}/{}", secret_ref.name);
     let key = &secret_ref.key;
     let value = match secret.data.as_ref().and_then(|d| d.get(key)) {
         None => Err(format!("{where_} has no key {key:?}")),
@@ -72,7 +234,7 @@ pub(crate) async fn api_key(
             Ok(text) => ApiKey::new(text).map_err(|e| format!("key {key:?} of {where_} {e}")),
         },
     };
-    Ok((value, Some(secret)))
+    Ok(value.map(|key| (key, secret)))
 }
 
 /// The vendor credentials Secret, when the spec names one. The inner error is the
@@ -86,14 +248,15 @@ pub(crate) async fn credentials(
     };
     let ns = obj.namespace().ok_or(Error::NoNamespace)?;
     let what = "vendor credentials Secret";
-    let secret = match read_secret(ctx, &ns, &secret_ref.name, what).await? {
-        Ok(secret) => secret,
-        Err(message) => {
-            return Ok(Err(Observation::CredentialsMissing(format!(
-                "{message}; nothing was sent to Leen"
-            ))));
-        }
-    };
+    let secret =
+        match read_secret(ctx, &ns, &secret_ref.name, what, SECRET_TYPE_CREDENTIALS).await? {
+            Ok(secret) => secret,
+            Err(message) => {
+                return Ok(Err(Observation::CredentialsMissing(format!(
+                    "{message}; nothing was sent to Leen"
+                ))));
+            }
+        };
     let where_ = format!("{what} {ns}/{}", secret_ref.name);
     Ok(
         Credentials::from_secret_data(&secret.data.unwrap_or_default())

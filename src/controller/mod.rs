@@ -7,6 +7,8 @@
 //! - [`external`]: one Leen call per plan step;
 //! - [`write`]: status, Events, metadata and the finalizer, each in one place;
 //! - [`secrets`]: the protection of key Secrets (`leen.dev/secret-in-use`);
+//! - [`organizations`]: LeenOrganizations and ClusterLeenOrganizations (Ready, users, the
+//!   in-use finalizer);
 //! - [`runtime`]: watches, predicates, the two controllers;
 //! - [`freshness`]: whether the cache can be relied on (a DELETE is decided from it).
 //!
@@ -20,6 +22,7 @@ pub mod external;
 pub mod freshness;
 pub mod inputs;
 pub mod namespaces;
+pub mod organizations;
 pub mod runtime;
 pub mod secrets;
 pub mod write;

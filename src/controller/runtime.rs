@@ -23,10 +23,12 @@ use tracing::{debug, info, warn};
 use super::{
     Context,
     driver::{error_policy, reconcile},
+    organizations::{organization_error_policy, reconcile_organization},
     secrets::{reconcile_secret, secret_error_policy},
 };
 use crate::{
     cache::{CachedConnection, CachedSecret},
+    organization::{ClusterLeenOrganization, LeenOrganization},
     resource::LeenConnection,
     telemetry::Readiness,
 };
@@ -169,8 +171,11 @@ pub async fn run(
             };
             // Gone, however it went (a finalizer removed by hand too): forget it.
             gone_ctx.forget(&ObjectRef::from_obj(obj), obj.uid().as_deref());
-            // It may have been the last one to need its key Secret: look at that Secret
-            // now that the cache no longer holds it.
+            // It may have been the last user of its organization, and of its key Secret:
+            // look at them now that the cache no longer holds it.
+            if let Some(r) = &obj.organization {
+                gone_ctx.wake_organization(r, obj.namespace().as_deref());
+            }
             if let (Some(ns), Some(secret)) = (obj.namespace(), obj.key_secret.as_deref()) {
                 let _ = gone_ctx
                     .state
@@ -268,6 +273,13 @@ pub async fn run(
 
     let (shutdown_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut secrets_shutdown = shutdown_tx.subscribe();
+    let organizations = run_organizations(
+        ctx.clone(),
+        client.clone(),
+        &scopes,
+        shutdown_tx.subscribe(),
+        shutdown_tx.subscribe(),
+    );
     let mut connections_shutdown = shutdown_tx.subscribe();
     tokio::spawn(async move {
         shutdown.await;
@@ -325,7 +337,98 @@ pub async fn run(
                 debug!(error = %e, "secret protection stream error");
             }
         });
-    futures::join!(main, protection);
+    futures::join!(main, protection, organizations);
+}
+
+/// The reconcilers of LeenOrganizations (one watch per watched namespace, or one for all)
+/// and, for an operator that watches all namespaces, of ClusterLeenOrganizations.
+fn run_organizations(
+    ctx: Arc<Context>,
+    client: Client,
+    scopes: &[Option<String>],
+    mut namespaced_shutdown: tokio::sync::broadcast::Receiver<()>,
+    mut cluster_shutdown: tokio::sync::broadcast::Receiver<()>,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    let wake = ctx
+        .state
+        .wake_organizations_rx
+        .lock()
+        .ok()
+        .and_then(|mut rx| rx.take());
+    let wake_cluster = ctx
+        .state
+        .wake_cluster_organizations_rx
+        .lock()
+        .ok()
+        .and_then(|mut rx| rx.take());
+    let (reader, writer) = reflector::store();
+    let watch = |scope: &Option<String>| {
+        let api: Api<LeenOrganization> = match scope {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        watcher(api, watcher::Config::default()).default_backoff()
+    };
+    let reflected = if scopes.len() == 1 {
+        watch(&scopes[0]).reflect(writer).boxed()
+    } else {
+        let streams = scopes
+            .iter()
+            .map(|scope| (scope.clone().unwrap_or_default(), watch(scope)))
+            .collect();
+        super::namespaces::reflect_namespaces(writer, (), streams, |_, _| {}).boxed()
+    };
+    let mut namespaced = Controller::for_stream(reflected.touched_objects(), reader)
+        .with_config(controller::Config::default().concurrency(2))
+        .graceful_shutdown_on(async move {
+            let _ = namespaced_shutdown.recv().await;
+        });
+    if let Some(rx) = wake {
+        namespaced = namespaced.reconcile_on(receiver_stream(rx));
+    }
+    let namespaced = namespaced
+        .run(
+            reconcile_organization::<LeenOrganization>,
+            organization_error_policy::<LeenOrganization>,
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "organization stream error");
+            }
+        });
+    // Cluster-scoped objects take a ClusterRole to read: a namespaced operator serves none
+    // (a LeenConnection naming one is told so).
+    let cluster = (scopes.len() == 1 && scopes[0].is_none()).then(|| {
+        let api: Api<ClusterLeenOrganization> = Api::all(client.clone());
+        let mut cluster = Controller::new(api, watcher::Config::default())
+            .with_config(controller::Config::default().concurrency(2))
+            .graceful_shutdown_on(async move {
+                let _ = cluster_shutdown.recv().await;
+            });
+        if let Some(rx) = wake_cluster {
+            cluster = cluster.reconcile_on(receiver_stream(rx));
+        }
+        cluster
+            .run(
+                reconcile_organization::<ClusterLeenOrganization>,
+                organization_error_policy::<ClusterLeenOrganization>,
+                ctx,
+            )
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    debug!(error = %e, "cluster organization stream error");
+                }
+            })
+    });
+    async move {
+        match cluster {
+            Some(cluster) => {
+                futures::join!(namespaced, cluster);
+            }
+            None => namespaced.await,
+        }
+    }
 }
 
 fn secret_fingerprint(obj: &CachedSecret) -> Option<u64> {

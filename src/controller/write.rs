@@ -17,6 +17,7 @@ use tracing::warn;
 use super::{Context, Error, FIELD_MANAGER, secrets::key_secret_needed};
 use crate::{
     decision::{Binding, Decision, EventSpec, held_binding},
+    organization::{ORGANIZATION_REF_ANNOTATION, OrganizationRef},
     resource::{
         CONNECTION_LABEL, FINALIZER, KEY_SECRET_ANNOTATION, LeenConnection, LeenConnectionStatus,
         ORGANIZATION_LABEL, REGION_LABEL,
@@ -194,6 +195,18 @@ pub(crate) async fn metadata(
             key_secret.clone().map_or(Value::Null, Value::String),
         );
     }
+    let organization = obj
+        .spec
+        .organization_ref
+        .as_ref()
+        .map(OrganizationRef::annotation);
+    let current_organization = obj.annotations().get(ORGANIZATION_REF_ANNOTATION).cloned();
+    if current_organization != organization {
+        annotations.insert(
+            ORGANIZATION_REF_ANNOTATION.to_string(),
+            organization.clone().map_or(Value::Null, Value::String),
+        );
+    }
     let has_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     if labels.is_empty() && annotations.is_empty() && has_finalizer {
         return Ok(obj);
@@ -222,6 +235,16 @@ pub(crate) async fn metadata(
     } else {
         "finalizer_add"
     });
+    if current_organization != organization {
+        // The organizations it left and joined count their users again.
+        for r in [&current_organization, &organization]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| OrganizationRef::parse_annotation(a))
+        {
+            ctx.wake_organization(&r, obj.namespace().as_deref());
+        }
+    }
     if let (Some(old), Some(ns)) = (current_secret, obj.namespace())
         && key_secret.as_ref() != Some(&old)
     {

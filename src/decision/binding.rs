@@ -22,6 +22,11 @@ pub fn validate_binding(obj: &LeenConnection) -> Result<Option<Binding>, Observa
     let parse = |field: &str, value: &str| {
         Uuid::parse_str(value).map_err(|_| invalid(format!("spec.{field} {value:?} is not a UUID")))
     };
+    if obj.spec.organization_id.is_empty() {
+        return Err(invalid(
+            "spec.organizationId or spec.organizationRef is required".to_string(),
+        ));
+    }
     let organization = parse("organizationId", &obj.spec.organization_id)?;
     let spec_connection = obj
         .spec
@@ -62,7 +67,7 @@ pub fn validate_binding(obj: &LeenConnection) -> Result<Option<Binding>, Observa
     let Some(bound) = bound else {
         return match spec_connection {
             Some(connection) => Ok(Some(Binding {
-                region: obj.spec.region,
+                region: obj.region(),
                 organization,
                 connection,
             })),
@@ -75,16 +80,16 @@ pub fn validate_binding(obj: &LeenConnection) -> Result<Option<Binding>, Observa
     let same = |a: &str, b: &Uuid| Uuid::parse_str(a).is_ok_and(|a| a == *b);
     let bound_connection = Uuid::parse_str(&bound.connection_id).ok();
     let connection = spec_connection.or(bound_connection);
-    let same_region = bound.region.is_none_or(|r| r == obj.spec.region);
+    let same_region = bound.region.is_none_or(|r| r == obj.region());
     let same_connection = connection.is_some_and(|c| same(&bound.connection_id, &c));
     if !same(&bound.organization_id, &organization) || !same_connection || !same_region {
-        let bound_region = bound.region.unwrap_or(obj.spec.region);
+        let bound_region = bound.region.unwrap_or(obj.region());
         let named = connection.map_or_else(|| "none".to_string(), |c| c.to_string());
         return Err(Observation::InvalidSpec {
             reason: Reason::ImmutableFieldChanged,
             message: format!(
                 "spec names region {} organization {organization} connection {named}, but this resource is bound to region {} organization {} connection {}; region and ids are immutable: restore them, or create a new LeenConnection",
-                obj.spec.region.as_str(),
+                obj.region().as_str(),
                 bound_region.as_str(),
                 bound.organization_id,
                 bound.connection_id
@@ -92,7 +97,7 @@ pub fn validate_binding(obj: &LeenConnection) -> Result<Option<Binding>, Observa
         });
     }
     Ok(connection.map(|connection| Binding {
-        region: obj.spec.region,
+        region: obj.region(),
         organization,
         connection,
     }))
@@ -116,7 +121,7 @@ pub fn held_binding(obj: &LeenConnection) -> Option<Binding> {
         .and_then(|s| s.bound_connection.as_ref())
     {
         return Some(Binding {
-            region: bound.region.unwrap_or(obj.spec.region),
+            region: bound.region.unwrap_or(obj.region()),
             organization: Uuid::parse_str(&bound.organization_id).ok()?,
             connection: Uuid::parse_str(&bound.connection_id).ok()?,
         });

@@ -10,6 +10,7 @@
 //! - [`reason`]: the one list of reasons; [`retry`]: the delays.
 
 pub mod binding;
+pub mod organization;
 pub mod outcome;
 pub mod plan;
 pub mod reason;
@@ -18,6 +19,7 @@ pub mod retry;
 pub mod status;
 
 pub use binding::*;
+pub use organization::{IN_USE, OrganizationCheck, OrganizationDecision, decide_organization};
 pub use outcome::*;
 pub use plan::*;
 pub use reason::*;

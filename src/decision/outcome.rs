@@ -165,7 +165,7 @@ pub fn decide_sync(obj: &LeenConnection, obs: &Observation, inputs: &DecisionInp
         match status.bound_connection.as_mut() {
             None => bind_status(&mut status, &binding),
             // Bound before regions were recorded: the region is the spec's.
-            Some(bound) if bound.region.is_none() => bound.region = Some(obj.spec.region),
+            Some(bound) if bound.region.is_none() => bound.region = Some(obj.region()),
             Some(_) => {}
         }
         status.connection_id = Some(binding.connection.to_string());

@@ -27,6 +27,9 @@ use crate::{
 /// An input a plan needs before it can choose its next step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
+    /// The organization resource spec.organizationRef names, resolved (its id and region
+    /// put in the working copy's spec), or why it cannot be used.
+    Organization,
     /// The API key: the resource's Secret, or the operator's default key.
     ApiKey,
     /// The vendor credentials Secret (only when the spec names one).
@@ -83,6 +86,9 @@ pub struct SyncInputs {
     /// How long a create whose outcome is unknown must be proven absent before another
     /// POST (`LEEN_CREATE_SETTLE`).
     pub create_settle: std::time::Duration,
+    /// spec.organizationRef resolved (`Ok`), or the observation saying why it cannot be
+    /// used. Asked only when the spec has one.
+    pub organization_ref: Option<Result<(), Observation>>,
     /// The API key, or why there is none (the `CredentialsMissing` message).
     pub key: Option<Result<ApiKey, String>>,
     /// The vendor credentials (`Ok(None)`: the spec names no Secret), or the observation
@@ -150,6 +156,13 @@ pub fn plan_sync(obj: &LeenConnection, inputs: &SyncInputs) -> SyncPlan {
     if obj.paused() {
         // Nothing is read and nothing is called until the annotation goes.
         return SyncPlan::Done(Observation::Paused);
+    }
+    if obj.spec.organization_ref.is_some() {
+        match &inputs.organization_ref {
+            None => return SyncPlan::Read(Need::Organization),
+            Some(Err(obs)) => return SyncPlan::Done(obs.clone()),
+            Some(Ok(())) => {}
+        }
     }
     let binding = match validate_binding(obj) {
         Ok(binding) => binding,
@@ -224,7 +237,7 @@ fn plan_create(
             message: "spec.vendor is required when spec.connectionId is unset".to_string(),
         });
     };
-    let region = obj.spec.region;
+    let region = obj.region();
     let identifier = create_identifier(obj);
     let creation = obj.status.as_ref().and_then(|s| s.creation.as_ref());
     let intent = creation.is_some();
@@ -408,6 +421,9 @@ pub struct DeletionInputs {
     /// How long a create whose outcome is unknown must be proven absent before the
     /// deletion says `NotCreated` (`LEEN_CREATE_SETTLE`).
     pub create_settle: std::time::Duration,
+    /// spec.organizationRef resolved (`Ok`), or the observation saying why it cannot be
+    /// used. Asked only when the spec has one and the deletion needs Leen.
+    pub organization_ref: Option<Result<(), Observation>>,
     /// The API key, or why there is none.
     pub key: Option<Result<ApiKey, String>>,
     /// Whether the cache the binders are read from follows the API server.
@@ -478,6 +494,20 @@ pub fn plan_deletion(
         // above, still releases it).
         return DeletionPlan::Done(DeletionStep::Observed(Observation::Paused));
     }
+    if obj.spec.organization_ref.is_some() {
+        let creation = obj.status.as_ref().and_then(|s| s.creation.as_ref());
+        match &inputs.organization_ref {
+            // Never bound and no create sent: nothing in Leen, whatever the organization.
+            None if held_binding(obj).is_none() && creation.is_none() => {
+                return DeletionPlan::Done(DeletionStep::NotCreated {
+                    identifier: create_identifier(obj),
+                });
+            }
+            None => return DeletionPlan::Read(Need::Organization),
+            Some(Err(obs)) => return DeletionPlan::Done(DeletionStep::Observed(obs.clone())),
+            Some(Ok(())) => {}
+        }
+    }
     if let Ok(None) = validate_binding(obj) {
         // Nothing bound: was a create ever sent?
         let identifier = create_identifier(obj);
@@ -497,7 +527,7 @@ pub fn plan_deletion(
         let Ok(organization) = Uuid::parse_str(&obj.spec.organization_id) else {
             return DeletionPlan::Done(DeletionStep::NotCreated { identifier });
         };
-        let (region, organization) = recorded_target(creation, obj.spec.region, organization);
+        let (region, organization) = recorded_target(creation, obj.region(), organization);
         return match &inputs.lookup {
             None => DeletionPlan::FindLostCreate(FindLostCreate {
                 region,

@@ -57,6 +57,14 @@ pub trait LeenApi: Send + Sync {
         organization: Uuid,
         key: &'a ApiKey,
     ) -> BoxFuture<'a, Result<(), LeenOutcome>>;
+    /// `GET /provisioning/organizations/{organization}`: the organization as Leen returns
+    /// it with this key (what makes an organization resource Ready).
+    fn organization<'a>(
+        &'a self,
+        region: Region,
+        organization: Uuid,
+        key: &'a ApiKey,
+    ) -> BoxFuture<'a, Result<Organization, LeenOutcome>>;
     /// The organization's live connection that carries `identifier`, if any.
     fn find<'a>(
         &'a self,
@@ -116,6 +124,15 @@ impl LeenApi for LeenClient {
         key: &'a ApiKey,
     ) -> BoxFuture<'a, Result<Option<Connection>, LeenOutcome>> {
         Box::pin(self.find_connection(region, organization, identifier, key))
+    }
+
+    fn organization<'a>(
+        &'a self,
+        region: Region,
+        organization: Uuid,
+        key: &'a ApiKey,
+    ) -> BoxFuture<'a, Result<Organization, LeenOutcome>> {
+        Box::pin(self.get_organization(region, organization, key))
     }
 
     fn prove_organization<'a>(

@@ -18,6 +18,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{conditions, wait::await_condition},
 };
+use serde::Deserialize;
 
 /// The operator's default API key in a [`Scenario`].
 pub const DEFAULT_KEY: &str = "leen-test-default-key-5f1d";
@@ -294,20 +295,24 @@ impl ControlPlane {
     async fn install_crds(&self) {
         let client = self.client().await;
         let crds: Api<CustomResourceDefinition> = Api::all(client);
-        let yaml = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/leenconnection.yaml"),
-        )
-        .expect("crds/leenconnection.yaml");
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("CRD parses");
-        let name = crd.metadata.name.clone().expect("CRD name");
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-        let established = await_condition(crds, &name, conditions::is_crd_established());
-        tokio::time::timeout(WAIT, established)
-            .await
-            .expect("CRD established in time")
-            .expect("CRD watch");
+        let yaml = leen_operator::resource::crd_yaml().expect("CRDs");
+        let all: Vec<CustomResourceDefinition> = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|doc| CustomResourceDefinition::deserialize(doc).expect("CRD parses"))
+            .collect();
+        for crd in &all {
+            crds.create(&PostParams::default(), crd)
+                .await
+                .expect("CRD created");
+        }
+        for crd in all {
+            let name = crd.metadata.name.clone().expect("CRD name");
+            let established =
+                await_condition(crds.clone(), &name, conditions::is_crd_established());
+            tokio::time::timeout(WAIT, established)
+                .await
+                .expect("CRD established in time")
+                .expect("CRD watch");
+        }
     }
 
     /// Runs kubectl against this control plane; returns stdout, panics on failure.

@@ -32,12 +32,33 @@ pub fn connection(name: &str, org: uuid::Uuid, id: uuid::Uuid) -> LeenConnection
     LeenConnection::new(name, spec)
 }
 
-/// Creates a Secret with one key.
+/// Creates an API key Secret with one key, marked for the operator
+/// (`leen.dev/secret-type: api-key`).
 pub async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    typed_secret(client, ns, name, key, value, Some("api-key")).await;
+}
+
+/// Creates a vendor credentials Secret with one key, marked for the operator
+/// (`leen.dev/secret-type: credentials`).
+pub async fn credentials_secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
+    typed_secret(client, ns, name, key, value, Some("credentials")).await;
+}
+
+/// Creates a Secret with one key and, when given, the `leen.dev/secret-type` label.
+pub async fn typed_secret(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+    secret_type: Option<&str>,
+) {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let s = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
+            labels: secret_type
+                .map(|t| BTreeMap::from([("leen.dev/secret-type".to_string(), t.to_string())])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(

@@ -1,0 +1,295 @@
+//! The organization resources' reconciler: whether the key reads the organization
+//! (Ready, with its name), which LeenConnections use it (from the controller's metadata
+//! cache, through `leen.dev/organization-ref`), and the in-use finalizer that makes a
+//! deletion wait for them. One reconciler serves both kinds.
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+use kube::{
+    Api, Resource, ResourceExt,
+    api::Patch,
+    runtime::{controller::Action, reflector::ObjectRef},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{Context, Error, context::display_ref, freshness::Freshness};
+use crate::{
+    cache::CachedConnection,
+    decision::{OrganizationCheck, decide_organization},
+    organization::{
+        ClusterLeenOrganization, LeenOrganization, ORGANIZATION_FINALIZER, OrganizationKind,
+        OrganizationRef, OrganizationStatus, OrganizationTarget,
+    },
+    resource::{FINALIZER, LeenConnection},
+};
+
+/// What the reconciler needs of either kind of organization resource.
+pub trait OrganizationResource:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Serialize + Send + Sync + 'static
+{
+    /// The kind, as a LeenConnection's organizationRef names it.
+    const KIND: OrganizationKind;
+    /// Its status.
+    fn org_status(&self) -> Option<&OrganizationStatus>;
+    /// Its organization id, region and key Secret.
+    fn org_target(&self, ctx: &Context) -> OrganizationTarget;
+    /// The API of objects of this kind in `ns` (ignored for the cluster-scoped kind).
+    fn org_api(ctx: &Context, ns: Option<&str>) -> Api<Self>;
+}
+
+impl OrganizationResource for LeenOrganization {
+    const KIND: OrganizationKind = OrganizationKind::LeenOrganization;
+    fn org_status(&self) -> Option<&OrganizationStatus> {
+        self.status.as_ref()
+    }
+    fn org_target(&self, _: &Context) -> OrganizationTarget {
+        self.target()
+    }
+    fn org_api(ctx: &Context, ns: Option<&str>) -> Api<Self> {
+        Api::namespaced(ctx.client.clone(), ns.unwrap_or_default())
+    }
+}
+
+impl OrganizationResource for ClusterLeenOrganization {
+    const KIND: OrganizationKind = OrganizationKind::ClusterLeenOrganization;
+    fn org_status(&self) -> Option<&OrganizationStatus> {
+        self.status.as_ref()
+    }
+    fn org_target(&self, ctx: &Context) -> OrganizationTarget {
+        self.target(&ctx.operator_namespace)
+    }
+    fn org_api(ctx: &Context, _: Option<&str>) -> Api<Self> {
+        Api::all(ctx.client.clone())
+    }
+}
+
+impl Context {
+    /// The LeenConnections that name this organization resource (`namespace/name`,
+    /// sorted): live ones, and deleting ones that still hold their finalizer (their
+    /// deletion needs the key). One the controller has not reconciled yet is read.
+    pub(crate) async fn organization_users(
+        &self,
+        r: &OrganizationRef,
+        ns: Option<&str>,
+    ) -> Result<Vec<String>, Error> {
+        let in_scope = |o: &CachedConnection| {
+            r.kind == OrganizationKind::ClusterLeenOrganization
+                || o.metadata.namespace.as_deref() == ns
+        };
+        let active = |o: &CachedConnection| !o.deleting() || o.holds(FINALIZER);
+        let mut users: Vec<String> = self
+            .connections
+            .state_filter(|o| in_scope(o) && active(o) && o.organization.as_ref() == Some(r))
+            .iter()
+            .map(|o| display_ref(o.as_ref()))
+            .collect();
+        // Created a moment ago, not annotated yet: its spec decides.
+        let fresh = self.connections.state_filter(|o| {
+            in_scope(o) && !o.deleting() && !o.holds(FINALIZER) && o.organization.is_none()
+        });
+        for o in fresh {
+            let Some(ns) = o.metadata.namespace.as_deref() else {
+                continue;
+            };
+            let api: Api<LeenConnection> = Api::namespaced(self.client.clone(), ns);
+            if let Some(full) = api.get_opt(&o.name_any()).await?
+                && full.spec.organization_ref.as_ref() == Some(r)
+            {
+                users.push(display_ref(&full));
+            }
+        }
+        users.sort();
+        users.dedup();
+        Ok(users)
+    }
+}
+
+/// Reconciles one organization resource of either kind.
+#[tracing::instrument(
+    name = "reconcile_organization",
+    skip_all,
+    fields(kind = K::KIND.as_str(), name = %org.name_any(), namespace = %org.namespace().unwrap_or_default())
+)]
+pub async fn reconcile_organization<K: OrganizationResource>(
+    org: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let ns = org.namespace();
+    let api = K::org_api(&ctx, ns.as_deref());
+    let r = OrganizationRef {
+        kind: K::KIND,
+        name: org.name_any(),
+    };
+    let deleting = org.meta().deletion_timestamp.is_some();
+    let holds = org.finalizers().iter().any(|f| f == ORGANIZATION_FINALIZER);
+    if deleting && !holds {
+        return Ok(Action::await_change());
+    }
+    if !ctx.synced() {
+        // An empty cache would say that nobody uses it.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if let Freshness::Stale(_) = ctx.watches.connections() {
+        // Nor can a cache that may have missed a new user say it.
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let users = ctx.organization_users(&r, ns.as_deref()).await?;
+    let check = if deleting {
+        OrganizationCheck::Deleting
+    } else {
+        check(org.org_target(&ctx), &ctx).await?
+    };
+    let previous = org.org_status();
+    let decision = decide_organization(
+        &check,
+        &users,
+        previous.and_then(|s| s.ready()),
+        org.meta().generation,
+        (ctx.clock.now)(),
+        ctx.sync_interval,
+    );
+    if decision.keep_finalizer && !holds && !deleting {
+        set_finalizer(&api, org.as_ref(), true).await?;
+        ctx.metrics.kube_write("organization_finalizer_add");
+    }
+    let namespaces = if K::KIND == OrganizationKind::ClusterLeenOrganization {
+        let mut seen: Vec<String> = users
+            .iter()
+            .filter_map(|u| u.split_once('/').map(|(ns, _)| ns.to_string()))
+            .collect();
+        seen.dedup();
+        seen
+    } else {
+        Vec::new()
+    };
+    let status = OrganizationStatus {
+        observed_generation: org.meta().generation,
+        organization_name: decision
+            .name
+            .clone()
+            .or_else(|| previous.and_then(|s| s.organization_name.clone())),
+        connections: u32::try_from(users.len()).unwrap_or(u32::MAX),
+        namespaces,
+        conditions: vec![decision.ready.clone()],
+    };
+    if previous != Some(&status) {
+        let mut value = serde_json::to_value(&status).unwrap_or_default();
+        if status.namespaces.is_empty() {
+            // A merge patch removes only what it names as null.
+            value["namespaces"] = serde_json::Value::Null;
+        }
+        api.patch_status(
+            &org.name_any(),
+            &super::write::field_manager(),
+            &Patch::Merge(json!({ "status": value })),
+        )
+        .await?;
+        ctx.metrics.kube_write("organization_status");
+    }
+    if !decision.keep_finalizer && holds {
+        set_finalizer(&api, org.as_ref(), false).await?;
+        ctx.metrics.kube_write("organization_finalizer_remove");
+        if deleting {
+            info!("no LeenConnection uses the organization any more; released it");
+        }
+    }
+    let changed = previous.and_then(|s| s.observed_generation) != org.meta().generation;
+    if changed
+        || previous.and_then(|s| s.ready()).map(|c| &c.status) != Some(&decision.ready.status)
+    {
+        // Connections that waited for it (or lost it) look again.
+        ctx.wake(&users_of(&ctx, &r, ns.as_deref()));
+    }
+    Ok(decision
+        .requeue_after
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The cached references of the resources that name `r` (to wake them).
+fn users_of(ctx: &Context, r: &OrganizationRef, ns: Option<&str>) -> Vec<super::inputs::Binder> {
+    ctx.connections
+        .state_filter(|o| {
+            o.organization.as_ref() == Some(r)
+                && (r.kind == OrganizationKind::ClusterLeenOrganization
+                    || o.metadata.namespace.as_deref() == ns)
+        })
+        .iter()
+        .map(|o| super::inputs::Binder {
+            key: ObjectRef::from_obj(o.as_ref()),
+            shown: String::new(),
+        })
+        .collect()
+}
+
+/// Reads the key and asks Leen for the organization.
+async fn check(target: OrganizationTarget, ctx: &Context) -> Result<OrganizationCheck, Error> {
+    let Ok(id) = Uuid::parse_str(&target.organization_id) else {
+        return Ok(OrganizationCheck::Invalid(format!(
+            "spec.organizationId {:?} is not a UUID",
+            target.organization_id
+        )));
+    };
+    let key = match super::inputs::read_key_from(
+        ctx,
+        &target.key_namespace,
+        &target.key_secret,
+        "API key Secret",
+    )
+    .await?
+    {
+        Ok((key, _)) => key,
+        Err(message) => return Ok(OrganizationCheck::KeyMissing(message)),
+    };
+    Ok(match ctx.leen.organization(target.region, id, &key).await {
+        Ok(org) => OrganizationCheck::Read(org),
+        Err(outcome) => OrganizationCheck::Failed(outcome),
+    })
+}
+
+/// Adds or removes the in-use finalizer; the resourceVersion makes the patch fail, rather
+/// than drop another's finalizer, if the list moved meanwhile.
+async fn set_finalizer<K: OrganizationResource>(
+    api: &Api<K>,
+    org: &K,
+    on: bool,
+) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = org
+        .finalizers()
+        .iter()
+        .filter(|f| *f != ORGANIZATION_FINALIZER)
+        .cloned()
+        .collect();
+    if on {
+        finalizers.push(ORGANIZATION_FINALIZER.to_string());
+    }
+    let patch = json!({"metadata": {
+        "resourceVersion": org.resource_version(),
+        "finalizers": finalizers,
+    }});
+    match api
+        .patch(
+            &org.name_any(),
+            &super::write::field_manager(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 && !on => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Requeue policy of the organization reconciler.
+pub fn organization_error_policy<K: OrganizationResource>(
+    org: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.reconcile_error("Organization");
+    warn!(kind = K::KIND.as_str(), name = %org.name_any(), namespace = ?org.namespace(), %error, "organization reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
