@@ -17,7 +17,7 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, PostParams},
 };
-use leen_operator::resource::LeenConnection;
+use leen_operator::{organization::LeenOrganization, resource::LeenConnection};
 use serde_yaml::Value;
 use support::{
     readme::{self, CHART_README},
@@ -117,6 +117,8 @@ fn defaults_render_a_restricted_cluster_wide_install() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "CustomResourceDefinition",
             "Deployment",
             "Role",
@@ -236,6 +238,22 @@ fn rbac_is_least_privilege() {
         ("leen.dev", "leenconnections", "get,list,watch,patch"),
         ("leen.dev", "leenconnections/status", "patch"),
         ("leen.dev", "leenconnections/finalizers", "update"),
+        (
+            "leen.dev",
+            "leenorganizations,clusterleenorganizations",
+            "get,list,watch,patch",
+        ),
+        (
+            "leen.dev",
+            "leenorganizations/status,clusterleenorganizations/status",
+            "patch",
+        ),
+        (
+            "leen.dev",
+            "leenorganizations/finalizers,clusterleenorganizations/finalizers",
+            "update",
+        ),
+        ("", "namespaces", "get"),
         ("", "secrets", "get,list,watch,patch"),
         ("events.k8s.io", "events", "create,patch"),
     ]
@@ -725,8 +743,29 @@ async fn a_namespaced_install_over_two_namespaces_runs_with_roles_only() {
         let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
         fake.add_connection(org, id, "Okta");
         let mut obj = connection("c", org, id);
-        obj.spec.api_key_secret_ref =
-            serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
+        if ns == "team-b" {
+            // Team b through its LeenOrganization: the Roles cover organizations too.
+            fake.add_organization(org);
+            let team: LeenOrganization = serde_json::from_value(serde_json::json!({
+                "apiVersion": "leen.dev/v1alpha1",
+                "kind": "LeenOrganization",
+                "metadata": {"name": "team"},
+                "spec": {"organizationId": org.to_string(), "apiKeySecretRef": {"name": "leen-key"}},
+            }))
+            .expect("organization");
+            Api::<LeenOrganization>::namespaced(admin.clone(), ns)
+                .create(&PostParams::default(), &team)
+                .await
+                .expect("organization created");
+            obj.spec.organization_id = String::new();
+            obj.spec.organization_ref = serde_json::from_value(
+                serde_json::json!({"kind": "LeenOrganization", "name": "team"}),
+            )
+            .ok();
+        } else {
+            obj.spec.api_key_secret_ref =
+                serde_json::from_value(serde_json::json!({"name": "leen-key"})).ok();
+        }
         let api: Api<LeenConnection> = Api::namespaced(admin.clone(), ns);
         api.create(&PostParams::default(), &obj)
             .await
@@ -749,6 +788,32 @@ async fn a_namespaced_install_over_two_namespaces_runs_with_roles_only() {
     for (ns, _, _, api) in &teams[..2] {
         wait_for(api, "c", &format!("Ready=True in {ns}"), is_ready).await;
     }
+    let orgs: Api<LeenOrganization> = Api::namespaced(admin.clone(), "team-b");
+    let org_state = async || {
+        let o = orgs.get("team").await.expect("organization");
+        let ready = o
+            .status
+            .as_ref()
+            .and_then(|s| s.ready())
+            .map(|c| c.status.clone());
+        (
+            ready,
+            o.status.map(|s| s.connections),
+            o.metadata.finalizers.unwrap_or_default(),
+        )
+    };
+    eventually(
+        "team b's organization Ready, used once, protected",
+        async || {
+            org_state().await
+                == (
+                    Some("True".into()),
+                    Some(1),
+                    vec![leen_operator::organization::ORGANIZATION_FINALIZER.to_string()],
+                )
+        },
+    )
+    .await;
     for (_, _, _, api) in &teams[..2] {
         api.delete("c", &DeleteParams::default())
             .await
@@ -765,6 +830,10 @@ async fn a_namespaced_install_over_two_namespaces_runs_with_roles_only() {
             "{ns}'s calls carry {ns}'s key"
         );
     }
+    eventually("team b's organization unused and unprotected", async || {
+        org_state().await == (Some("True".into()), Some(0), Vec::new())
+    })
+    .await;
     // The third namespace is not watched: no finalizer, no status, no call.
     let (_, _, third, api_c) = &teams[2];
     let untouched = api_c.get("c").await.expect("read");

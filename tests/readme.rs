@@ -531,3 +531,105 @@ async fn the_blocks_that_act_on_resources_work_as_written() {
         "orphaned, not deleted: {deleted}"
     );
 }
+
+/// The multi-tenant setup, as written: a resource of an earlier release whose key Secret
+/// carries no `leen.dev/secret-type` waits (`CredentialsMissing`) until the migration block
+/// marks it; then the setup block creates the teams' namespaces, Secrets and the example's
+/// organizations and connections, and each connection becomes Ready with its own
+/// organization's key (the fake Leen sees which).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_multi_tenant_setup_and_the_secret_migration_work_as_written() {
+    let cp = ControlPlane::start().await;
+    let fake = fake_leen::FakeLeen::start().await.expect("fake Leen");
+    let teams = [
+        ("team-a", "crowdstrike", "a", "key-of-team-a"),
+        ("team-b", "tenable", "b", "key-of-team-b"),
+        ("team-c", "qualys", "c", "key-of-the-platform"),
+    ];
+    for (_, _, n, key) in teams {
+        fake.add_connection(
+            uuid(&format!("6f1c2d4e-0000-4000-8000-00000000000{n}")),
+            uuid(&format!("0b9e7a52-0000-4000-8000-00000000000{n}")),
+            "CrowdStrike",
+        );
+        fake.add_api_key(key);
+    }
+    cp.namespace("leen-system").await;
+    cp.namespace("legacy").await;
+    let client = cp.client().await;
+    let (org, id) = (Uuid::new_v4(), Uuid::new_v4());
+    fake.add_connection(org, id, "Tenable");
+    fake.add_api_key("legacy-key");
+    typed_secret(&client, "legacy", "old-key", "apiKey", "legacy-key", None).await;
+    let legacy: Api<LeenConnection> = Api::namespaced(client.clone(), "legacy");
+    let mut obj = connection("old", org, id);
+    obj.spec.api_key_secret_ref =
+        serde_json::from_value(serde_json::json!({"name": "old-key"})).ok();
+    legacy
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("created");
+    let endpoint = fake.base_url();
+    let _op = Operator::start(
+        &cp,
+        &[
+            ("LEEN_ENDPOINT", endpoint.as_str()),
+            ("POD_NAMESPACE", "leen-system"),
+        ],
+    )
+    .await;
+    wait_for(&legacy, "old", "waiting for its Secret's mark", |o| {
+        ready_message(o).contains("is not marked for the operator")
+    })
+    .await;
+    let kubeconfig = cp.kubeconfig.to_string_lossy().into_owned();
+    let env = [("KUBECONFIG", kubeconfig.as_str())];
+    run(&shell(README, "mark-secrets"), &env);
+    wait_for(&legacy, "old", "Ready once marked", is_ready).await;
+
+    let out = run(
+        &fill(
+            &shell(README, "multi-tenant"),
+            &[
+                ("<team a's key>", "key-of-team-a"),
+                ("<team b's key>", "key-of-team-b"),
+                ("<the platform's key>", "key-of-the-platform"),
+            ],
+        ),
+        &env,
+    );
+    for needle in ["acme", "beta", "platform", "CONNECTIONS"] {
+        assert!(out.contains(needle), "{needle} in:\n{out}");
+    }
+    for (ns, name, n, key) in teams {
+        let api: Api<LeenConnection> = Api::namespaced(client.clone(), ns);
+        wait_for(&api, name, "Ready", is_ready).await;
+        let id = format!("0b9e7a52-0000-4000-8000-00000000000{n}");
+        let keys: std::collections::BTreeSet<String> = fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.connection_id == id)
+            .filter_map(|r| r.api_key)
+            .collect();
+        assert_eq!(keys.into_iter().collect::<Vec<_>>(), [key], "{ns}/{name}");
+    }
+    let row = |ns: &str| {
+        out.lines()
+            .find(|l| l.starts_with(ns))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("team-a")[1..6],
+        [
+            "acme",
+            "6f1c2d4e-0000-4000-8000-00000000000a",
+            "us",
+            "True",
+            "1"
+        ],
+        "{out}"
+    );
+}

@@ -3,8 +3,9 @@
 //! cache, through `leen.dev/organization-ref`), and the in-use finalizer that makes a
 //! deletion wait for them. One reconciler serves both kinds.
 
-use std::{fmt::Debug, sync::Arc, time::Duration};
+use std::{collections::HashMap, fmt::Debug, sync::Arc, time::Duration};
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Resource, ResourceExt,
     api::Patch,
@@ -38,6 +39,10 @@ pub trait OrganizationResource:
     fn org_target(&self, ctx: &Context) -> OrganizationTarget;
     /// The API of objects of this kind in `ns` (ignored for the cluster-scoped kind).
     fn org_api(ctx: &Context, ns: Option<&str>) -> Api<Self>;
+    /// The cluster-scoped one, whose users are only those of the namespaces it selects.
+    fn as_cluster(&self) -> Option<&ClusterLeenOrganization> {
+        None
+    }
 }
 
 impl OrganizationResource for LeenOrganization {
@@ -64,6 +69,45 @@ impl OrganizationResource for ClusterLeenOrganization {
     fn org_api(ctx: &Context, _: Option<&str>) -> Api<Self> {
         Api::all(ctx.client.clone())
     }
+    fn as_cluster(&self) -> Option<&ClusterLeenOrganization> {
+        Some(self)
+    }
+}
+
+/// The users (`namespace/name`) of a ClusterLeenOrganization whose namespace it selects:
+/// one in a namespace it does not select cannot use its key, so it does not keep it.
+async fn selected_users(
+    org: &ClusterLeenOrganization,
+    users: Vec<String>,
+    ctx: &Context,
+) -> Result<Vec<String>, Error> {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let mut verdicts: HashMap<String, bool> = HashMap::new();
+    let mut selected = Vec::with_capacity(users.len());
+    for user in users {
+        let ns = user.split_once('/').map_or("", |(ns, _)| ns).to_string();
+        let admitted = match verdicts.get(&ns) {
+            Some(v) => *v,
+            None => {
+                let labels = if org.spec.namespaces.contains(&ns) {
+                    Default::default()
+                } else {
+                    namespaces
+                        .get_opt(&ns)
+                        .await?
+                        .and_then(|n| n.metadata.labels)
+                        .unwrap_or_default()
+                };
+                let v = org.selects(&ns, &labels).unwrap_or(false);
+                verdicts.insert(ns, v);
+                v
+            }
+        };
+        if admitted {
+            selected.push(user);
+        }
+    }
+    Ok(selected)
 }
 
 impl Context {
@@ -136,7 +180,10 @@ pub async fn reconcile_organization<K: OrganizationResource>(
         // Nor can a cache that may have missed a new user say it.
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let users = ctx.organization_users(&r, ns.as_deref()).await?;
+    let mut users = ctx.organization_users(&r, ns.as_deref()).await?;
+    if let Some(cluster) = org.as_cluster() {
+        users = selected_users(cluster, users, &ctx).await?;
+    }
     let check = if deleting {
         OrganizationCheck::Deleting
     } else {
