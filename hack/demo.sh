@@ -35,7 +35,7 @@ free_port() {
 wait_http() { # URL [curl options]
   local url=$1; shift
   for _ in $(seq 1 300); do
-    curl -fsS "$@" "$url" >/dev/null 2>&1 && return 0
+    curl -fsS --max-time 2 "$@" "$url" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   die "$url did not come up; logs in $work"
@@ -69,11 +69,12 @@ contexts: [{name: demo, context: {cluster: demo, user: admin}}]
 current-context: demo
 CFG
 
-echo "== installing the CRD"
+echo "== installing the CRDs"
 # --validate=false: kubectl's client-side check does not know x-kubernetes-validations on
 # API servers older than 1.25; the server itself accepts the CRD.
-kubectl apply --validate=false -f crds/leenconnection.yaml
-kubectl wait --for condition=established crd/leenconnections.leen.dev --timeout=60s >/dev/null
+kubectl apply --validate=false -f crds/
+kubectl wait --for condition=established crd/leenconnections.leen.dev crd/leenorganizations.leen.dev \
+  crd/clusterleenorganizations.leen.dev --timeout=60s >/dev/null
 
 echo "== starting the fake Leen with connection 0b9e7a52-... and the operator"
 target/debug/fake-leen --api-key demo-key \

@@ -280,6 +280,22 @@ pub async fn run(
         shutdown_tx.subscribe(),
         shutdown_tx.subscribe(),
     );
+    // A controller waits for its cache before it runs, and a cache of a kind whose CRD is
+    // not installed (an install that applied only the LeenConnection CRD) is never ready:
+    // its shutdown would then wait forever. Such a controller is let go a moment after the
+    // others stopped.
+    let mut hard_stop = shutdown_tx.subscribe();
+    let organizations = async move {
+        tokio::select! {
+            () = organizations => {}
+            _ = async {
+                let _ = hard_stop.recv().await;
+                tokio::time::sleep(ORGANIZATIONS_GRACE).await;
+            } => {
+                warn!("the organization controllers did not stop within {ORGANIZATIONS_GRACE:?} of the shutdown (are the LeenOrganization and ClusterLeenOrganization CRDs installed?); stopped them");
+            }
+        }
+    };
     let mut connections_shutdown = shutdown_tx.subscribe();
     tokio::spawn(async move {
         shutdown.await;
@@ -339,6 +355,9 @@ pub async fn run(
         });
     futures::join!(main, protection, organizations);
 }
+
+/// How long the organization controllers may take to stop after a shutdown began.
+const ORGANIZATIONS_GRACE: Duration = Duration::from_secs(5);
 
 /// The reconcilers of LeenOrganizations (one watch per watched namespace, or one for all)
 /// and, for an operator that watches all namespaces, of ClusterLeenOrganizations.
