@@ -151,8 +151,12 @@ const UUID_PATTERN: &str =
     )
 )]
 #[serde(rename_all = "camelCase")]
-// The same rule as the first CEL rule, as plain OpenAPI, for API servers before CEL.
-#[schemars(extend("anyOf" = [{"required": ["connectionId"]}, {"required": ["vendor"]}]))]
+// The same rules as the first and third CEL rules, as plain OpenAPI, for API servers
+// before CEL.
+#[schemars(extend("allOf" = [
+    {"anyOf": [{"required": ["connectionId"]}, {"required": ["vendor"]}]},
+    {"anyOf": [{"required": ["organizationId"]}, {"required": ["organizationRef"]}]}
+]))]
 #[x_kube(validation = Rule::new("has(self.connectionId) || has(self.vendor)").message("vendor is required when connectionId is unset (the operator creates the connection)"))]
 #[x_kube(validation = Rule::new("!has(oldSelf.connectionId) || has(self.connectionId)").message("connectionId cannot be removed once set"))]
 #[x_kube(validation = Rule::new("has(self.organizationId) || has(self.organizationRef)").message("organizationId or organizationRef is required"))]
