@@ -17,6 +17,7 @@ use leen_operator::{
         held_retry_message, plan_deletion, plan_sync, validate_binding,
     },
     leen::{ApiKey, Connection, CreateRequest, LeenOutcome, UpdateRequest},
+    organization::{OrganizationKind, OrganizationRef},
     resource::{
         CONFIRM_DELETION_ANNOTATION, CreationRecord, CredentialsStatus, CredentialsTest,
         DeletionRecord, DesiredState, LeenConnection, Region, SecretRef,
@@ -1668,5 +1669,112 @@ fn a_pending_create_is_reconciling_and_looks_again_before_it_settles() {
         decide_sync(&obj, &obs(0), &inputs(5)).requeue_after,
         Some(Duration::from_secs(1)),
         "at least a second"
+    );
+}
+
+fn via_organization(mut obj: LeenConnection) -> LeenConnection {
+    obj.spec.organization_ref = Some(OrganizationRef {
+        kind: OrganizationKind::LeenOrganization,
+        name: "acme".into(),
+    });
+    obj
+}
+
+/// spec.organizationRef is resolved before anything else is read, on both paths; what
+/// stops the resolution is the decision, with no call; a deletion with nothing in Leen
+/// releases without it, and one that names or holds a connection waits for it.
+#[test]
+fn an_organization_reference_is_resolved_first() {
+    let missing = Observation::CredentialsMissing("LeenOrganization acme not found".into());
+    let resolved = |mut inputs: SyncInputs| {
+        inputs.organization_ref = Some(Ok(()));
+        inputs
+    };
+    let sync = via_organization(live());
+    assert_eq!(
+        plan_sync(&sync, &SyncInputs::default()),
+        SyncPlan::Read(Need::Organization),
+        "the organization first"
+    );
+    let refused = SyncInputs {
+        organization_ref: Some(Err(missing.clone())),
+        ..Default::default()
+    };
+    assert_eq!(plan_sync(&sync, &refused), SyncPlan::Done(missing.clone()));
+    assert_eq!(
+        plan_sync(&sync, &resolved(SyncInputs::default())),
+        SyncPlan::Read(Need::ApiKey),
+        "then the key"
+    );
+    assert_eq!(
+        plan_sync(&live(), &SyncInputs::default()),
+        SyncPlan::Read(Need::ApiKey),
+        "no reference, never asked"
+    );
+    let paused = {
+        let mut obj = via_organization(live());
+        obj.metadata.annotations = Some(BTreeMap::from([(
+            "leen.dev/paused".to_string(),
+            "true".to_string(),
+        )]));
+        obj
+    };
+    assert_eq!(
+        plan_sync(&paused, &SyncInputs::default()),
+        SyncPlan::Done(Observation::Paused),
+        "paused: nothing read"
+    );
+
+    // Deleting: a connection named in the spec, or bound, waits for the organization.
+    let mut adopted = via_organization(deleting());
+    adopted.spec.organization_id = String::new();
+    assert_eq!(
+        plan_deletion(&adopted, &DeletionInputs::default(), None),
+        DeletionPlan::Read(Need::Organization)
+    );
+    let bound = via_organization(deleting().bound());
+    assert_eq!(
+        plan_deletion(&bound, &DeletionInputs::default(), None),
+        DeletionPlan::Read(Need::Organization)
+    );
+    let refused = DeletionInputs {
+        organization_ref: Some(Err(missing.clone())),
+        ..Default::default()
+    };
+    assert_eq!(
+        plan_deletion(&bound, &refused, None),
+        DeletionPlan::Done(DeletionStep::Observed(missing.clone())),
+        "kept, with the reason"
+    );
+    let resolved = DeletionInputs {
+        organization_ref: Some(Ok(())),
+        ..Default::default()
+    };
+    assert_eq!(
+        plan_deletion(&bound, &resolved, None),
+        DeletionPlan::Read(Need::CacheFreshness),
+        "then the usual deletion"
+    );
+    // Nothing named, bound or sent: nothing in Leen, no organization needed.
+    let mut never = via_organization(creating());
+    never.spec.organization_id = String::new();
+    assert!(matches!(
+        plan_deletion(&never, &DeletionInputs::default(), None),
+        DeletionPlan::Done(DeletionStep::NotCreated { .. })
+    ));
+    // A create sent: its organization is needed to look for it.
+    let sent = with_intent(never, "mine");
+    assert_eq!(
+        plan_deletion(&sent, &DeletionInputs::default(), None),
+        DeletionPlan::Read(Need::Organization)
+    );
+    // Orphan needs nothing.
+    assert_eq!(
+        plan_deletion(
+            &via_organization(deleting().orphan()),
+            &DeletionInputs::default(),
+            None
+        ),
+        DeletionPlan::Done(DeletionStep::Orphan)
     );
 }

@@ -497,8 +497,12 @@ pub fn plan_deletion(
     if obj.spec.organization_ref.is_some() {
         let creation = obj.status.as_ref().and_then(|s| s.creation.as_ref());
         match &inputs.organization_ref {
-            // Never bound and no create sent: nothing in Leen, whatever the organization.
-            None if held_binding(obj).is_none() && creation.is_none() => {
+            // Never bound, no connection named and no create sent: nothing in Leen,
+            // whatever the organization.
+            None if held_binding(obj).is_none()
+                && obj.spec.connection_id.is_none()
+                && creation.is_none() =>
+            {
                 return DeletionPlan::Done(DeletionStep::NotCreated {
                     identifier: create_identifier(obj),
                 });
