@@ -280,7 +280,16 @@ async fn deleting_an_organization_in_use_waits_for_its_connections() {
     })
     .await;
 
+    // Its key Secret is protected while the organization has users.
+    let secrets: Api<Secret> = Api::namespaced(e.client.clone(), "orgdel");
+    wait_protected(&secrets, "team-key").await;
+
+    // A prune takes the organization and its Secret along.
     orgs.delete("acme", &DeleteParams::default())
+        .await
+        .expect("delete accepted");
+    secrets
+        .delete("team-key", &DeleteParams::default())
         .await
         .expect("delete accepted");
     wait_org(&orgs, "acme", "InUse, naming its user", |o| {
@@ -296,6 +305,24 @@ async fn deleting_an_organization_in_use_waits_for_its_connections() {
         async || orgs.get_opt("acme").await.ok().flatten().is_some(),
     )
     .await;
+
+    // A newcomer does not start on an organization being deleted.
+    let (_, late) = e.seeded();
+    e.create(through("late", "LeenOrganization", "acme", late))
+        .await;
+    let refused = wait_for(&e.api, "late", "refused", |o| {
+        ready_reason(o).as_deref() == Some("CredentialsMissing")
+    })
+    .await;
+    assert!(
+        ready_message(&refused).contains("LeenOrganization acme is being deleted"),
+        "{}",
+        ready_message(&refused)
+    );
+    assert_eq!(e.fake.count("GET", late), 0);
+    e.set_policy("late", "Orphan").await;
+    delete(&e.api, "late").await;
+    wait_gone(&e.api, "late").await;
 
     // The connection's deletion still has its key; then the organization goes.
     delete(&e.api, "web").await;
@@ -313,6 +340,7 @@ async fn deleting_an_organization_in_use_waits_for_its_connections() {
         matches!(orgs.get_opt("acme").await, Ok(None))
     })
     .await;
+    wait_secret_gone(&secrets, "team-key").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

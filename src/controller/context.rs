@@ -54,7 +54,27 @@ impl Default for Clock {
     }
 }
 
-/// Shared state of the reconcilers.
+/// The senders that wake organization resources.
+pub(crate) struct OrganizationWakers {
+    namespaced: mpsc::UnboundedSender<ObjectRef<LeenOrganization>>,
+    cluster: mpsc::UnboundedSender<ObjectRef<ClusterLeenOrganization>>,
+}
+
+impl OrganizationWakers {
+    /// Wakes the organization a resource of namespace `ns` names.
+    pub(crate) fn wake(&self, r: &OrganizationRef, ns: Option<&str>) {
+        match (r.kind, ns) {
+            (OrganizationKind::LeenOrganization, Some(ns)) => {
+                let _ = self.namespaced.send(ObjectRef::new(&r.name).within(ns));
+            }
+            (OrganizationKind::LeenOrganization, None) => {}
+            (OrganizationKind::ClusterLeenOrganization, _) => {
+                let _ = self.cluster.send(ObjectRef::new(&r.name));
+            }
+        }
+    }
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     /// Kubernetes client for calls (bounded by a timeout; watches use their own).
@@ -100,21 +120,7 @@ pub struct Context {
 impl Context {
     /// Asks the organization a resource of namespace `ns` names to count its users again.
     pub(crate) fn wake_organization(&self, r: &OrganizationRef, ns: Option<&str>) {
-        match (r.kind, ns) {
-            (OrganizationKind::LeenOrganization, Some(ns)) => {
-                let _ = self
-                    .state
-                    .wake_organizations
-                    .send(ObjectRef::new(&r.name).within(ns));
-            }
-            (OrganizationKind::LeenOrganization, None) => {}
-            (OrganizationKind::ClusterLeenOrganization, _) => {
-                let _ = self
-                    .state
-                    .wake_cluster_organizations
-                    .send(ObjectRef::new(&r.name));
-            }
-        }
+        self.organization_wakers().wake(r, ns);
     }
 
     /// The context for the reconcilers, from the checked settings. Starts the Event
@@ -175,6 +181,14 @@ impl Context {
                 wake_cluster_organizations,
                 wake_cluster_organizations_rx: Mutex::new(Some(wake_cluster_organizations_rx)),
             },
+        }
+    }
+
+    /// What wakes organizations, to move into a task.
+    pub(crate) fn organization_wakers(&self) -> OrganizationWakers {
+        OrganizationWakers {
+            namespaced: self.state.wake_organizations.clone(),
+            cluster: self.state.wake_cluster_organizations.clone(),
         }
     }
 

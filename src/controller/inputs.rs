@@ -95,12 +95,32 @@ pub(crate) async fn organization(
         );
     }
     let shown = format!("{} {}", r.kind.as_str(), r.name);
+    // A resource that has nothing in Leen yet does not start on an organization being
+    // deleted: its deletion could no longer count on the organization's key.
+    let newcomer = obj.meta().deletion_timestamp.is_none()
+        && obj
+            .status
+            .as_ref()
+            .is_none_or(|s| s.bound_connection.is_none() && s.creation.is_none());
+    let leaving =
+        |org_deleting: bool| -> Option<Result<Result<OrganizationTarget, Observation>, Error>> {
+            (org_deleting && newcomer).then(|| {
+            Ok(Err(Observation::CredentialsMissing(format!(
+                "{shown} is being deleted: name another organization in spec.organizationRef; nothing was sent to Leen"
+            ))))
+        })
+        };
     let forbidden = |message: &str| format!("the operator may not read {shown}: {message}");
     let target = match r.kind {
         OrganizationKind::LeenOrganization => {
             let api: Api<LeenOrganization> = Api::namespaced(ctx.client.clone(), &ns);
             match api.get_opt(&r.name).await {
-                Ok(Some(org)) => org.target(),
+                Ok(Some(org)) => {
+                    if let Some(refused) = leaving(org.metadata.deletion_timestamp.is_some()) {
+                        return refused;
+                    }
+                    org.target()
+                }
                 Ok(None) => {
                     return missing(format!(
                         "{shown} not found in namespace {ns}: create it, or name another in spec.organizationRef"
@@ -148,7 +168,12 @@ pub(crate) async fn organization(
                 }
             };
             match org.selects(&ns, &labels) {
-                Ok(true) => org.target(&ctx.operator_namespace),
+                Ok(true) => {
+                    if let Some(refused) = leaving(org.metadata.deletion_timestamp.is_some()) {
+                        return refused;
+                    }
+                    org.target(&ctx.operator_namespace)
+                }
                 Ok(false) => {
                     return missing(format!(
                         "{shown} does not select namespace {ns}: a cluster administrator lists it in the organization's spec.namespaces or labels the namespace to match its spec.namespaceSelector"
@@ -190,6 +215,20 @@ pub(crate) async fn api_key(
             .unwrap_or_default();
         let what = format!("the API key Secret of {name}:");
         let key = read_key_from(ctx, &target.key_namespace, &target.key_secret, &what).await?;
+        let cluster = obj
+            .spec
+            .organization_ref
+            .as_ref()
+            .is_some_and(|r| r.kind == OrganizationKind::ClusterLeenOrganization);
+        // The platform's Secret is not the team's business: its name and namespace stay in
+        // the organization's own status.
+        let key = key.map_err(|message| {
+            if cluster {
+                format!("{name} cannot read its API key (its status says why)")
+            } else {
+                message
+            }
+        });
         return Ok((key.map(|(key, _)| key), None));
     }
     let Some(secret_ref) = &obj.spec.api_key_secret_ref else {
@@ -371,12 +410,24 @@ impl Context {
                 continue;
             };
             let held = held_binding(&other);
+            // One that names the same connection through an organization it has not
+            // resolved yet (it reads first) counts too: holding is the safe side.
+            let through_organization = other.spec.organization_ref.is_some()
+                && other
+                    .spec
+                    .connection_id
+                    .as_deref()
+                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                    == Some(binding.connection);
             if held.is_none()
+                && !through_organization
                 && let (Some(uid), Some(version)) = (other.uid(), other.resource_version())
             {
                 self.state.record_binds_nothing(uid, version);
             }
-            if other.meta().deletion_timestamp.is_none() && held.as_ref() == Some(binding) {
+            if other.meta().deletion_timestamp.is_none()
+                && (held.as_ref() == Some(binding) || through_organization)
+            {
                 return Ok(Some(display_ref(&other)));
             }
         }

@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, fmt::Debug, sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Resource, ResourceExt,
     api::Patch,
@@ -184,10 +184,21 @@ pub async fn reconcile_organization<K: OrganizationResource>(
     if let Some(cluster) = org.as_cluster() {
         users = selected_users(cluster, users, &ctx).await?;
     }
-    let check = if deleting {
-        OrganizationCheck::Deleting
+    let target = org.org_target(&ctx);
+    let (check, key_secret) = if deleting {
+        // Not asked: its key is still read, to keep it protected for the users' deletions.
+        let secret = super::inputs::read_key_from(
+            &ctx,
+            &target.key_namespace,
+            &target.key_secret,
+            "API key Secret",
+        )
+        .await?
+        .ok()
+        .map(|(_, secret)| secret);
+        (OrganizationCheck::Deleting, secret)
     } else {
-        check(org.org_target(&ctx), &ctx).await?
+        check(target.clone(), &ctx).await?
     };
     let previous = org.org_status();
     let decision = decide_organization(
@@ -202,6 +213,26 @@ pub async fn reconcile_organization<K: OrganizationResource>(
         set_finalizer(&api, org.as_ref(), true).await?;
         ctx.metrics.kube_write("organization_finalizer_add");
     }
+    if decision.keep_finalizer
+        && let Some(secret) = &key_secret
+    {
+        // The users' deletions need this key: a prune or namespace deletion that takes the
+        // Secret along must not strand them (as for a connection's own key Secret).
+        super::secrets::protect(secret, &ctx, false).await?;
+    }
+    if !decision.keep_finalizer && holds {
+        // Before the status write, whose new resourceVersion would fail this patch.
+        set_finalizer(&api, org.as_ref(), false).await?;
+        ctx.metrics.kube_write("organization_finalizer_remove");
+        let _ = ctx
+            .state
+            .wake_secrets
+            .send(ObjectRef::new(&target.key_secret.name).within(&target.key_namespace));
+        if deleting {
+            info!("no LeenConnection uses the organization any more; released it");
+            return Ok(Action::await_change());
+        }
+    }
     let namespaces = if K::KIND == OrganizationKind::ClusterLeenOrganization {
         let mut seen: Vec<String> = users
             .iter()
@@ -214,19 +245,23 @@ pub async fn reconcile_organization<K: OrganizationResource>(
     };
     let status = OrganizationStatus {
         observed_generation: org.meta().generation,
-        organization_name: decision
-            .name
-            .clone()
-            .or_else(|| previous.and_then(|s| s.organization_name.clone())),
+        // What the key read now; while deleting (not asked), what it read last.
+        organization_name: match check {
+            OrganizationCheck::Deleting => previous.and_then(|s| s.organization_name.clone()),
+            _ => decision.name.clone(),
+        },
         connections: u32::try_from(users.len()).unwrap_or(u32::MAX),
         namespaces,
         conditions: vec![decision.ready.clone()],
     };
     if previous != Some(&status) {
         let mut value = serde_json::to_value(&status).unwrap_or_default();
+        // A merge patch removes only what it names as null.
         if status.namespaces.is_empty() {
-            // A merge patch removes only what it names as null.
             value["namespaces"] = serde_json::Value::Null;
+        }
+        if status.organization_name.is_none() {
+            value["organizationName"] = serde_json::Value::Null;
         }
         api.patch_status(
             &org.name_any(),
@@ -235,13 +270,6 @@ pub async fn reconcile_organization<K: OrganizationResource>(
         )
         .await?;
         ctx.metrics.kube_write("organization_status");
-    }
-    if !decision.keep_finalizer && holds {
-        set_finalizer(&api, org.as_ref(), false).await?;
-        ctx.metrics.kube_write("organization_finalizer_remove");
-        if deleting {
-            info!("no LeenConnection uses the organization any more; released it");
-        }
     }
     let changed = previous.and_then(|s| s.observed_generation) != org.meta().generation;
     if changed
@@ -271,13 +299,20 @@ fn users_of(ctx: &Context, r: &OrganizationRef, ns: Option<&str>) -> Vec<super::
         .collect()
 }
 
-/// Reads the key and asks Leen for the organization.
-async fn check(target: OrganizationTarget, ctx: &Context) -> Result<OrganizationCheck, Error> {
+/// Reads the key and asks Leen for the organization; also the key Secret read, so that it
+/// can be protected while the organization has users.
+async fn check(
+    target: OrganizationTarget,
+    ctx: &Context,
+) -> Result<(OrganizationCheck, Option<Secret>), Error> {
     let Ok(id) = Uuid::parse_str(&target.organization_id) else {
-        return Ok(OrganizationCheck::Invalid(format!(
-            "spec.organizationId {:?} is not a UUID",
-            target.organization_id
-        )));
+        return Ok((
+            OrganizationCheck::Invalid(format!(
+                "spec.organizationId {:?} is not a UUID",
+                target.organization_id
+            )),
+            None,
+        ));
     };
     let key = match super::inputs::read_key_from(
         ctx,
@@ -287,13 +322,15 @@ async fn check(target: OrganizationTarget, ctx: &Context) -> Result<Organization
     )
     .await?
     {
-        Ok((key, _)) => key,
-        Err(message) => return Ok(OrganizationCheck::KeyMissing(message)),
+        Ok(found) => found,
+        Err(message) => return Ok((OrganizationCheck::KeyMissing(message), None)),
     };
-    Ok(match ctx.leen.organization(target.region, id, &key).await {
+    let (key, secret) = key;
+    let check = match ctx.leen.organization(target.region, id, &key).await {
         Ok(org) => OrganizationCheck::Read(org),
         Err(outcome) => OrganizationCheck::Failed(outcome),
-    })
+    };
+    Ok((check, Some(secret)))
 }
 
 /// Adds or removes the in-use finalizer; the resourceVersion makes the patch fail, rather

@@ -5,13 +5,18 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Resource, ResourceExt, api::Patch, runtime::controller::Action};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ListParams, Patch},
+    runtime::controller::Action,
+};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::{Context, Error, context::display_ref, freshness::Freshness, write::field_manager};
 use crate::{
     cache::CachedSecret,
+    organization::{ClusterLeenOrganization, LeenOrganization, ORGANIZATION_FINALIZER},
     resource::{FINALIZER, LeenConnection, SECRET_FINALIZER},
 };
 
@@ -97,7 +102,11 @@ pub async fn reconcile_secret(
     }
     let ns = secret.namespace().ok_or(Error::NoNamespace)?;
     let name = secret.name_any();
-    if let Some(user) = secret_user(&ctx, &ns, &name).await? {
+    let user = match secret_user(&ctx, &ns, &name).await? {
+        Some(user) => Some(user),
+        None => organization_user(&ctx, &ns, &name).await?,
+    };
+    if let Some(user) = user {
         debug!(user = %user, "key Secret still needed");
         // Woken when a user goes; the requeue is only a safety net.
         return Ok(Action::requeue(
@@ -158,6 +167,43 @@ async fn secret_user(ctx: &Context, ns: &str, name: &str) -> Result<Option<Strin
         }
     }
     Ok(None)
+}
+
+/// An organization resource (`Kind name`) that holds its in-use finalizer and reads its
+/// key from Secret `ns/name`: its users' deletions need the key.
+async fn organization_user(ctx: &Context, ns: &str, name: &str) -> Result<Option<String>, Error> {
+    let in_use = |finalizers: &[String], secret: &str| {
+        secret == name && finalizers.iter().any(|f| f == ORGANIZATION_FINALIZER)
+    };
+    let absent = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404);
+    let orgs: Api<LeenOrganization> = Api::namespaced(ctx.client.clone(), ns);
+    match orgs.list(&ListParams::default()).await {
+        Ok(list) => {
+            if let Some(o) = list
+                .items
+                .iter()
+                .find(|o| in_use(o.finalizers(), &o.spec.api_key_secret_ref.name))
+            {
+                return Ok(Some(format!("LeenOrganization {}", o.name_any())));
+            }
+        }
+        // No such CRD installed: no organization uses anything.
+        Err(e) if absent(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if ns != ctx.operator_namespace || !ctx.watch_namespaces.is_empty() {
+        return Ok(None);
+    }
+    let clusters: Api<ClusterLeenOrganization> = Api::all(ctx.client.clone());
+    match clusters.list(&ListParams::default()).await {
+        Ok(list) => Ok(list
+            .items
+            .iter()
+            .find(|o| in_use(o.finalizers(), &o.spec.api_key_secret_ref.name))
+            .map(|o| format!("ClusterLeenOrganization {}", o.name_any()))),
+        Err(e) if absent(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Requeue policy of the Secret protection.

@@ -243,6 +243,14 @@ pub(crate) async fn metadata(
             .filter_map(|a| OrganizationRef::parse_annotation(a))
         {
             ctx.wake_organization(&r, obj.namespace().as_deref());
+            // Once more when the cache surely holds the new annotation (the first look
+            // may still count the old one).
+            let wakers = ctx.organization_wakers();
+            let ns = obj.namespace();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                wakers.wake(&r, ns.as_deref());
+            });
         }
     }
     if let (Some(old), Some(ns)) = (current_secret, obj.namespace())

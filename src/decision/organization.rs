@@ -102,7 +102,8 @@ pub fn decide_organization(
                 users.join(", ")
             ),
             None,
-            None,
+            // Looked at again until its users are gone, whatever wakes it or not.
+            retry,
         ),
     };
     let mut ready = Condition {
@@ -219,6 +220,7 @@ mod tests {
         assert!(d.ready.message.contains("2 LeenConnection(s)"));
         assert!(d.ready.message.contains("team-a/db, team-a/web"));
         assert!(d.keep_finalizer);
+        assert_eq!(d.requeue_after, Some(Duration::from_secs(10)));
         assert!(!decide(OrganizationCheck::Deleting, &[]).keep_finalizer);
     }
 
