@@ -34,7 +34,9 @@ free_port() {
 }
 wait_http() { # URL [curl options]
   local url=$1; shift
-  for _ in $(seq 1 300); do
+  # Two minutes: a kube-apiserver takes seconds on an idle machine, much longer on a busy one.
+  local deadline=$((SECONDS + 120))
+  while [ "$SECONDS" -lt "$deadline" ]; do
     curl -fsS --max-time 2 "$@" "$url" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
