@@ -102,25 +102,12 @@ pub(crate) async fn organization(
             .status
             .as_ref()
             .is_none_or(|s| s.bound_connection.is_none() && s.creation.is_none());
-    let leaving =
-        |org_deleting: bool| -> Option<Result<Result<OrganizationTarget, Observation>, Error>> {
-            (org_deleting && newcomer).then(|| {
-            Ok(Err(Observation::CredentialsMissing(format!(
-                "{shown} is being deleted: name another organization in spec.organizationRef; nothing was sent to Leen"
-            ))))
-        })
-        };
     let forbidden = |message: &str| format!("the operator may not read {shown}: {message}");
-    let target = match r.kind {
+    let (target, org_deleting) = match r.kind {
         OrganizationKind::LeenOrganization => {
             let api: Api<LeenOrganization> = Api::namespaced(ctx.client.clone(), &ns);
             match api.get_opt(&r.name).await {
-                Ok(Some(org)) => {
-                    if let Some(refused) = leaving(org.metadata.deletion_timestamp.is_some()) {
-                        return refused;
-                    }
-                    org.target()
-                }
+                Ok(Some(org)) => (org.target(), org.metadata.deletion_timestamp.is_some()),
                 Ok(None) => {
                     return missing(format!(
                         "{shown} not found in namespace {ns}: create it, or name another in spec.organizationRef"
@@ -168,12 +155,10 @@ pub(crate) async fn organization(
                 }
             };
             match org.selects(&ns, &labels) {
-                Ok(true) => {
-                    if let Some(refused) = leaving(org.metadata.deletion_timestamp.is_some()) {
-                        return refused;
-                    }
-                    org.target(&ctx.operator_namespace)
-                }
+                Ok(true) => (
+                    org.target(&ctx.operator_namespace),
+                    org.metadata.deletion_timestamp.is_some(),
+                ),
                 Ok(false) => {
                     return missing(format!(
                         "{shown} does not select namespace {ns}: a cluster administrator lists it in the organization's spec.namespaces or labels the namespace to match its spec.namespaceSelector"
@@ -183,6 +168,11 @@ pub(crate) async fn organization(
             }
         }
     };
+    if org_deleting && newcomer {
+        return missing(format!(
+            "{shown} is being deleted: name another organization in spec.organizationRef"
+        ));
+    }
     if let Some(region) = obj.spec.region
         && region != target.region
     {

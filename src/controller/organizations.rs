@@ -20,6 +20,7 @@ use super::{Context, Error, context::display_ref, freshness::Freshness};
 use crate::{
     cache::CachedConnection,
     decision::{OrganizationCheck, decide_organization},
+    leen::ApiKey,
     organization::{
         ClusterLeenOrganization, LeenOrganization, ORGANIZATION_FINALIZER, OrganizationKind,
         OrganizationRef, OrganizationStatus, OrganizationTarget,
@@ -185,20 +186,20 @@ pub async fn reconcile_organization<K: OrganizationResource>(
         users = selected_users(cluster, users, &ctx).await?;
     }
     let target = org.org_target(&ctx);
-    let (check, key_secret) = if deleting {
-        // Not asked: its key is still read, to keep it protected for the users' deletions.
-        let secret = super::inputs::read_key_from(
-            &ctx,
-            &target.key_namespace,
-            &target.key_secret,
-            "API key Secret",
-        )
-        .await?
-        .ok()
-        .map(|(_, secret)| secret);
-        (OrganizationCheck::Deleting, secret)
+    // Read while deleting too (Leen is not asked then): the key stays protected for the
+    // users' deletions.
+    let key = super::inputs::read_key_from(
+        &ctx,
+        &target.key_namespace,
+        &target.key_secret,
+        "API key Secret",
+    )
+    .await?;
+    let key_secret = key.as_ref().ok().map(|(_, secret)| secret.clone());
+    let check = if deleting {
+        OrganizationCheck::Deleting
     } else {
-        check(target.clone(), &ctx).await?
+        check(&target, key, &ctx).await
     };
     let previous = org.org_status();
     let decision = decide_organization(
@@ -299,38 +300,26 @@ fn users_of(ctx: &Context, r: &OrganizationRef, ns: Option<&str>) -> Vec<super::
         .collect()
 }
 
-/// Reads the key and asks Leen for the organization; also the key Secret read, so that it
-/// can be protected while the organization has users.
+/// Asks Leen for the organization with the key read.
 async fn check(
-    target: OrganizationTarget,
+    target: &OrganizationTarget,
+    key: Result<(ApiKey, Secret), String>,
     ctx: &Context,
-) -> Result<(OrganizationCheck, Option<Secret>), Error> {
+) -> OrganizationCheck {
     let Ok(id) = Uuid::parse_str(&target.organization_id) else {
-        return Ok((
-            OrganizationCheck::Invalid(format!(
-                "spec.organizationId {:?} is not a UUID",
-                target.organization_id
-            )),
-            None,
+        return OrganizationCheck::Invalid(format!(
+            "spec.organizationId {:?} is not a UUID",
+            target.organization_id
         ));
     };
-    let key = match super::inputs::read_key_from(
-        ctx,
-        &target.key_namespace,
-        &target.key_secret,
-        "API key Secret",
-    )
-    .await?
-    {
-        Ok(found) => found,
-        Err(message) => return Ok((OrganizationCheck::KeyMissing(message), None)),
+    let key = match key {
+        Ok((key, _)) => key,
+        Err(message) => return OrganizationCheck::KeyMissing(message),
     };
-    let (key, secret) = key;
-    let check = match ctx.leen.organization(target.region, id, &key).await {
+    match ctx.leen.organization(target.region, id, &key).await {
         Ok(org) => OrganizationCheck::Read(org),
         Err(outcome) => OrganizationCheck::Failed(outcome),
-    };
-    Ok((check, Some(secret)))
+    }
 }
 
 /// Adds or removes the in-use finalizer; the resourceVersion makes the patch fail, rather
